@@ -1,0 +1,66 @@
+"""Injected time.
+
+Everything that reads time takes a `Clock`, so tests can freeze it, move it
+backwards or jump it forwards without sleeping.  Wall time (milliseconds since
+the Unix epoch) stamps IDs; monotonic time proves lease deadlines, because a
+wall clock that jumps must never extend a lease.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def wall_ms(self) -> int:
+        """Milliseconds since the Unix epoch, as the system reports them."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+
+    def sleep(self, seconds: float) -> None:
+        """Block for `seconds` (only ever a few milliseconds on the hot path)."""
+
+
+class SystemClock:
+    """The real clocks."""
+
+    __slots__ = ()
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class FakeClock:
+    """A clock tests move by hand.  `sleep` advances both clocks instantly."""
+
+    def __init__(self, wall_ms: int = 1_750_000_000_000, monotonic: float = 1000.0) -> None:
+        self._wall_ms = wall_ms
+        self._monotonic = monotonic
+        self.slept: list[float] = []
+
+    def wall_ms(self) -> int:
+        return self._wall_ms
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward."""
+        self._wall_ms += round(seconds * 1000)
+        self._monotonic += seconds
+
+    def set_wall_ms(self, wall_ms: int) -> None:
+        """Set the wall clock only (it may go backwards; monotonic does not)."""
+        self._wall_ms = wall_ms

@@ -1,0 +1,443 @@
+"""A pool's spec: parse, default, validate, and check that an update is safe.
+
+One code path for everyone: the operator validates a `NebulaIdPool` with it,
+`nebula-id pool apply -f pool.yaml` validates the same YAML with it, and the
+sidecar reads back the `PoolConfig` they write to etcd.  The API server's CEL
+rules reject most bad specs first; this module is the authority for the rest
+(and for users without Kubernetes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nebula_id import errors
+from nebula_id.core import layout as layouts
+
+ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TAG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
+
+DEFAULT_STEP = 1000
+DEFAULT_MAX_STEP = 1_000_000
+DEFAULT_TTL_SECONDS = 10
+DEFAULT_TOLERANCE_MS = 5
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_PORT = 8080
+CONFIG_FORMAT = 1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SecretRef:
+    name: str
+    key: str = "dsn"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Datacenter:
+    name: str
+    id: int
+    database_secret_ref: SecretRef | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Tag:
+    name: str
+    step: int = DEFAULT_STEP
+    max_step: int = DEFAULT_MAX_STEP
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RateLimit:
+    requests_per_second: float
+    burst: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SidecarSpec:
+    image: str | None = None
+    port: int = DEFAULT_PORT
+    max_batch_size: int = DEFAULT_MAX_BATCH
+    resources: Mapping[str, Any] | None = None
+    auth_secret_ref: SecretRef | None = None
+    rate_limit: RateLimit | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """A validated pool, as stored at ``pools/{ns}/{name}/config``."""
+
+    namespace: str
+    name: str
+    algorithm: str
+    layout: layouts.SnowflakeLayout
+    clock_backward_tolerance_ms: int
+    datacenters: tuple[Datacenter, ...]
+    tags: tuple[Tag, ...]
+    lease_ttl_seconds: int
+    sidecar: SidecarSpec
+    # IDs of datacenters that were removed: never handed to another datacenter.
+    retired_datacenter_ids: tuple[int, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def datacenter(self, name: str | None) -> Datacenter:
+        """The named datacenter, or the first one when `name` is None."""
+        if name is None:
+            return self.datacenters[0]
+        for dc in self.datacenters:
+            if dc.name == name:
+                return dc
+        known = ", ".join(dc.name for dc in self.datacenters)
+        raise errors.ConfigError(f"pool {self.ref} has no datacenter {name!r} (it has: {known})")
+
+    def tag(self, name: str) -> Tag:
+        for tag in self.tags:
+            if tag.name == name:
+                return tag
+        raise errors.UnknownTag(name, [t.name for t in self.tags])
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document written to etcd (no secrets: only Secret names)."""
+        sidecar: dict[str, Any] = {
+            "port": self.sidecar.port,
+            "maxBatchSize": self.sidecar.max_batch_size,
+        }
+        if self.sidecar.image:
+            sidecar["image"] = self.sidecar.image
+        if self.sidecar.rate_limit:
+            sidecar["rateLimit"] = {
+                "requestsPerSecond": self.sidecar.rate_limit.requests_per_second,
+                "burst": self.sidecar.rate_limit.burst,
+            }
+        return {
+            "format": CONFIG_FORMAT,
+            "namespace": self.namespace,
+            "name": self.name,
+            "algorithm": self.algorithm,
+            "snowflake": {
+                **self.layout.to_json(),
+                "epochMs": self.layout.epoch_ms,
+                "clockBackwardToleranceMs": self.clock_backward_tolerance_ms,
+            },
+            "datacenters": [
+                {"name": dc.name, "id": dc.id}
+                | (
+                    {
+                        "databaseSecretRef": {
+                            "name": dc.database_secret_ref.name,
+                            "key": dc.database_secret_ref.key,
+                        }
+                    }
+                    if dc.database_secret_ref
+                    else {}
+                )
+                for dc in self.datacenters
+            ],
+            "segment": {
+                "tags": [
+                    {"name": t.name, "step": t.step, "maxStep": t.max_step} for t in self.tags
+                ]
+            },
+            "lease": {"ttlSeconds": self.lease_ttl_seconds},
+            "sidecar": sidecar,
+            "retiredDatacenterIds": list(self.retired_datacenter_ids),
+        }
+
+
+# --- parsing -----------------------------------------------------------------------
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidPool(f"{where}.{key} must be an integer, got {value!r}")
+    return value
+
+
+def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise errors.InvalidPool(f"{where} must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _list(raw: Any, where: str) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise errors.InvalidPool(f"{where} must be a list, got {type(raw).__name__}")
+    return raw
+
+
+def _secret_ref(raw: Any, where: str) -> SecretRef | None:
+    if raw is None:
+        return None
+    ref = _mapping(raw, where)
+    name = ref.get("name")
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidPool(f"{where}.name must name a Secret")
+    key = ref.get("key", "dsn")
+    if not isinstance(key, str) or not key:
+        raise errors.InvalidPool(f"{where}.key must be a non-empty string")
+    return SecretRef(name=name, key=key)
+
+
+def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
+    """`spec.snowflake` as a layout and a clock-backward tolerance (ms)."""
+    where = "spec.snowflake"
+    epoch = raw.get("epoch", layouts.DEFAULT_EPOCH)
+    if "epochMs" in raw:
+        epoch_ms = _int(raw, "epochMs", 0, where)
+    elif isinstance(epoch, int) and not isinstance(epoch, bool):
+        epoch_ms = epoch
+    elif isinstance(epoch, str):
+        epoch_ms = layouts.parse_epoch(epoch)
+    else:
+        raise errors.InvalidPool(f"{where}.epoch must be an RFC 3339 timestamp, got {epoch!r}")
+    try:
+        layout = layouts.SnowflakeLayout(
+            timestamp_bits=_int(raw, "timestampBits", 41, where),
+            datacenter_bits=_int(raw, "datacenterBits", 5, where),
+            worker_bits=_int(raw, "workerBits", 5, where),
+            sequence_bits=_int(raw, "sequenceBits", 12, where),
+            epoch_ms=epoch_ms,
+        )
+    except errors.InvalidLayout as e:
+        raise errors.InvalidPool(f"{where}: {e.message}") from e
+    tolerance = _int(raw, "clockBackwardToleranceMs", DEFAULT_TOLERANCE_MS, where)
+    if not 0 <= tolerance <= 1000:
+        raise errors.InvalidPool(f"{where}.clockBackwardToleranceMs must be 0..1000, got {tolerance}")
+    return layout, tolerance
+
+
+def parse_spec(
+    spec: Mapping[str, Any],
+    *,
+    namespace: str,
+    name: str,
+    previous: PoolConfig | None = None,
+    now_ms: int | None = None,
+) -> PoolConfig:
+    """Validate a `NebulaIdPool` spec and return its config.
+
+    `previous` is the config already stored for this pool, if any: datacenters
+    without an `id` keep their old one or get the lowest ID never used, and the
+    update is refused when it would break uniqueness (see `check_update`).
+    `now_ms` enables the check that the epoch is not in the future.
+    """
+    if not DNS_LABEL.match(name):
+        raise errors.InvalidPool(f"pool name {name!r} must be a DNS label")
+    algorithm = spec.get("algorithm", "snowflake")
+    if algorithm not in ALGORITHMS:
+        raise errors.InvalidPool(
+            f"spec.algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"
+        )
+    layout, tolerance = parse_layout(_mapping(spec.get("snowflake"), "spec.snowflake"))
+    if now_ms is not None:
+        try:
+            layout.check_epoch(now_ms)
+        except errors.InvalidLayout as e:
+            raise errors.InvalidPool(f"spec.snowflake: {e.message}") from e
+
+    datacenters = _parse_datacenters(spec, layout, previous)
+    tags = _parse_tags(spec)
+    if algorithm == "segment" and not tags:
+        raise errors.InvalidPool("a segment pool needs at least one tag in spec.segment.tags")
+
+    lease = _mapping(spec.get("lease"), "spec.lease")
+    ttl = _int(lease, "ttlSeconds", DEFAULT_TTL_SECONDS, "spec.lease")
+    if not 2 <= ttl <= 300:
+        raise errors.InvalidPool(f"spec.lease.ttlSeconds must be 2..300, got {ttl}")
+
+    config = PoolConfig(
+        namespace=namespace,
+        name=name,
+        algorithm=algorithm,
+        layout=layout,
+        clock_backward_tolerance_ms=tolerance,
+        datacenters=datacenters,
+        tags=tags,
+        lease_ttl_seconds=ttl,
+        sidecar=_parse_sidecar(_mapping(spec.get("sidecar"), "spec.sidecar")),
+        retired_datacenter_ids=_retired(previous, datacenters),
+    )
+    if previous is not None:
+        check_update(previous, config)
+    return config
+
+
+def _parse_datacenters(
+    spec: Mapping[str, Any], layout: layouts.SnowflakeLayout, previous: PoolConfig | None
+) -> tuple[Datacenter, ...]:
+    raw_dcs = _list(spec.get("datacenters"), "spec.datacenters") or [{"name": "default"}]
+    old_ids = {dc.name: dc.id for dc in previous.datacenters} if previous else {}
+    taken = set(previous.retired_datacenter_ids) if previous else set()
+    taken |= set(old_ids.values())
+    names: set[str] = set()
+    explicit: dict[int, str] = {}
+    parsed: list[tuple[str, int | None, SecretRef | None]] = []
+    for i, raw in enumerate(raw_dcs):
+        where = f"spec.datacenters[{i}]"
+        dc = _mapping(raw, where)
+        dc_name = dc.get("name")
+        if not isinstance(dc_name, str) or not DNS_LABEL.match(dc_name):
+            raise errors.InvalidPool(f"{where}.name must be a DNS label, got {dc_name!r}")
+        if dc_name in names:
+            raise errors.InvalidPool(f"datacenter name {dc_name!r} appears twice")
+        names.add(dc_name)
+        dc_id: int | None = None
+        if "id" in dc and dc["id"] is not None:
+            dc_id = _int(dc, "id", 0, where)
+            if not 0 <= dc_id <= layout.max_datacenter:
+                raise errors.InvalidPool(
+                    f"{where}.id {dc_id} does not fit in datacenterBits={layout.datacenter_bits} "
+                    f"(0..{layout.max_datacenter})"
+                )
+            if dc_id in explicit:
+                raise errors.InvalidPool(
+                    f"datacenters {explicit[dc_id]!r} and {dc_name!r} both have id {dc_id}"
+                )
+            explicit[dc_id] = dc_name
+        elif dc_name in old_ids:
+            dc_id = old_ids[dc_name]
+            explicit[dc_id] = dc_name
+        parsed.append((dc_name, dc_id, _secret_ref(dc.get("databaseSecretRef"), where)))
+    result: list[Datacenter] = []
+    for dc_name, dc_id, ref in parsed:
+        if dc_id is None:
+            dc_id = next(
+                (i for i in range(layout.max_datacenter + 1) if i not in taken and i not in explicit),
+                None,
+            )
+            if dc_id is None:
+                raise errors.InvalidPool(
+                    f"no datacenter ID left for {dc_name!r} in datacenterBits={layout.datacenter_bits}"
+                )
+            explicit[dc_id] = dc_name
+        result.append(Datacenter(name=dc_name, id=dc_id, database_secret_ref=ref))
+    return tuple(result)
+
+
+def _parse_tags(spec: Mapping[str, Any]) -> tuple[Tag, ...]:
+    segment = _mapping(spec.get("segment"), "spec.segment")
+    tags: list[Tag] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(_list(segment.get("tags"), "spec.segment.tags")):
+        where = f"spec.segment.tags[{i}]"
+        tag = _mapping(raw, where)
+        tag_name = tag.get("name")
+        if not isinstance(tag_name, str) or not TAG_NAME.match(tag_name):
+            raise errors.InvalidPool(
+                f"{where}.name must be 1-63 lowercase letters, digits, '-', '_' or '.', "
+                f"starting and ending alphanumeric; got {tag_name!r}"
+            )
+        if tag_name in seen:
+            raise errors.InvalidPool(f"segment tag {tag_name!r} appears twice")
+        seen.add(tag_name)
+        step = _int(tag, "step", DEFAULT_STEP, where)
+        max_step = _int(tag, "maxStep", max(DEFAULT_MAX_STEP, step), where)
+        if step < 1:
+            raise errors.InvalidPool(f"{where}.step must be at least 1, got {step}")
+        if step > max_step:
+            raise errors.InvalidPool(f"{where}.step ({step}) must not exceed maxStep ({max_step})")
+        tags.append(Tag(name=tag_name, step=step, max_step=max_step))
+    return tuple(tags)
+
+
+def _parse_sidecar(raw: Mapping[str, Any]) -> SidecarSpec:
+    where = "spec.sidecar"
+    port = _int(raw, "port", DEFAULT_PORT, where)
+    if not 1 <= port <= 65535:
+        raise errors.InvalidPool(f"{where}.port must be 1..65535, got {port}")
+    batch = _int(raw, "maxBatchSize", DEFAULT_MAX_BATCH, where)
+    if not 1 <= batch <= 100_000:
+        raise errors.InvalidPool(f"{where}.maxBatchSize must be 1..100000, got {batch}")
+    image = raw.get("image")
+    if image is not None and (not isinstance(image, str) or not image):
+        raise errors.InvalidPool(f"{where}.image must be a non-empty string")
+    rate_limit = None
+    if raw.get("rateLimit") is not None:
+        rl = _mapping(raw["rateLimit"], f"{where}.rateLimit")
+        rps = rl.get("requestsPerSecond")
+        if isinstance(rps, bool) or not isinstance(rps, int | float) or rps <= 0:
+            raise errors.InvalidPool(f"{where}.rateLimit.requestsPerSecond must be positive")
+        burst = _int(rl, "burst", max(1, int(rps)), f"{where}.rateLimit")
+        if burst < 1:
+            raise errors.InvalidPool(f"{where}.rateLimit.burst must be at least 1")
+        rate_limit = RateLimit(requests_per_second=float(rps), burst=burst)
+    resources = raw.get("resources")
+    return SidecarSpec(
+        image=image,
+        port=port,
+        max_batch_size=batch,
+        resources=_mapping(resources, f"{where}.resources") if resources is not None else None,
+        auth_secret_ref=_secret_ref(raw.get("authSecretRef"), f"{where}.authSecretRef"),
+        rate_limit=rate_limit,
+    )
+
+
+def _retired(previous: PoolConfig | None, current: tuple[Datacenter, ...]) -> tuple[int, ...]:
+    if previous is None:
+        return ()
+    live = {dc.id for dc in current}
+    gone = {dc.id for dc in previous.datacenters} - live
+    return tuple(sorted(set(previous.retired_datacenter_ids) | gone))
+
+
+def check_update(old: PoolConfig, new: PoolConfig) -> None:
+    """Refuse changes that could make two IDs collide."""
+    if old.layout != new.layout:
+        raise errors.InvalidPool(
+            "the Snowflake layout and epoch cannot change once the pool exists "
+            f"(stored {old.layout.to_json()}, requested {new.layout.to_json()}); "
+            "create a new pool instead"
+        )
+    old_by_name = {dc.name: dc.id for dc in old.datacenters}
+    old_owner = {dc.id: dc.name for dc in old.datacenters}
+    for dc in new.datacenters:
+        if dc.name in old_by_name and old_by_name[dc.name] != dc.id:
+            raise errors.InvalidPool(
+                f"datacenter {dc.name!r} has id {old_by_name[dc.name]}; it cannot change to {dc.id}"
+            )
+        if dc.id in old_owner and old_owner[dc.id] != dc.name:
+            raise errors.InvalidPool(
+                f"datacenter id {dc.id} belongs to {old_owner[dc.id]!r}; it cannot be reused "
+                f"for {dc.name!r}"
+            )
+        if dc.id in old.retired_datacenter_ids:
+            raise errors.InvalidPool(
+                f"datacenter id {dc.id} was used by a removed datacenter and cannot be reused"
+            )
+
+
+def parse_document(doc: Mapping[str, Any], *, default_namespace: str = "default") -> tuple[str, str, Mapping[str, Any]]:
+    """A `NebulaIdPool` YAML document as (namespace, name, spec)."""
+    if doc.get("kind") not in (None, "NebulaIdPool"):
+        raise errors.InvalidPool(f"expected kind NebulaIdPool, got {doc.get('kind')!r}")
+    meta = _mapping(doc.get("metadata"), "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise errors.InvalidPool("metadata.name is required")
+    namespace = meta.get("namespace") or default_namespace
+    if not isinstance(namespace, str):
+        raise errors.InvalidPool("metadata.namespace must be a string")
+    return namespace, name, _mapping(doc.get("spec"), "spec")
+
+
+def from_json(doc: Mapping[str, Any]) -> PoolConfig:
+    """Read back a config written by `PoolConfig.to_json` (from etcd or the local cache)."""
+    if doc.get("format") != CONFIG_FORMAT:
+        raise errors.ConfigError(f"unsupported pool config format {doc.get('format')!r}")
+    spec = dict(doc)
+    namespace, name = str(doc["namespace"]), str(doc["name"])
+    config = parse_spec(spec, namespace=namespace, name=name)
+    return dataclasses.replace(
+        config, retired_datacenter_ids=tuple(int(i) for i in doc.get("retiredDatacenterIds", []))
+    )
