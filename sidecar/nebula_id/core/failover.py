@@ -1,0 +1,248 @@
+"""Which datacenter's database the next segment range comes from.
+
+Pure: no I/O, time from an injected `Clock` (monotonic seconds).  The
+PostgreSQL adapter tells it about every allocation and probe (success or
+failure) and about the health the operator publishes in etcd; it answers with
+the order in which to try the datacenters.
+
+The rules:
+
+* the preferred datacenter (the sidecar's own) is used while it is usable;
+* a datacenter is unusable after `failure_threshold` consecutive failures, or
+  while the published health says it is unhealthy;
+* having left the preferred datacenter, the sidecar returns to it only after it
+  has been seen healthy, without interruption, for `hold_down_s` seconds, so a
+  flapping database does not make ranges bounce between datacenters;
+* when nothing is usable, every datacenter is still tried in order: trying a
+  database can never produce a duplicate, so refusing to try would only turn an
+  outage into a longer one.
+
+Switching is always safe for uniqueness, because every datacenter's counter
+lives in its own high bits (see `nebula_id.storage.postgres`); these rules are
+about latency and locality, not correctness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nebula_id import errors
+from nebula_id.clock import Clock
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FailoverSettings:
+    """How eagerly the sidecar leaves and returns to its preferred datacenter."""
+
+    failure_threshold: int = 3
+    """Consecutive failed calls after which a datacenter counts as down."""
+
+    hold_down_s: float = 30.0
+    """How long a recovered datacenter must stay healthy before it is preferred again."""
+
+    health_max_age_s: float = 60.0
+    """Published health older than this is ignored (the operator may be down)."""
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1:
+            raise errors.ConfigError(
+                f"failover failure_threshold must be at least 1, got {self.failure_threshold}"
+            )
+        if self.hold_down_s < 0:
+            raise errors.ConfigError(f"failover hold_down_s must be >= 0, got {self.hold_down_s}")
+        if self.health_max_age_s <= 0:
+            raise errors.ConfigError(
+                f"failover health_max_age_s must be positive, got {self.health_max_age_s}"
+            )
+
+
+@dataclasses.dataclass(slots=True)
+class _DatacenterState:
+    consecutive_failures: int = 0
+    down: bool = False  # by our own failure count; cleared by the next success
+    published_healthy: bool | None = None  # None: no fresh published health
+    published_reason: str = ""
+    healthy_since: float | None = None  # monotonic; None while not known healthy
+
+
+class Failover:
+    """The datacenter choice of one sidecar (mutable, one per process)."""
+
+    def __init__(
+        self,
+        datacenters: Sequence[str],
+        *,
+        preferred: str,
+        clock: Clock,
+        settings: FailoverSettings | None = None,
+    ) -> None:
+        if not datacenters:
+            raise errors.ConfigError("failover needs at least one datacenter")
+        if len(set(datacenters)) != len(datacenters):
+            raise errors.ConfigError(f"datacenter names repeat: {list(datacenters)}")
+        if preferred not in datacenters:
+            raise errors.ConfigError(
+                f"preferred datacenter {preferred!r} is not one of {list(datacenters)}"
+            )
+        self._names = tuple(datacenters)
+        self._preferred = preferred
+        self._clock = clock
+        self._settings = settings or FailoverSettings()
+        now = clock.monotonic()
+        # Until told otherwise every datacenter is presumed healthy since start.
+        self._states = {name: _DatacenterState(healthy_since=now) for name in self._names}
+        self._current = preferred
+        self._switches = 0
+
+    @property
+    def preferred(self) -> str:
+        return self._preferred
+
+    @property
+    def datacenters(self) -> tuple[str, ...]:
+        return self._names
+
+    @property
+    def switches(self) -> int:
+        """How often the active datacenter has changed (for a metric)."""
+        return self._switches
+
+    def usable(self, name: str) -> bool:
+        state = self._states[name]
+        return not state.down and state.published_healthy is not False
+
+    def current(self) -> str:
+        """The datacenter to allocate from now; re-evaluated on every call."""
+        chosen = self._choose()
+        if chosen != self._current:
+            self._current = chosen
+            self._switches += 1
+        return chosen
+
+    def order(self) -> list[str]:
+        """Every datacenter, best first: the current one, the usable, then the rest."""
+        first = self.current()
+        usable = [n for n in self._names if n != first and self.usable(n)]
+        rest = [n for n in self._names if n != first and not self.usable(n)]
+        return [first, *usable, *rest]
+
+    def down(self) -> list[str]:
+        """Datacenters we hold as unusable (worth probing to learn of recovery)."""
+        return [n for n in self._names if not self.usable(n)]
+
+    def record_success(self, name: str) -> None:
+        state = self._states[name]
+        state.consecutive_failures = 0
+        state.down = False
+        if state.healthy_since is None and state.published_healthy is not False:
+            state.healthy_since = self._clock.monotonic()
+
+    def record_failure(self, name: str) -> None:
+        state = self._states[name]
+        state.consecutive_failures += 1
+        state.healthy_since = None
+        if state.consecutive_failures >= self._settings.failure_threshold:
+            state.down = True
+
+    def observe_health(self, health: Mapping[str, tuple[bool, str] | None]) -> None:
+        """The operator's published health: name -> (healthy, reason), None when stale."""
+        now = self._clock.monotonic()
+        for name in self._names:
+            state = self._states[name]
+            observed = health.get(name)
+            if observed is None:
+                state.published_healthy = None
+                state.published_reason = ""
+                continue
+            healthy, reason = observed
+            state.published_healthy = healthy
+            state.published_reason = reason
+            if not healthy:
+                state.healthy_since = None
+            elif state.healthy_since is None and not state.down:
+                state.healthy_since = now
+
+    def info(self) -> dict[str, Any]:
+        now = self._clock.monotonic()
+        return {
+            "preferred": self._preferred,
+            "current": self._current,
+            "switches": self._switches,
+            "datacenters": {
+                name: {
+                    "usable": self.usable(name),
+                    "consecutiveFailures": state.consecutive_failures,
+                    "publishedHealthy": state.published_healthy,
+                    "publishedReason": state.published_reason,
+                    "healthyForSeconds": (
+                        None if state.healthy_since is None else round(now - state.healthy_since, 3)
+                    ),
+                }
+                for name, state in self._states.items()
+            },
+        }
+
+    def _held_down(self, name: str) -> bool:
+        since = self._states[name].healthy_since
+        return since is not None and self._clock.monotonic() - since >= self._settings.hold_down_s
+
+    def _choose(self) -> str:
+        preferred, current = self._preferred, self._current
+        if self.usable(preferred) and (
+            current == preferred or self._held_down(preferred) or not self.usable(current)
+        ):
+            return preferred
+        if self.usable(current):
+            return current
+        for name in self._names:
+            if self.usable(name):
+                return name
+        return preferred
+
+
+def parse_health(doc: Any, *, now_ms: int, max_age_s: float) -> dict[str, tuple[bool, str] | None]:
+    """The health document of `PoolKeys.health`, for `Failover.observe_health`.
+
+    ``{"datacenters": {"dc-a": {"healthy": true, "reason": "...", "checkedAt": "..."}},
+    "updatedAt": "..."}``.  A document (or an entry) older than `max_age_s`, or one
+    that cannot be read, says nothing: the data plane must not depend on a
+    stopped operator, so stale health is treated as unknown, never as unhealthy.
+    """
+    if not isinstance(doc, Mapping):
+        return {}
+    updated = _rfc3339_ms(doc.get("updatedAt"))
+    if updated is None or now_ms - updated > max_age_s * 1000:
+        return {}
+    entries = doc.get("datacenters")
+    if not isinstance(entries, Mapping):
+        return {}
+    result: dict[str, tuple[bool, str] | None] = {}
+    for name, entry in entries.items():
+        if not isinstance(name, str) or not isinstance(entry, Mapping):
+            continue
+        healthy = entry.get("healthy")
+        checked = _rfc3339_ms(entry.get("checkedAt", doc.get("updatedAt")))
+        if not isinstance(healthy, bool) or checked is None:
+            result[name] = None
+            continue
+        if now_ms - checked > max_age_s * 1000:
+            result[name] = None
+            continue
+        reason = entry.get("reason")
+        result[name] = (healthy, reason if isinstance(reason, str) else "")
+    return result
+
+
+def _rfc3339_ms(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return int(moment.timestamp() * 1000)
