@@ -1,0 +1,297 @@
+"""The sidecar that the webhook injects, built from a pool and the operator's settings.
+
+Pure: no kopf, no API calls.  The webhook reads the pool and the pod and hands
+them here; this module decides what the pod gets and returns it as RFC 6902
+JSON-patch operations.  A pod that already has the sidecar gets no operations,
+so injection is idempotent.
+
+The sidecar is a *native* sidecar (an init container with ``restartPolicy:
+Always``, Kubernetes >= 1.29): the kubelet starts it before the application's
+containers, so the app can ask for IDs from its first line, and stops it after
+them, so the app can still ask while it shuts down.  It listens on all pod
+interfaces because the kubelet's probes reach the pod IP, not loopback.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nebula_id import errors
+from nebula_id.core import pool as pools
+
+INJECT_LABEL = "nebula-id.io/inject"
+POOL_ANNOTATION = "nebula-id.io/pool"
+WORKER_ANNOTATION = "nebula-id.io/worker-id"
+CONTAINER_NAME = "nebula-id"
+PORT_NAME = "nebula-id"
+RUN_AS_USER = 65532  # the `nonroot` user of the sidecar image (Dockerfile.sidecar)
+
+DATA_VOLUME = "nebula-id-data"
+DATA_DIR = "/var/lib/nebula-id"
+DATABASES_VOLUME = "nebula-id-databases"
+DATABASES_DIR = "/etc/nebula-id/databases"
+ETCD_TLS_VOLUME = "nebula-id-etcd-tls"
+ETCD_TLS_DIR = "/etc/nebula-id/etcd-tls"
+
+DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
+DEFAULT_RESOURCES: Mapping[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "128Mi"},
+}
+
+JsonPatch = list[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InjectionSettings:
+    """What the operator adds to every sidecar on top of the pool's `spec.sidecar`."""
+
+    image: str = DEFAULT_IMAGE
+    """The sidecar image when the pool does not name one."""
+    image_pull_policy: str = "IfNotPresent"
+    etcd_endpoints: tuple[str, ...] = ()
+    """The etcd endpoints the sidecars reach (may differ from the operator's own view)."""
+    etcd_prefix: str = "/nebula-id"
+    etcd_tls_secret: str | None = None
+    """A Secret in the pod's namespace with `ca.crt`, `tls.crt` and `tls.key`."""
+    etcd_auth_secret: str | None = None
+    """A Secret in the pod's namespace with `username` and `password`."""
+    datacenter: str | None = None
+    """The datacenter this cluster runs in; None means the pool's first one."""
+    resources: Mapping[str, Any] = dataclasses.field(
+        default_factory=lambda: copy.deepcopy(dict(DEFAULT_RESOURCES))
+    )
+    """Resources when the pool's `spec.sidecar.resources` is empty."""
+    listen_host: str = "0.0.0.0"
+    """Where the sidecar listens: the kubelet's probes reach the pod IP, not loopback."""
+    log_level: str = "info"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Sidecar:
+    """The init container and the volumes a pod gets."""
+
+    container: Mapping[str, Any]
+    volumes: tuple[Mapping[str, Any], ...]
+
+
+class PodRejected(errors.InvalidArgument):
+    """The pod asks for injection but cannot get it; the message says why."""
+
+
+# --- reading the pod ----------------------------------------------------------------
+
+
+def has_sidecar(pod: Mapping[str, Any]) -> bool:
+    """True when the pod already runs a container named like ours."""
+    spec = pod.get("spec") or {}
+    containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+    return any(c.get("name") == CONTAINER_NAME for c in containers)
+
+
+def wants_sidecar(pod: Mapping[str, Any]) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(INJECT_LABEL) == "true"
+
+
+def pool_name(pod: Mapping[str, Any]) -> str:
+    """The pool the pod names, or `PodRejected` with a message the user can act on."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    name = annotations.get(POOL_ANNOTATION)
+    if not isinstance(name, str) or not name.strip():
+        raise PodRejected(
+            f"the pod is labelled {INJECT_LABEL}=true but has no {POOL_ANNOTATION} annotation; "
+            f"add `{POOL_ANNOTATION}: <NebulaIdPool name>` to the pod template"
+        )
+    name = name.strip()
+    if not pools.DNS_LABEL.match(name):
+        raise PodRejected(f"{POOL_ANNOTATION}={name!r} is not a valid NebulaIdPool name")
+    return name
+
+
+# --- building the sidecar --------------------------------------------------------------
+
+
+def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
+    """The sidecar for pods of `pool` (whose namespace is the pod's)."""
+    try:
+        own_dc = pool.datacenter(settings.datacenter)
+    except errors.ConfigError as e:
+        raise PodRejected(
+            f"the operator runs in datacenter {settings.datacenter!r}, which pool {pool.ref} "
+            f"does not list ({', '.join(dc.name for dc in pool.datacenters)})"
+        ) from e
+    sidecar = pool.sidecar
+    env: list[dict[str, Any]] = [
+        _value("NEBULA_HOST", settings.listen_host),
+        _value("NEBULA_PORT", str(sidecar.port)),
+        _value("NEBULA_POOL", pool.ref),
+        _value("NEBULA_DATACENTER", own_dc.name),
+        _value("NEBULA_DATA_DIR", DATA_DIR),
+        _value("NEBULA_LOG_LEVEL", settings.log_level),
+        _field("NEBULA_POD_NAME", "metadata.name"),
+        _field("NEBULA_POD_NAMESPACE", "metadata.namespace"),
+        _field("NEBULA_POD_UID", "metadata.uid"),
+        _field("NEBULA_NODE_NAME", "spec.nodeName"),
+    ]
+    mounts: list[dict[str, Any]] = [{"name": DATA_VOLUME, "mountPath": DATA_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
+
+    if settings.etcd_endpoints:
+        env.append(_value("NEBULA_ETCD_ENDPOINTS", ",".join(settings.etcd_endpoints)))
+        env.append(_value("NEBULA_ETCD_PREFIX", settings.etcd_prefix))
+    if settings.etcd_tls_secret:
+        env += [
+            _value("NEBULA_ETCD_CA_FILE", f"{ETCD_TLS_DIR}/ca.crt"),
+            _value("NEBULA_ETCD_CERT_FILE", f"{ETCD_TLS_DIR}/tls.crt"),
+            _value("NEBULA_ETCD_KEY_FILE", f"{ETCD_TLS_DIR}/tls.key"),
+        ]
+        mounts.append({"name": ETCD_TLS_VOLUME, "mountPath": ETCD_TLS_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": ETCD_TLS_VOLUME,
+                "secret": {"secretName": settings.etcd_tls_secret, "defaultMode": 0o440},
+            }
+        )
+    if settings.etcd_auth_secret:
+        env += [
+            _secret("NEBULA_ETCD_USERNAME", settings.etcd_auth_secret, "username"),
+            _secret("NEBULA_ETCD_PASSWORD", settings.etcd_auth_secret, "password"),
+        ]
+
+    if own_dc.database_secret_ref is not None:
+        ref = own_dc.database_secret_ref
+        env.append(_secret("NEBULA_DATABASE_URL", ref.name, ref.key))
+    sources = [
+        {
+            "secret": {
+                "name": dc.database_secret_ref.name,
+                "items": [{"key": dc.database_secret_ref.key, "path": dc.name}],
+                # A missing Secret of another datacenter must not keep the pod from
+                # starting: it only costs failover to that datacenter.
+                "optional": dc.name != own_dc.name,
+            }
+        }
+        for dc in pool.datacenters
+        if dc.database_secret_ref is not None
+    ]
+    if sources:
+        env.append(_value("NEBULA_DATABASE_URL_DIR", DATABASES_DIR))
+        mounts.append({"name": DATABASES_VOLUME, "mountPath": DATABASES_DIR, "readOnly": True})
+        volumes.append(
+            {"name": DATABASES_VOLUME, "projected": {"sources": sources, "defaultMode": 0o440}}
+        )
+
+    if sidecar.auth_secret_ref is not None:
+        ref = sidecar.auth_secret_ref
+        env.append(_secret("NEBULA_AUTH_API_KEYS", ref.name, ref.key))
+
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": sidecar.image or settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["nebula-id", "serve"],
+        "restartPolicy": "Always",
+        "ports": [{"name": PORT_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        "env": env,
+        "volumeMounts": mounts,
+        "resources": copy.deepcopy(dict(sidecar.resources or settings.resources)),
+        "startupProbe": _probe("/healthz", period=1, failures=30),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "readinessProbe": _probe("/readyz", period=2, failures=2),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "runAsGroup": RUN_AS_USER,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return Sidecar(container=container, volumes=tuple(volumes))
+
+
+def _value(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def _field(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def _secret(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
+        "periodSeconds": period,
+        "timeoutSeconds": 1,
+        "failureThreshold": failures,
+    }
+
+
+# --- the patch -------------------------------------------------------------------------
+
+
+def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
+    """RFC 6902 operations that add `sidecar` to `pod`; none if it has one already.
+
+    The sidecar goes first among the init containers, so that init containers of
+    the app can ask for IDs too.  Volumes whose names are already taken are an
+    error rather than silently shadowed.
+    """
+    if has_sidecar(pod):
+        return []
+    spec = pod.get("spec") or {}
+    taken = {v.get("name") for v in spec.get("volumes") or []}
+    clash = sorted(str(v["name"]) for v in sidecar.volumes if v["name"] in taken)
+    if clash:
+        raise PodRejected(f"the pod already has volumes named {', '.join(clash)}")
+    ops: JsonPatch = []
+    container = copy.deepcopy(dict(sidecar.container))
+    if spec.get("initContainers"):
+        ops.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+    else:
+        ops.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
+    volumes = [copy.deepcopy(dict(v)) for v in sidecar.volumes]
+    if spec.get("volumes"):
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
+    else:
+        ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+    return ops
+
+
+def apply(pod: dict[str, Any], ops: Sequence[Mapping[str, Any]]) -> None:
+    """Apply the `add` operations of `json_patch` to `pod` in place."""
+    for op in ops:
+        if op["op"] != "add":
+            raise ValueError(f"only 'add' operations are produced here, got {op['op']!r}")
+        *parents, last = [p for p in str(op["path"]).split("/") if p]
+        target: Any = pod
+        for part in parents:
+            target = target.setdefault(part, {}) if isinstance(target, dict) else target[int(part)]
+        value = copy.deepcopy(op["value"])
+        if isinstance(target, list):
+            if last == "-":
+                target.append(value)
+            else:
+                target.insert(int(last), value)
+        else:
+            target[last] = value
+
+
+def inject(
+    pod: Mapping[str, Any], pool: pools.PoolConfig, settings: InjectionSettings
+) -> JsonPatch:
+    """The whole decision for one pod: the patch that gives it the sidecar, or none."""
+    if not wants_sidecar(pod) or has_sidecar(pod):
+        return []
+    return json_patch(pod, build(pool, settings))

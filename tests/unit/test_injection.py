@@ -1,0 +1,238 @@
+"""The pure sidecar builder: what a labelled pod gets, and that it gets it once."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from nebula_id.core import pool as pools
+from nebula_id_operator import injection
+
+SETTINGS = injection.InjectionSettings(
+    image="registry.example/nebula-id-sidecar:1.2.3",
+    etcd_endpoints=("https://etcd-0:2379", "https://etcd-1:2379"),
+    etcd_prefix="/ids",
+    datacenter="dc-b",
+)
+
+
+def make_pool(**sidecar: Any) -> pools.PoolConfig:
+    spec: dict[str, Any] = {
+        "algorithm": "segment",
+        "datacenters": [
+            {"name": "dc-a", "id": 1, "databaseSecretRef": {"name": "pg-a"}},
+            {"name": "dc-b", "id": 2, "databaseSecretRef": {"name": "pg-b", "key": "url"}},
+            {"name": "dc-c", "id": 3},
+        ],
+        "segment": {"tags": [{"name": "orders"}]},
+        "sidecar": sidecar,
+    }
+    return pools.parse_spec(spec, namespace="shop", name="ids")
+
+
+def make_pod(**extra_spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-",
+            "namespace": "shop",
+            "labels": {"app": "web", injection.INJECT_LABEL: "true"},
+            "annotations": {injection.POOL_ANNOTATION: "ids"},
+        },
+        "spec": {"containers": [{"name": "web", "image": "web:1"}], **extra_spec},
+    }
+
+
+def injected(pod: dict[str, Any], pool: pools.PoolConfig | None = None) -> dict[str, Any]:
+    result = copy.deepcopy(pod)
+    injection.apply(result, injection.inject(pod, pool or make_pool(), SETTINGS))
+    return result
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_a_labelled_pod_gets_a_native_sidecar_first_among_init_containers() -> None:
+    pod = injected(make_pod(initContainers=[{"name": "migrate", "image": "m:1"}]))
+    names = [c["name"] for c in pod["spec"]["initContainers"]]
+    assert names == ["nebula-id", "migrate"]
+    sidecar = pod["spec"]["initContainers"][0]
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["command"] == ["nebula-id", "serve"]
+    assert sidecar["image"] == "registry.example/nebula-id-sidecar:1.2.3"
+    assert sidecar["ports"] == [{"name": "nebula-id", "containerPort": 8080, "protocol": "TCP"}]
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["web"]
+
+
+def test_the_environment_names_pool_datacenter_etcd_and_downward_api() -> None:
+    env = env_of(injected(make_pod())["spec"]["initContainers"][0])
+    assert env["NEBULA_POOL"] == "shop/ids"
+    assert env["NEBULA_DATACENTER"] == "dc-b"
+    assert env["NEBULA_HOST"] == "0.0.0.0"
+    assert env["NEBULA_PORT"] == "8080"
+    assert env["NEBULA_ETCD_ENDPOINTS"] == "https://etcd-0:2379,https://etcd-1:2379"
+    assert env["NEBULA_ETCD_PREFIX"] == "/ids"
+    assert env["NEBULA_DATA_DIR"] == injection.DATA_DIR
+    field = {
+        k: v["fieldRef"]["fieldPath"]
+        for k, v in env.items()
+        if isinstance(v, dict) and "fieldRef" in v
+    }
+    assert field == {
+        "NEBULA_POD_NAME": "metadata.name",
+        "NEBULA_POD_NAMESPACE": "metadata.namespace",
+        "NEBULA_POD_UID": "metadata.uid",
+        "NEBULA_NODE_NAME": "spec.nodeName",
+    }
+
+
+def test_own_database_from_secret_key_and_all_datacenters_as_files() -> None:
+    pod = injected(make_pod())
+    sidecar = pod["spec"]["initContainers"][0]
+    env = env_of(sidecar)
+    assert env["NEBULA_DATABASE_URL"] == {"secretKeyRef": {"name": "pg-b", "key": "url"}}
+    assert env["NEBULA_DATABASE_URL_DIR"] == injection.DATABASES_DIR
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    sources = volumes[injection.DATABASES_VOLUME]["projected"]["sources"]
+    assert sources == [
+        {"secret": {"name": "pg-a", "items": [{"key": "dsn", "path": "dc-a"}], "optional": True}},
+        {"secret": {"name": "pg-b", "items": [{"key": "url", "path": "dc-b"}], "optional": False}},
+    ]
+    mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
+    assert mounts == {
+        injection.DATA_VOLUME: injection.DATA_DIR,
+        injection.DATABASES_VOLUME: injection.DATABASES_DIR,
+    }
+    assert "emptyDir" in volumes[injection.DATA_VOLUME]
+
+
+def test_security_context_meets_the_restricted_pod_security_standard() -> None:
+    ctx = injected(make_pod())["spec"]["initContainers"][0]["securityContext"]
+    assert ctx["runAsNonRoot"] is True
+    assert ctx["runAsUser"] != 0
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"] == {"drop": ["ALL"]}
+    assert ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_probes_hit_readyz_and_healthz_on_the_named_port() -> None:
+    sidecar = injected(make_pod())["spec"]["initContainers"][0]
+    assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert {sidecar[p]["httpGet"]["port"] for p in ("readinessProbe", "livenessProbe")} == {
+        "nebula-id"
+    }
+
+
+def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() -> None:
+    pool = make_pool(
+        image="mine:2",
+        port=9090,
+        resources={"limits": {"cpu": "1", "memory": "256Mi"}},
+        authSecretRef={"name": "keys", "key": "api-keys"},
+    )
+    sidecar = injected(make_pod(), pool)["spec"]["initContainers"][0]
+    env = env_of(sidecar)
+    assert sidecar["image"] == "mine:2"
+    assert sidecar["ports"][0]["containerPort"] == 9090
+    assert env["NEBULA_PORT"] == "9090"
+    assert sidecar["resources"] == {"limits": {"cpu": "1", "memory": "256Mi"}}
+    assert env["NEBULA_AUTH_API_KEYS"] == {"secretKeyRef": {"name": "keys", "key": "api-keys"}}
+
+
+def test_default_resources_when_the_pool_names_none() -> None:
+    sidecar = injected(make_pod())["spec"]["initContainers"][0]
+    assert sidecar["resources"] == dict(injection.DEFAULT_RESOURCES)
+
+
+def test_etcd_tls_and_auth_secrets_are_wired_when_configured() -> None:
+    settings = injection.InjectionSettings(
+        etcd_endpoints=("https://etcd:2379",),
+        etcd_tls_secret="etcd-tls",
+        etcd_auth_secret="etcd-auth",
+    )
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, make_pool(), settings))
+    sidecar = pod["spec"]["initContainers"][0]
+    env = env_of(sidecar)
+    assert env["NEBULA_ETCD_CA_FILE"] == f"{injection.ETCD_TLS_DIR}/ca.crt"
+    assert env["NEBULA_ETCD_CERT_FILE"] == f"{injection.ETCD_TLS_DIR}/tls.crt"
+    assert env["NEBULA_ETCD_KEY_FILE"] == f"{injection.ETCD_TLS_DIR}/tls.key"
+    assert env["NEBULA_ETCD_USERNAME"] == {"secretKeyRef": {"name": "etcd-auth", "key": "username"}}
+    assert env["NEBULA_ETCD_PASSWORD"] == {"secretKeyRef": {"name": "etcd-auth", "key": "password"}}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes[injection.ETCD_TLS_VOLUME]["secret"]["secretName"] == "etcd-tls"
+
+
+def test_without_a_configured_datacenter_the_pools_first_one_is_used() -> None:
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, make_pool(), injection.InjectionSettings()))
+    env = env_of(pod["spec"]["initContainers"][0])
+    assert env["NEBULA_DATACENTER"] == "dc-a"
+    assert env["NEBULA_DATABASE_URL"] == {"secretKeyRef": {"name": "pg-a", "key": "dsn"}}
+    assert "NEBULA_ETCD_ENDPOINTS" not in env
+
+
+def test_a_datacenter_the_pool_does_not_list_is_rejected_with_the_known_ones() -> None:
+    settings = injection.InjectionSettings(datacenter="dc-z")
+    with pytest.raises(injection.PodRejected, match=r"dc-z.*dc-a, dc-b, dc-c"):
+        injection.inject(make_pod(), make_pool(), settings)
+
+
+def test_injection_is_idempotent() -> None:
+    once = injected(make_pod(volumes=[{"name": "cache", "emptyDir": {}}]))
+    assert injection.inject(once, make_pool(), SETTINGS) == []
+    twice = injected(once)
+    assert twice == once
+    assert [v["name"] for v in once["spec"]["volumes"]] == [
+        "cache",
+        injection.DATA_VOLUME,
+        injection.DATABASES_VOLUME,
+    ]
+
+
+def test_a_pod_without_the_label_is_left_alone() -> None:
+    pod = make_pod()
+    pod["metadata"]["labels"][injection.INJECT_LABEL] = "false"
+    assert injection.inject(pod, make_pool(), SETTINGS) == []
+
+
+def test_the_patch_adds_whole_lists_when_the_pod_has_none() -> None:
+    ops = injection.inject(make_pod(), make_pool(), SETTINGS)
+    assert [(op["op"], op["path"]) for op in ops] == [
+        ("add", "/spec/initContainers"),
+        ("add", "/spec/volumes"),
+    ]
+
+
+def test_a_volume_name_clash_is_rejected() -> None:
+    pod = make_pod(volumes=[{"name": injection.DATA_VOLUME, "emptyDir": {}}])
+    with pytest.raises(injection.PodRejected, match=injection.DATA_VOLUME):
+        injection.inject(pod, make_pool(), SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "message"),
+    [
+        ({}, "has no nebula-id.io/pool annotation"),
+        ({injection.POOL_ANNOTATION: "  "}, "has no nebula-id.io/pool annotation"),
+        ({injection.POOL_ANNOTATION: "Not_A_Name"}, "not a valid NebulaIdPool name"),
+    ],
+)
+def test_pool_name_comes_from_the_annotation(annotations: dict[str, str], message: str) -> None:
+    pod = make_pod()
+    pod["metadata"]["annotations"] = annotations
+    with pytest.raises(injection.PodRejected, match=message):
+        injection.pool_name(pod)
+
+
+def test_pool_name_is_read_and_trimmed() -> None:
+    pod = make_pod()
+    pod["metadata"]["annotations"][injection.POOL_ANNOTATION] = " ids "
+    assert injection.pool_name(pod) == "ids"
