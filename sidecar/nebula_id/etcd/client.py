@@ -1,0 +1,594 @@
+"""A thin async etcd v3 client over the gRPC-JSON gateway.
+
+etcd3-py (the usual Python choice) has had no release since 2019 and its aiohttp
+backend predates etcd 3.5; the maintained gRPC clients are synchronous.  Every etcd
+since 3.3 serves the same API as JSON over HTTP (`/v3/kv/range`, `/v3/lease/grant`,
+`/v3/watch`, ...), so a few hundred lines over aiohttp give us what we need: async,
+typed, TLS through one `ssl.SSLContext`, user/password auth, a timeout on every call,
+several endpoints with failover, and our own `errors.CoordinationError` family.
+
+Keys are text (our keyspace is), values are bytes; the gateway wants both base64.
+Integers (revisions, lease IDs) arrive as JSON strings and are parsed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Literal
+
+import aiohttp
+
+from nebula_id import errors
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+
+# gRPC status codes the gateway puts in its error bodies.
+GRPC_NOT_FOUND = 5
+GRPC_FAILED_PRECONDITION = 9
+GRPC_UNAVAILABLE = 14
+GRPC_UNAUTHENTICATED = 16
+
+
+class EtcdRequestError(errors.CoordinationError):
+    """etcd answered, but with an error (the gRPC code and message are kept)."""
+
+    def __init__(self, message: str, *, grpc_code: int | None = None) -> None:
+        super().__init__(message)
+        self.grpc_code = grpc_code
+
+
+class LeaseNotFound(EtcdRequestError):
+    """The lease has expired or was revoked."""
+
+
+class WatchCompacted(errors.CoordinationError):
+    """A watch asked for a revision that etcd has already compacted away."""
+
+    def __init__(self, message: str, *, compact_revision: int) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EtcdSettings:
+    """How to reach etcd."""
+
+    endpoints: tuple[str, ...]
+    """`http(s)://host:port` URLs, or bare `host:port` (https when a CA file is given)."""
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    """PEM bundle to verify the server with; enables TLS for bare endpoints."""
+    cert_file: str | None = None
+    """Client certificate (PEM) for etcd's `--client-cert-auth`."""
+    key_file: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    """Upper bound of one call on one endpoint, in seconds."""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.endpoints:
+            raise errors.ConfigError("etcd needs at least one endpoint")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise errors.ConfigError("the etcd client certificate and key come together")
+        if (self.username is None) != (self.password is None):
+            raise errors.ConfigError("the etcd user name and password come together")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise errors.ConfigError("etcd timeouts must be positive")
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        scheme = "https" if self.ca_file or self.cert_file else "http"
+        return tuple(
+            e.rstrip("/") if "://" in e else f"{scheme}://{e.rstrip('/')}" for e in self.endpoints
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for https endpoints (None: system defaults or plain HTTP)."""
+        if not (self.ca_file or self.cert_file):
+            return None
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            if self.cert_file and self.key_file:
+                context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise errors.ConfigError(f"cannot load the etcd TLS files: {e}") from e
+        return context
+
+
+def parse_endpoints(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A comma list (or sequence) of endpoints, blanks dropped."""
+    if text is None:
+        return ()
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return tuple(item.strip() for item in items if item.strip())
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    def text(self) -> str:
+        return self.value.decode("utf-8")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RangeResult:
+    kvs: tuple[KeyValue, ...]
+    count: int
+    revision: int
+    """The store revision the read saw (use it to start a watch after the read)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Compare:
+    """One condition of a transaction; build it with the class methods."""
+
+    key: str
+    target: Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
+    result: Literal["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
+    operand: int | bytes
+
+    @classmethod
+    def absent(cls, key: str) -> Compare:
+        return cls(key, "CREATE", "EQUAL", 0)
+
+    @classmethod
+    def mod_revision(cls, key: str, revision: int) -> Compare:
+        """Unchanged since `revision` (0: the key does not exist)."""
+        return cls(key, "MOD", "EQUAL", revision)
+
+    @classmethod
+    def value_equals(cls, key: str, value: bytes) -> Compare:
+        return cls(key, "VALUE", "EQUAL", value)
+
+    @classmethod
+    def lease_equals(cls, key: str, lease: int) -> Compare:
+        return cls(key, "LEASE", "EQUAL", lease)
+
+    def to_json(self) -> dict[str, Any]:
+        field = {
+            "CREATE": "create_revision",
+            "MOD": "mod_revision",
+            "VERSION": "version",
+            "VALUE": "value",
+            "LEASE": "lease",
+        }[self.target]
+        operand = _b64(self.operand) if isinstance(self.operand, bytes) else str(self.operand)
+        return {"key": _b64(self.key), "target": self.target, "result": self.result, field: operand}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+    lease: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+    prefix: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Get:
+    key: str
+    prefix: bool = False
+
+
+Op = Put | Delete | Get
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    ranges: tuple[tuple[KeyValue, ...], ...]
+    """The key-values of each `Get` of the branch that ran, in order."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Lease:
+    id: int
+    ttl: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    id: int
+    ttl: int
+    """Seconds left; -1 when the lease no longer exists."""
+    granted_ttl: int
+    keys: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: Literal["PUT", "DELETE"]
+    kv: KeyValue
+    prev_kv: KeyValue | None
+    revision: int
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def _b64(data: str | bytes) -> str:
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def prefix_end(prefix: str) -> bytes:
+    """The `range_end` that makes a range cover every key starting with `prefix`."""
+    raw = bytearray(prefix.encode("utf-8"))
+    while raw:
+        if raw[-1] < 0xFF:
+            raw[-1] += 1
+            return bytes(raw)
+        raw.pop()
+    return b"\0"  # every key
+
+
+def _kv(raw: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=_unb64(raw.get("key")).decode("utf-8", errors="replace"),
+        value=_unb64(raw.get("value")),
+        create_revision=int(raw.get("create_revision", 0)),
+        mod_revision=int(raw.get("mod_revision", 0)),
+        version=int(raw.get("version", 0)),
+        lease=int(raw.get("lease", 0)),
+    )
+
+
+def _revision(body: dict[str, Any]) -> int:
+    return int(body.get("header", {}).get("revision", 0))
+
+
+def _range_body(key: str, *, prefix: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"key": _b64(key)}
+    if prefix:
+        body["range_end"] = _b64(prefix_end(key))
+    return body
+
+
+def _op_json(op: Op) -> dict[str, Any]:
+    if isinstance(op, Put):
+        put: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
+        if op.lease:
+            put["lease"] = str(op.lease)
+        return {"request_put": put}
+    if isinstance(op, Delete):
+        return {"request_delete_range": _range_body(op.key, prefix=op.prefix)}
+    return {"request_range": _range_body(op.key, prefix=op.prefix)}
+
+
+# --- the client ---------------------------------------------------------------------------
+
+
+class EtcdClient:
+    """One connection pool to an etcd cluster.  Use as `async with EtcdClient(settings)`."""
+
+    def __init__(self, settings: EtcdSettings) -> None:
+        self._settings = settings
+        self._urls = settings.urls
+        self._preferred = 0
+        self._ssl = settings.ssl_context()
+        self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._auth_lock = asyncio.Lock()
+
+    @property
+    def settings(self) -> EtcdSettings:
+        return self._settings
+
+    async def __aenter__(self) -> EtcdClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    # -- transport ----------------------------------------------------------------------
+
+    async def _call(
+        self, path: str, body: dict[str, Any], *, call_timeout: float | None = None
+    ) -> dict[str, Any]:
+        """POST to the preferred endpoint, failing over to the others on connection errors."""
+        try:
+            return await self._call_once(path, body, call_timeout=call_timeout)
+        except EtcdRequestError as e:
+            if e.grpc_code != GRPC_UNAUTHENTICATED or self._settings.username is None:
+                raise
+        # Simple tokens are per member and expire: authenticate again, once.
+        self._token = None
+        return await self._call_once(path, body, call_timeout=call_timeout)
+
+    async def _call_once(
+        self, path: str, body: dict[str, Any], *, call_timeout: float | None
+    ) -> dict[str, Any]:
+        limit = aiohttp.ClientTimeout(
+            total=call_timeout or self._settings.timeout,
+            sock_connect=min(
+                self._settings.connect_timeout, call_timeout or self._settings.timeout
+            ),
+        )
+        last_error: Exception | None = None
+        for attempt in range(len(self._urls)):
+            index = (self._preferred + attempt) % len(self._urls)
+            url = self._urls[index]
+            try:
+                headers = await self._auth_headers(url, limit)
+                async with self._get_session().post(
+                    url + path, json=body, headers=headers, timeout=limit
+                ) as response:
+                    text = await response.text()
+                    payload = _decode(text, url + path)
+                    if response.status != 200 or ("code" in payload and "header" not in payload):
+                        error = _request_error(payload, response.status, url + path)
+                        if error.grpc_code == GRPC_UNAVAILABLE:
+                            last_error = error
+                            continue
+                        raise error
+                    self._preferred = index
+                    return payload
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                last_error = e
+                self._token = None if len(self._urls) > 1 else self._token
+                continue
+        self._preferred = (self._preferred + 1) % len(self._urls)
+        if isinstance(last_error, errors.CoordinationError):
+            raise last_error
+        raise errors.CoordinationError(
+            f"etcd unreachable at {', '.join(self._urls)}: {_describe(last_error)}"
+        ) from last_error
+
+    async def _auth_headers(self, url: str, limit: aiohttp.ClientTimeout) -> dict[str, str]:
+        if self._settings.username is None:
+            return {}
+        async with self._auth_lock:
+            if self._token is None:
+                body = {"name": self._settings.username, "password": self._settings.password}
+                async with self._get_session().post(
+                    url + "/v3/auth/authenticate", json=body, timeout=limit
+                ) as response:
+                    payload = _decode(await response.text(), url)
+                    if response.status != 200 or "token" not in payload:
+                        raise _request_error(payload, response.status, "authenticate")
+                    self._token = str(payload["token"])
+            return {"Authorization": self._token}
+
+    # -- kv ------------------------------------------------------------------------------
+
+    async def get(self, key: str, *, call_timeout: float | None = None) -> KeyValue | None:
+        result = await self.range(key, call_timeout=call_timeout)
+        return result.kvs[0] if result.kvs else None
+
+    async def range(
+        self,
+        key: str,
+        *,
+        prefix: bool = False,
+        limit: int = 0,
+        keys_only: bool = False,
+        revision: int = 0,
+        call_timeout: float | None = None,
+    ) -> RangeResult:
+        body = _range_body(key, prefix=prefix)
+        if limit:
+            body["limit"] = str(limit)
+        if keys_only:
+            body["keys_only"] = True
+        if revision:
+            body["revision"] = str(revision)
+        payload = await self._call("/v3/kv/range", body, call_timeout=call_timeout)
+        kvs = tuple(_kv(kv) for kv in payload.get("kvs", []))
+        return RangeResult(kvs=kvs, count=int(payload.get("count", 0)), revision=_revision(payload))
+
+    async def put(
+        self, key: str, value: bytes, *, lease: int = 0, call_timeout: float | None = None
+    ) -> int:
+        """Write `key`; returns the new store revision."""
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        return _revision(await self._call("/v3/kv/put", body, call_timeout=call_timeout))
+
+    async def delete(
+        self, key: str, *, prefix: bool = False, call_timeout: float | None = None
+    ) -> int:
+        """Delete `key` (or every key under it); returns how many were deleted."""
+        payload = await self._call(
+            "/v3/kv/deleterange", _range_body(key, prefix=prefix), call_timeout=call_timeout
+        )
+        return int(payload.get("deleted", 0))
+
+    async def txn(
+        self,
+        compare: Sequence[Compare],
+        success: Sequence[Op],
+        failure: Sequence[Op] = (),
+        *,
+        call_timeout: float | None = None,
+    ) -> TxnResult:
+        body = {
+            "compare": [c.to_json() for c in compare],
+            "success": [_op_json(op) for op in success],
+            "failure": [_op_json(op) for op in failure],
+        }
+        payload = await self._call("/v3/kv/txn", body, call_timeout=call_timeout)
+        ranges = tuple(
+            tuple(_kv(kv) for kv in response["response_range"].get("kvs", []))
+            for response in payload.get("responses", [])
+            if "response_range" in response
+        )
+        return TxnResult(
+            succeeded=bool(payload.get("succeeded", False)),
+            revision=_revision(payload),
+            ranges=ranges,
+        )
+
+    # -- leases ----------------------------------------------------------------------------
+
+    async def grant(self, ttl: int, *, call_timeout: float | None = None) -> Lease:
+        payload = await self._call("/v3/lease/grant", {"TTL": str(ttl)}, call_timeout=call_timeout)
+        if payload.get("error"):
+            raise EtcdRequestError(f"etcd refused a lease: {payload['error']}")
+        return Lease(id=int(payload["ID"]), ttl=int(payload.get("TTL", ttl)))
+
+    async def keepalive(self, lease: int, *, call_timeout: float | None = None) -> int:
+        """Renew `lease` once; returns its new TTL, or raises `LeaseNotFound` when it is gone."""
+        payload = await self._call(
+            "/v3/lease/keepalive", {"ID": str(lease)}, call_timeout=call_timeout
+        )
+        ttl = int(payload.get("result", {}).get("TTL", 0))
+        if ttl <= 0:
+            raise LeaseNotFound(f"lease {lease:x} has expired", grpc_code=GRPC_NOT_FOUND)
+        return ttl
+
+    async def revoke(self, lease: int, *, call_timeout: float | None = None) -> bool:
+        """Revoke `lease` (deleting its keys); False when it had already gone."""
+        try:
+            await self._call("/v3/lease/revoke", {"ID": str(lease)}, call_timeout=call_timeout)
+        except LeaseNotFound:
+            return False
+        return True
+
+    async def time_to_live(
+        self, lease: int, *, keys: bool = False, call_timeout: float | None = None
+    ) -> LeaseInfo:
+        payload = await self._call(
+            "/v3/lease/timetolive", {"ID": str(lease), "keys": keys}, call_timeout=call_timeout
+        )
+        return LeaseInfo(
+            id=lease,
+            ttl=int(payload.get("TTL", -1)),
+            granted_ttl=int(payload.get("grantedTTL", 0)),
+            keys=tuple(
+                _unb64(k).decode("utf-8", errors="replace") for k in payload.get("keys", [])
+            ),
+        )
+
+    async def leases(self, *, call_timeout: float | None = None) -> list[int]:
+        payload = await self._call("/v3/lease/leases", {}, call_timeout=call_timeout)
+        return [int(item["ID"]) for item in payload.get("leases", [])]
+
+    # -- watch -------------------------------------------------------------------------------
+
+    async def watch(
+        self,
+        key: str,
+        *,
+        prefix: bool = False,
+        start_revision: int = 0,
+        prev_kv: bool = False,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events on `key` (or under it) from `start_revision` on, until the stream breaks.
+
+        A broken stream raises `errors.CoordinationError`; callers resume from the last
+        revision they saw plus one.  A compacted start raises `WatchCompacted`.
+        """
+        request: dict[str, Any] = _range_body(key, prefix=prefix)
+        if start_revision:
+            request["start_revision"] = str(start_revision)
+        if prev_kv:
+            request["prev_kv"] = True
+        limit = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._settings.connect_timeout, sock_read=None
+        )
+        url = self._urls[self._preferred]
+        try:
+            headers = await self._auth_headers(url, limit)
+            async with self._get_session().post(
+                url + "/v3/watch", json={"create_request": request}, headers=headers, timeout=limit
+            ) as response:
+                if response.status != 200:
+                    text = await response.text()
+                    raise _request_error(_decode(text, url), response.status, "watch")
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    message = _decode(line.decode("utf-8"), url + "/v3/watch")
+                    if "error" in message:
+                        raise _request_error(message["error"], 200, "watch")
+                    result = message.get("result", {})
+                    compact = int(result.get("compact_revision", 0))
+                    if compact:
+                        raise WatchCompacted(
+                            f"watch of {key!r} from revision {start_revision} was compacted "
+                            f"(oldest kept: {compact})",
+                            compact_revision=compact,
+                        )
+                    if result.get("canceled"):
+                        reason = result.get("cancel_reason", "canceled")
+                        raise errors.CoordinationError(f"etcd canceled the watch: {reason}")
+                    revision = _revision(result)
+                    for event in result.get("events", []):
+                        yield WatchEvent(
+                            type="DELETE" if event.get("type") == "DELETE" else "PUT",
+                            kv=_kv(event.get("kv", {})),
+                            prev_kv=_kv(event["prev_kv"]) if event.get("prev_kv") else None,
+                            revision=revision,
+                        )
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            self._preferred = (self._preferred + 1) % len(self._urls)
+            raise errors.CoordinationError(f"etcd watch broke: {_describe(e)}") from e
+        raise errors.CoordinationError("etcd closed the watch stream")
+
+
+def _decode(text: str, where: str) -> dict[str, Any]:
+    try:
+        payload = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as e:
+        raise EtcdRequestError(f"etcd sent a non-JSON answer to {where}: {text[:200]!r}") from e
+    if not isinstance(payload, dict):
+        raise EtcdRequestError(f"etcd sent an unexpected answer to {where}: {text[:200]!r}")
+    return payload
+
+
+def _request_error(payload: dict[str, Any], status: int, where: str) -> EtcdRequestError:
+    code = payload.get("code")
+    message = str(payload.get("message") or payload.get("error") or f"HTTP {status}")
+    grpc_code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    text = f"etcd refused {where}: {message}"
+    if grpc_code == GRPC_NOT_FOUND and "lease" in message:
+        return LeaseNotFound(text, grpc_code=grpc_code)
+    if "invalid auth token" in message or "user name is empty" in message:
+        grpc_code = GRPC_UNAUTHENTICATED
+    return EtcdRequestError(text, grpc_code=grpc_code)
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return "no endpoint answered"
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
