@@ -1,0 +1,1 @@
+"""Shared test infrastructure: real services and the pytest fixtures over them."""
