@@ -1,0 +1,357 @@
+"""Segment counters in PostgreSQL: one row per (pool, tag, datacenter).
+
+A range is one atomic statement, ``UPDATE ... SET max_id = max_id + $step ...
+RETURNING max_id``, so two sidecars can never receive the same range, and a
+restarted sidecar continues above everything any earlier process buffered.
+
+Datacenters are disjoint by construction.  Each datacenter has its own row (in
+its own database) and its own slice of the 63-bit ID space: the final ID is
+``datacenter_base(dc.id, datacenterBits) + counter``, and the counter is
+refused before it could reach `counter_limit`.  The row remembers the
+datacenter ID it was created for, and an allocation for any other ID is refused,
+so renumbering a datacenter cannot silently re-issue old counters.
+
+Counters start at 1, so no datacenter ever issues its bare base (ID 0 for the
+first datacenter), which many applications treat as "no ID".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeAlias, TypeVar
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from nebula_id import errors
+from nebula_id.core import pool as pools
+from nebula_id.core import segment
+
+TABLE = "nebula_segments"
+FIRST_COUNTER = 1
+_MAX_BIGINT = (1 << 63) - 1
+# Serialises concurrent provisioning (CREATE TABLE IF NOT EXISTS races in PostgreSQL).
+_PROVISION_LOCK_KEY = 0x6E6562756C61  # "nebula"
+
+CREATE_TABLE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    pool          text        NOT NULL,
+    tag           text        NOT NULL,
+    datacenter    text        NOT NULL,
+    datacenter_id integer     NOT NULL,
+    max_id        bigint      NOT NULL,
+    step          bigint      NOT NULL,
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pool, tag, datacenter)
+)
+"""
+
+INSERT_TAG = f"""
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
+VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5)
+ON CONFLICT (pool, tag, datacenter) DO NOTHING
+RETURNING tag
+"""
+
+# The step is a parameter so the adaptive step needs no schema change; the
+# limit check is written as `max_id <= limit - step` so it cannot overflow.
+ALLOCATE = f"""
+UPDATE {TABLE}
+   SET max_id = max_id + $4::bigint, step = $4::bigint, updated_at = now()
+ WHERE pool = $1 AND tag = $2 AND datacenter = $3
+   AND datacenter_id = $5 AND max_id <= $6::bigint - $4::bigint
+RETURNING max_id
+"""
+
+READ_ROW = f"""
+SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
+"""
+
+# A range must survive a database crash before any of its IDs is served, even
+# when the server runs with synchronous_commit=off (a popular speed-up that
+# loses the last commits on a crash, which here would mean re-issued IDs).
+SESSION_SETTINGS = {"synchronous_commit": "on", "application_name": "nebula-id"}
+
+T = TypeVar("T")
+_Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PostgresSettings:
+    """Connection pool and timeouts of one datacenter's database."""
+
+    connect_timeout_s: float = 3.0
+    """Opening one connection (TCP, TLS, authentication)."""
+
+    command_timeout_s: float = 3.0
+    """One statement; an allocation as a whole gets connect + command."""
+
+    pool_max_size: int = 4
+    """Connections per datacenter; allocations are rare, so a few suffice."""
+
+    attempts: int = 2
+    """Tries per call; after a database restart the first try may hit a dead pooled connection."""
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout_s <= 0 or self.command_timeout_s <= 0:
+            raise errors.ConfigError("PostgreSQL timeouts must be positive")
+        if self.pool_max_size < 1:
+            raise errors.ConfigError("PostgreSQL pool_max_size must be at least 1")
+        if self.attempts < 1:
+            raise errors.ConfigError("PostgreSQL attempts must be at least 1")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProvisionResult:
+    """What `provision` found and did in one database."""
+
+    datacenter: str
+    created_tags: tuple[str, ...]
+    existing_tags: tuple[str, ...]
+
+
+# Everything asyncpg or the network can throw at us; all of it becomes StorageError.
+_DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+# Errors after which a fresh connection may succeed at once.
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    ConnectionError,
+)
+
+
+def redact(dsn: str) -> str:
+    """A DSN without its password, for messages and logs."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+
+
+async def _create_rows(
+    conn: _Connection, pool: pools.PoolConfig, datacenter: pools.Datacenter
+) -> ProvisionResult:
+    """Create the table and the missing tag rows; refuse rows of another datacenter ID."""
+    created: list[str] = []
+    existing: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
+        await conn.execute(CREATE_TABLE)
+        for tag in pool.tags:
+            inserted = await conn.fetchval(
+                INSERT_TAG, pool.ref, tag.name, datacenter.name, datacenter.id, tag.step
+            )
+            if inserted is not None:
+                created.append(tag.name)
+                continue
+            row = await conn.fetchrow(READ_ROW, pool.ref, tag.name, datacenter.name)
+            if row is not None and row["datacenter_id"] != datacenter.id:
+                raise errors.InvalidPool(
+                    f"tag {tag.name!r} of pool {pool.ref} in datacenter {datacenter.name!r} "
+                    f"was created for datacenter id {row['datacenter_id']}, the pool now says "
+                    f"{datacenter.id}; refusing, because its counters could collide"
+                )
+            existing.append(tag.name)
+    return ProvisionResult(datacenter.name, tuple(created), tuple(existing))
+
+
+async def provision(
+    dsn: str,
+    pool: pools.PoolConfig,
+    datacenter: pools.Datacenter,
+    *,
+    settings: PostgresSettings | None = None,
+) -> ProvisionResult:
+    """Create the table and the pool's tags in one datacenter's database, if missing.
+
+    Idempotent and safe to run concurrently: it never drops, resets or lowers
+    anything, so running it again (or from several places) cannot re-issue IDs.
+    """
+    settings = settings or PostgresSettings()
+    try:
+        async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
+            conn = await asyncpg.connect(
+                dsn,
+                timeout=settings.connect_timeout_s,
+                command_timeout=settings.command_timeout_s,
+                server_settings=SESSION_SETTINGS,
+            )
+            try:
+                return await _create_rows(conn, pool, datacenter)
+            finally:
+                await conn.close(timeout=settings.command_timeout_s)
+    except _DB_ERRORS as e:
+        raise errors.StorageError(
+            f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
+            f"at {redact(dsn)}: {type(e).__name__}: {e}"
+        ) from e
+
+
+class PostgresSegmentStore:
+    """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool: pools.PoolConfig,
+        datacenter: pools.Datacenter,
+        settings: PostgresSettings | None = None,
+    ) -> None:
+        self._dsn = dsn
+        self._pool_config = pool
+        self._datacenter = datacenter
+        self._settings = settings or PostgresSettings()
+        bits = pool.layout.datacenter_bits
+        self._base = segment.datacenter_base(datacenter.id, bits)
+        self._limit = min(segment.counter_limit(bits), _MAX_BIGINT)
+        self._connections: asyncpg.Pool | None = None
+        self._closed = False
+
+    @property
+    def datacenter(self) -> str:
+        return self._datacenter.name
+
+    @property
+    def base(self) -> int:
+        """The first ID of this datacenter's slice (counters are added to it)."""
+        return self._base
+
+    @property
+    def limit(self) -> int:
+        """Counters stay below this; the slice is ``[base, base + limit)``."""
+        return self._limit
+
+    async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
+        """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
+        if step < 1:
+            raise errors.InvalidArgument(f"a segment step must be at least 1, got {step}")
+        if step >= self._limit:
+            raise errors.StorageError(f"step {step} does not fit the datacenter's ID slice")
+        max_id = await self._call(f"allocate a range of {tag!r}", self._allocate_once, tag, step)
+        return segment.SegmentRange(
+            start=self._base + max_id - step,
+            end=self._base + max_id,
+            datacenter=self._datacenter.name,
+            step=step,
+        )
+
+    async def ping(self) -> None:
+        """Raise `StorageError` unless the database answers a trivial query."""
+
+        async def once(conn: _Connection) -> None:
+            await conn.fetchval("SELECT 1", timeout=self._settings.command_timeout_s)
+
+        await self._call("ping", once)
+
+    async def close(self) -> None:
+        self._closed = True
+        connections, self._connections = self._connections, None
+        if connections is not None:
+            try:
+                await asyncio.wait_for(connections.close(), self._settings.command_timeout_s)
+            except _DB_ERRORS:
+                connections.terminate()
+
+    # --- internals -------------------------------------------------------------
+
+    async def _allocate_once(self, conn: _Connection, tag: str, step: int) -> int:
+        timeout = self._settings.command_timeout_s
+        args = (self._pool_config.ref, tag, self._datacenter.name, step, self._datacenter.id)
+        for _ in range(2):
+            try:
+                max_id = await conn.fetchval(ALLOCATE, *args, self._limit, timeout=timeout)
+            except asyncpg.UndefinedTableError:
+                max_id = None
+            if max_id is not None:
+                return int(max_id)
+            # Nothing updated: the table or row is missing, or the row refuses us.
+            await self._diagnose(conn, tag, step)
+        raise errors.StorageError(f"tag {tag!r} could not be provisioned for allocation")
+
+    async def _diagnose(self, conn: _Connection, tag: str, step: int) -> None:
+        """Provision a missing row (a sidecar finds its tags ready), or raise why not."""
+        pool, dc = self._pool_config, self._datacenter
+        try:
+            row = await conn.fetchrow(READ_ROW, pool.ref, tag, dc.name)
+        except asyncpg.UndefinedTableError:
+            row = None
+        if row is None:
+            if all(t.name != tag for t in pool.tags):
+                raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
+            try:
+                await _create_rows(conn, pool, dc)
+            except errors.InvalidPool as e:
+                raise errors.StorageError(e.message) from e
+            return
+        if row["datacenter_id"] != dc.id:
+            raise errors.StorageError(
+                f"tag {tag!r} in datacenter {dc.name!r} belongs to datacenter id "
+                f"{row['datacenter_id']}, not {dc.id}; refusing to allocate"
+            )
+        if row["max_id"] > self._limit - step:
+            raise errors.StorageError(
+                f"tag {tag!r} in datacenter {dc.name!r} has used its ID slice "
+                f"(counter {row['max_id']} + step {step} would reach {self._limit}); "
+                "no more IDs can be issued here without risking duplicates"
+            )
+
+    async def _pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise errors.StorageError(f"the store of datacenter {self.datacenter!r} is closed")
+        if self._connections is None:
+            # min_size=0: creating the pool opens no connection, so a sidecar
+            # starts while its database is down and connects once it is back.
+            self._connections = await asyncpg.create_pool(
+                self._dsn,
+                min_size=0,
+                max_size=self._settings.pool_max_size,
+                timeout=self._settings.connect_timeout_s,
+                command_timeout=self._settings.command_timeout_s,
+                max_inactive_connection_lifetime=60.0,
+                server_settings=SESSION_SETTINGS,
+            )
+        return self._connections
+
+    async def _call(
+        self,
+        what: str,
+        operation: Callable[..., Awaitable[T]],
+        *args: object,
+    ) -> T:
+        settings = self._settings
+        budget = settings.connect_timeout_s + 3 * settings.command_timeout_s
+        last: BaseException | None = None
+        for _attempt in range(settings.attempts):
+            try:
+                async with asyncio.timeout(budget), self._acquire() as conn:
+                    return await operation(conn, *args)
+            except _RETRYABLE as e:
+                last = e
+                continue
+            except _DB_ERRORS as e:
+                last = e
+                break
+        assert last is not None
+        raise errors.StorageError(
+            f"PostgreSQL of datacenter {self.datacenter!r} ({redact(self._dsn)}) could not "
+            f"{what}: {type(last).__name__}: {last}"
+        ) from last
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[_Connection]:
+        connections = await self._pool()
+        async with connections.acquire(timeout=self._settings.connect_timeout_s) as conn:
+            yield conn
