@@ -1,0 +1,304 @@
+"""The cluster-mode `SegmentSource`: PostgreSQL per datacenter, with failover.
+
+`open_segments` is what the sidecar's app factory enters when a database URL is
+configured.  It builds one `PostgresSegmentStore` per datacenter that has a DSN,
+wraps them in a `FailoverSegmentStore` (itself a `SegmentStore`, so the double
+buffer of `core.segment` never learns about datacenters), follows the health
+the operator publishes, probes datacenters it holds as down, and exports
+metrics on the registry it is given.
+
+DSNs: `settings.database_url` is the own datacenter's (`settings.datacenter`,
+default the pool's first); `settings.database_urls` and the files of
+`settings.database_url_dir` (named after datacenters) give the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from nebula_id import errors
+from nebula_id.clock import Clock
+from nebula_id.core import failover, segment
+from nebula_id.core import pool as pools
+from nebula_id.settings import ServeSettings
+from nebula_id.storage import health, postgres
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL_S = 2.0
+# Loads may try several datacenters, each within its own connect + command budget.
+LOAD_TIMEOUT_S = 20.0
+
+
+class SegmentMetrics:
+    """Counters of the failover store, on an explicitly passed registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.allocations = Counter(
+            "nebula_id_segment_allocations",
+            "Segment ranges allocated, by datacenter",
+            ["datacenter"],
+            registry=registry,
+        )
+        self.allocation_errors = Counter(
+            "nebula_id_segment_allocation_errors",
+            "Failed segment range allocations, by datacenter",
+            ["datacenter"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "nebula_id_segment_failovers",
+            "Changes of the datacenter that segment ranges come from",
+            registry=registry,
+        )
+        self.allocation_seconds = Histogram(
+            "nebula_id_segment_allocation_seconds",
+            "Time of one range allocation (one UPDATE ... RETURNING)",
+            ["datacenter"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+
+
+class FailoverSegmentStore:
+    """A `SegmentStore` that asks `core.failover` which datacenter to allocate from."""
+
+    def __init__(
+        self,
+        stores: Mapping[str, postgres.PostgresSegmentStore],
+        policy: failover.Failover,
+        *,
+        metrics: SegmentMetrics | None = None,
+    ) -> None:
+        missing = set(policy.datacenters) - set(stores)
+        if missing:
+            raise errors.ConfigError(f"no store for datacenters {sorted(missing)}")
+        self._stores = dict(stores)
+        self._policy = policy
+        self._metrics = metrics
+        self._switches_seen = policy.switches
+
+    @property
+    def policy(self) -> failover.Failover:
+        return self._policy
+
+    async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
+        problems: list[str] = []
+        for name in self._policy.order():
+            self._count_switches()
+            started = time.perf_counter()
+            try:
+                allocated = await self._stores[name].allocate(tag, step)
+            except errors.StorageError as e:
+                self._policy.record_failure(name)
+                if self._metrics is not None:
+                    self._metrics.allocation_errors.labels(name).inc()
+                problems.append(e.message)
+                log.warning("segment allocation of %r in %s failed: %s", tag, name, e.message)
+                continue
+            self._policy.record_success(name)
+            if self._metrics is not None:
+                self._metrics.allocations.labels(name).inc()
+                self._metrics.allocation_seconds.labels(name).observe(time.perf_counter() - started)
+            self._count_switches()
+            return allocated
+        raise errors.StorageError(
+            f"no datacenter could allocate a range of {tag!r}: " + "; ".join(problems)
+        )
+
+    async def probe_down(self) -> None:
+        """Ping the datacenters held as down, so recovery is noticed without an allocation."""
+        for name in self._policy.down():
+            try:
+                await self._stores[name].ping()
+            except errors.StorageError:
+                self._policy.record_failure(name)
+            else:
+                self._policy.record_success(name)
+        self._count_switches()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(store.close() for store in self._stores.values()))
+
+    def _count_switches(self) -> None:
+        switches = self._policy.switches
+        if switches != self._switches_seen:
+            if self._metrics is not None:
+                self._metrics.failovers.inc(switches - self._switches_seen)
+            self._switches_seen = switches
+            log.warning("segment ranges now come from datacenter %s", self._policy.current())
+
+
+class ClusterSegments:
+    """The `SegmentSource` the app serves: the double buffer plus datacenter state."""
+
+    def __init__(self, allocator: segment.SegmentAllocator, store: FailoverSegmentStore) -> None:
+        self._allocator = allocator
+        self._store = store
+
+    def tags(self) -> list[str]:
+        return self._allocator.tags()
+
+    async def next_ids(self, tag: str, count: int) -> list[int]:
+        return await self._allocator.next_ids(tag, count)
+
+    def ready_reason(self) -> str | None:
+        return self._allocator.ready_reason()
+
+    def info(self) -> Mapping[str, Any]:
+        # Per tag as the allocator reports it; "_failover" can never be a tag name
+        # (tags start with a letter or digit).
+        return {**self._allocator.info(), "_failover": self._store.policy.info()}
+
+
+class _BufferCollector(Collector):
+    """Per-tag buffer gauges, read from `info()` at scrape time (nothing on the hot path)."""
+
+    def __init__(self, source: ClusterSegments) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        remaining = GaugeMetricFamily(
+            "nebula_id_segment_remaining", "IDs left in the current range", labels=["tag"]
+        )
+        step = GaugeMetricFamily("nebula_id_segment_step", "Current step", labels=["tag"])
+        ready = GaugeMetricFamily(
+            "nebula_id_segment_next_ready", "1 when the next range is loaded", labels=["tag"]
+        )
+        usable = GaugeMetricFamily(
+            "nebula_id_segment_datacenter_usable",
+            "1 when the datacenter is usable for new ranges",
+            labels=["datacenter"],
+        )
+        info = self._source.info()
+        for tag in self._source.tags():
+            entry = info.get(tag)
+            if not isinstance(entry, Mapping):
+                continue
+            remaining.add_metric([tag], float(entry.get("remaining") or 0))
+            step.add_metric([tag], float(entry.get("step") or 0))
+            ready.add_metric([tag], 1.0 if entry.get("next_ready") else 0.0)
+        for name, state in info["_failover"]["datacenters"].items():
+            usable.add_metric([name], 1.0 if state["usable"] else 0.0)
+        return [remaining, step, ready, usable]
+
+
+def datacenter_dsns(settings: ServeSettings, pool: pools.PoolConfig) -> dict[str, str]:
+    """Datacenter name -> DSN, checked against the pool's datacenters."""
+    own = pool.datacenter(settings.datacenter).name
+    dsns = settings.database_dsns()
+    if settings.database_url:
+        dsns[own] = settings.database_url
+    known = {dc.name for dc in pool.datacenters}
+    unknown = sorted(set(dsns) - known)
+    if unknown:
+        raise errors.ConfigError(
+            f"database URLs name datacenters {unknown} that pool {pool.ref} does not have "
+            f"(it has: {', '.join(sorted(known))})"
+        )
+    if not dsns:
+        raise errors.ConfigError("segments need NEBULA_DATABASE_URL or NEBULA_DATABASE_URLS")
+    return dsns
+
+
+@contextlib.asynccontextmanager
+async def open_segments(
+    settings: ServeSettings,
+    pool: pools.PoolConfig,
+    *,
+    clock: Clock,
+    registry: CollectorRegistry,
+    failover_settings: failover.FailoverSettings | None = None,
+    postgres_settings: postgres.PostgresSettings | None = None,
+    probe_interval_s: float = PROBE_INTERVAL_S,
+    health_interval_s: float = health.DEFAULT_INTERVAL_S,
+    prefetch_ratio: float = 0.1,
+) -> AsyncIterator[ClusterSegments]:
+    """Segment IDs from PostgreSQL, for as long as the context is open."""
+    failover_settings = failover_settings or failover.FailoverSettings()
+    dsns = datacenter_dsns(settings, pool)
+    own = pool.datacenter(settings.datacenter).name
+    order = [dc.name for dc in pool.datacenters if dc.name in dsns]
+    preferred = own if own in dsns else order[0]
+    if preferred != own:
+        log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
+    stores = {
+        dc.name: postgres.PostgresSegmentStore(
+            dsns[dc.name], pool=pool, datacenter=dc, settings=postgres_settings
+        )
+        for dc in pool.datacenters
+        if dc.name in dsns
+    }
+    policy = failover.Failover(order, preferred=preferred, clock=clock, settings=failover_settings)
+    store = FailoverSegmentStore(stores, policy, metrics=SegmentMetrics(registry))
+    allocator = segment.SegmentAllocator(
+        store,
+        [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags],
+        clock=clock,
+        prefetch_ratio=prefetch_ratio,
+        load_timeout=LOAD_TIMEOUT_S,
+    )
+    source = ClusterSegments(allocator, store)
+    collector = _BufferCollector(source)
+    tasks: list[asyncio.Task[None]] = []
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(store.close)
+        stack.push_async_callback(allocator.close)
+        stack.callback(registry.unregister, collector)
+        registry.register(collector)
+        tasks.append(asyncio.create_task(_probe_loop(store, probe_interval_s)))
+        if settings.cluster_mode and settings.pool is not None:
+            client = await stack.enter_async_context(_etcd_client(settings))
+            tasks.append(
+                asyncio.create_task(
+                    health.follow_health(
+                        client,
+                        settings.pool_keys().health,
+                        policy,
+                        clock=clock,
+                        max_age_s=failover_settings.health_max_age_s,
+                        interval_s=health_interval_s,
+                    )
+                )
+            )
+        stack.push_async_callback(_cancel, tasks)
+        await allocator.start()
+        yield source
+
+
+async def _probe_loop(store: FailoverSegmentStore, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await store.probe_down()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _etcd_client(settings: ServeSettings) -> AsyncIterator[health.HealthReader]:
+    from nebula_id.etcd import client as etcd_client
+
+    view = settings.etcd()
+    config = etcd_client.EtcdSettings(
+        endpoints=view.endpoints,
+        username=view.username,
+        password=view.password,
+        ca_file=view.ca_file,
+        cert_file=view.cert_file,
+        key_file=view.key_file,
+    )
+    async with etcd_client.EtcdClient(config) as client:
+        yield client
