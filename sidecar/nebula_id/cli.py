@@ -1,0 +1,152 @@
+"""The `nebula-id` command: serve, parse, version, pool and operator.
+
+Heavy imports (aiohttp, the operator) happen inside the subcommand that needs
+them, so `nebula-id serve` starts fast and `nebula-id parse` is instant.
+Failures that a user can fix (a bad setting, a locked data dir) print one
+line naming the problem and exit with status 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from nebula_id import __version__, errors
+from nebula_id import settings as settings_mod
+
+EXIT_CONFIG = 2
+
+log = logging.getLogger("nebula_id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nebula-id", description="Unique IDs (Snowflake, Segment, UUIDv7, UUIDv4)."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = subparsers.add_parser("serve", help="run the sidecar (standalone without etcd)")
+    settings_mod.add_arguments(serve)
+    serve.set_defaults(run=run_serve)
+
+    parse = subparsers.add_parser("parse", help="decode a Snowflake ID")
+    parse.add_argument("id", help="decimal Snowflake ID")
+    parse.add_argument("--config", default=None, help="TOML config with a [snowflake] section")
+    for name in (
+        "snowflake_epoch",
+        "snowflake_timestamp_bits",
+        "snowflake_datacenter_bits",
+        "snowflake_worker_bits",
+        "snowflake_sequence_bits",
+    ):
+        parse.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+    parse.set_defaults(run=run_parse)
+
+    version = subparsers.add_parser("version", help="print the version")
+    version.set_defaults(run=run_version)
+
+    _register_optional(subparsers)
+    return parser
+
+
+def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`pool` (etcd engineer) and `operator` (operator engineer) register themselves.
+
+    TODO(integrator): drop the ImportError guards once nebula_id.poolcli and
+    nebula_id_operator.cli have landed; they exist only while those modules are
+    being written in parallel.
+    """
+    try:
+        from nebula_id import poolcli  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        poolcli.add_parser(subparsers)
+    try:
+        from nebula_id_operator import cli as operator_cli  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        operator_cli.add_parser(subparsers)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = settings_mod.load(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from aiohttp import web
+
+    from nebula_id.http import app as app_mod
+
+    app = app_mod.build_app(settings)
+    context = app_mod.ssl_context(settings)
+    scheme = "https" if context else "http"
+    mode = "cluster" if settings.cluster_mode else f"standalone, data dir {settings.data_dir}"
+    log.info(
+        "nebula-id %s serving on %s://%s:%d (%s)",
+        __version__,
+        scheme,
+        settings.host,
+        settings.port,
+        mode,
+    )
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=context,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )
+    return 0
+
+
+def run_parse(args: argparse.Namespace) -> int:
+    settings = settings_mod.load(args)
+    layout = settings.layout()
+    parsed = layout.parse_text(args.id)
+    from nebula_id.core import layout as layouts
+
+    print(
+        json.dumps(
+            {
+                "id": str(parsed.id),
+                "timestamp_ms": parsed.timestamp_ms,
+                "timestamp": layouts.format_epoch(parsed.timestamp_ms),
+                "datacenter": parsed.datacenter,
+                "worker": parsed.worker,
+                "sequence": parsed.sequence,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def run_version(args: argparse.Namespace) -> int:
+    print(f"nebula-id {__version__}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except errors.NebulaIdError as e:
+        print(f"nebula-id: error: {e.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

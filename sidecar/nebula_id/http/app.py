@@ -1,0 +1,187 @@
+"""The app factory: settings in, a ready-to-run aiohttp application out.
+
+Each resource lives in one `cleanup_ctx`, opened in order and closed in
+reverse: the pool config (in standalone mode together with the data-dir
+lock), the Snowflake source, the segment source.  Standalone or cluster mode is
+decided here once, from `settings.etcd_endpoints`; routes never know which.
+Middlewares beyond the error mapper are installed only when configured, so the
+default sidecar pays nothing for auth, rate limiting or auditing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry
+
+from nebula_id import errors, sources
+from nebula_id import settings as settings_mod
+from nebula_id.clock import Clock, SystemClock
+from nebula_id.core import pool as pools
+from nebula_id.http import errors as http_errors
+from nebula_id.http import guards, keys, metrics, routes
+from nebula_id.http import stats as stats_mod
+
+
+def build_app(
+    settings: settings_mod.ServeSettings,
+    *,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
+    """The sidecar app; resources open when it starts (runner setup or `aiohttp_client`)."""
+    clock = clock or SystemClock()
+    registry = registry if registry is not None else CollectorRegistry()
+    stats = stats_mod.RequestStats()
+    collector = metrics.StatsCollector(stats)
+    registry.register(collector)
+
+    middlewares: list[Middleware] = []
+    audit_logger = None
+    if settings.audit_log:
+        audit_logger = guards.open_audit_log(settings.audit_log)
+        middlewares.append(guards.audit_middleware(audit_logger))
+    middlewares.append(http_errors.error_middleware)
+    api_keys = guards.load_api_keys(settings)
+    if api_keys:
+        middlewares.append(guards.auth_middleware(api_keys))
+    if settings.rate_limit_rps is not None:
+        burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
+        middlewares.append(
+            guards.rate_limit_middleware(rate=settings.rate_limit_rps, burst=burst, clock=clock)
+        )
+
+    app = web.Application(middlewares=middlewares)
+    app[keys.SETTINGS] = settings
+    app[keys.CLOCK] = clock
+    app[keys.REGISTRY] = registry
+    app[keys.STATS] = stats
+    routes.add_routes(app.router)
+    app.router.add_get("/metrics", metrics.metrics_handler(registry))
+
+    app.cleanup_ctx.append(_pool_ctx)
+    app.cleanup_ctx.append(_snowflake_ctx(collector))
+    app.cleanup_ctx.append(_segments_ctx(collector))
+    if audit_logger is not None:
+        logger = audit_logger
+
+        async def close_audit(app: web.Application) -> None:
+            guards.close_audit_log(logger)
+
+        app.on_cleanup.append(close_audit)
+    return app
+
+
+def ssl_context(settings: settings_mod.ServeSettings) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured."""
+    if not settings.tls_cert_file or not settings.tls_key_file:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError) as e:
+        raise errors.ConfigError(
+            f"tls_cert_file {settings.tls_cert_file} / tls_key_file {settings.tls_key_file} "
+            f"cannot be loaded: {e}"
+        ) from e
+    return context
+
+
+# --- resources, one cleanup_ctx each ---------------------------------------------------
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    if settings.cluster_mode:
+        from nebula_id.etcd import worker
+
+        app[keys.POOL] = await worker.load_pool_config(settings, clock=app[keys.CLOCK])
+        yield
+        return
+    from nebula_id import standalone
+
+    with standalone.locked_data_dir(settings):
+        app[keys.POOL] = settings.standalone_pool()
+        yield
+
+
+def _snowflake_ctx(collector: metrics.StatsCollector) -> Any:
+    async def snowflake_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings, pool = app[keys.SETTINGS], app[keys.POOL]
+        clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
+        opener: contextlib.AbstractAsyncContextManager[sources.SnowflakeSource]
+        if settings.cluster_mode:
+            from nebula_id.etcd import worker
+
+            opener = worker.open_snowflake(settings, pool, clock=clock, registry=registry)
+        else:
+            from nebula_id import standalone
+
+            opener = standalone.open_snowflake(settings, pool, clock=clock, registry=registry)
+        async with opener as source:
+            app[keys.SNOWFLAKE] = source
+            collector.snowflake = source
+            yield
+            collector.snowflake = None
+
+    return snowflake_ctx
+
+
+def _segments_ctx(collector: metrics.StatsCollector) -> Any:
+    async def segments_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings, pool = app[keys.SETTINGS], app[keys.POOL]
+        clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
+        opener: contextlib.AbstractAsyncContextManager[sources.SegmentSource]
+        if settings.uses_postgres:
+            from nebula_id.storage import postgres_source
+
+            opener = postgres_source.open_segments(settings, pool, clock=clock, registry=registry)
+        elif settings.cluster_mode:
+            opener = _no_segments(pool)
+        else:
+            from nebula_id import standalone
+
+            opener = standalone.open_segments(settings, pool, clock=clock, registry=registry)
+        async with opener as source:
+            app[keys.SEGMENTS] = source
+            collector.segments = source
+            yield
+            collector.segments = None
+
+    return segments_ctx
+
+
+class SegmentsNotConfigured:
+    """Cluster mode without a database: SQLite per sidecar would repeat IDs across
+    sidecars, so segment requests fail closed instead."""
+
+    def __init__(self, pool: pools.PoolConfig) -> None:
+        self._tags = [t.name for t in pool.tags]
+
+    def tags(self) -> list[str]:
+        return list(self._tags)
+
+    async def next_ids(self, tag: str, count: int) -> list[int]:
+        if tag not in self._tags:
+            raise errors.UnknownTag(tag, self._tags)
+        raise errors.NotReady(
+            "segments need a database in cluster mode: set NEBULA_DATABASE_URL "
+            "(or NEBULA_DATABASE_URLS)"
+        )
+
+    def ready_reason(self) -> str | None:
+        return "not_ready"
+
+    def info(self) -> Mapping[str, Any]:
+        return {"store": None, "message": "no database configured"}
+
+
+@contextlib.asynccontextmanager
+async def _no_segments(pool: pools.PoolConfig) -> AsyncIterator[SegmentsNotConfigured]:
+    yield SegmentsNotConfigured(pool)

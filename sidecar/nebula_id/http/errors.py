@@ -1,0 +1,102 @@
+"""The one place where failures become HTTP answers.
+
+Every answer that is not an ID has the shape
+``{"error": {"code": ..., "reason": ..., "message": ...}}``.  `nebula_id.errors`
+types carry their code and status; 429 and 503 add ``Retry-After``.  aiohttp's
+own 404/405 get the same shape, and anything unexpected becomes a logged 500
+that never leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from nebula_id import errors
+from nebula_id.http import keys
+from nebula_id.http import stats as stats_mod
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_argument",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "invalid_argument",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def reason_of(exc: errors.NebulaIdError) -> str:
+    """The public reason: a 503 names why; other errors repeat their code."""
+    if isinstance(exc, errors.Unavailable):
+        return exc.reason
+    if exc.http_status == 503:
+        return "not_ready"
+    return exc.code
+
+
+def json_error(
+    status: int,
+    code: str,
+    reason: str,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    stats: stats_mod.RequestStats | None = None,
+) -> web.Response:
+    body = {"error": {"code": code, "reason": reason, "message": message}}
+    headers = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if stats is not None:
+        stats.failed(status, code, reason)
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(
+    exc: errors.NebulaIdError, stats: stats_mod.RequestStats | None = None
+) -> web.Response:
+    retry_after: float | None = None
+    if isinstance(exc, errors.RateLimited | errors.Unavailable):
+        retry_after = exc.retry_after
+    elif exc.http_status == 503:
+        retry_after = 1.0
+    return json_error(
+        exc.http_status,
+        exc.code,
+        reason_of(exc),
+        exc.message,
+        retry_after=retry_after,
+        stats=stats,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.NebulaIdError as e:
+        return error_response(e, request.app.get(keys.STATS))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = _HTTP_CODES.get(e.status, "http_error")
+        message = e.reason if e.status != 404 else f"no route for {request.path}"
+        return json_error(e.status, code, code, message, stats=request.app.get(keys.STATS))
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return json_error(
+            500, "internal", "internal", "internal error", stats=request.app.get(keys.STATS)
+        )

@@ -1,0 +1,125 @@
+"""Standalone mode, the embedded default: one node, all state in the data dir.
+
+`open_snowflake` and `open_segments` have the same shapes as the cluster-mode
+openers in `nebula_id.etcd.worker` and `nebula_id.storage.postgres_source`, so
+the app factory treats both modes alike.  The data dir is locked for the
+process's lifetime (`lock`), the Snowflake high-water mark lives in a file
+(`mark`), and segment counters live in SQLite (`sqlite_store`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from nebula_id import errors
+from nebula_id import settings as settings_mod
+from nebula_id.clock import Clock
+from nebula_id.core import pool as pools
+from nebula_id.core import segment
+from nebula_id.core.snowflake import SnowflakeGenerator
+from nebula_id.standalone import lock as locks
+from nebula_id.standalone import mark as marks
+from nebula_id.standalone import sqlite_store
+from nebula_id.standalone.snowflake import StandaloneSnowflake
+
+
+@contextlib.contextmanager
+def locked_data_dir(settings: settings_mod.ServeSettings) -> Any:
+    """Hold the data-dir lock while the context is open."""
+    held = locks.acquire(settings.data_dir)
+    try:
+        yield held
+    finally:
+        held.release()
+
+
+@contextlib.asynccontextmanager
+async def open_snowflake(
+    settings: settings_mod.ServeSettings,
+    pool: pools.PoolConfig,
+    *,
+    clock: Clock,
+    registry: CollectorRegistry | None = None,
+    horizon_ms: int | None = None,
+) -> AsyncIterator[StandaloneSnowflake]:
+    """The Snowflake source of one standalone node (worker from `settings.worker_id`)."""
+    datacenter = pool.datacenter(settings.datacenter)
+    try:
+        pool.layout.check_epoch(clock.wall_ms())
+    except errors.InvalidLayout as e:
+        raise errors.ConfigError(f"snowflake_epoch: {e.message}") from e
+    generator = SnowflakeGenerator(
+        pool.layout,
+        datacenter=datacenter.id,
+        worker=settings.worker_id,
+        clock=clock,
+        tolerance_ms=pool.clock_backward_tolerance_ms,
+    )
+    source = StandaloneSnowflake(
+        generator,
+        marks.MarkFile(settings.data_dir),
+        clock=clock,
+        registry=registry,
+        tolerance_ms=pool.clock_backward_tolerance_ms,
+        **({"horizon_ms": horizon_ms} if horizon_ms is not None else {}),
+    )
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+class StandaloneSegments:
+    """The allocator over SQLite, plus where the file is (for `/v1/info`)."""
+
+    def __init__(
+        self, allocator: segment.SegmentAllocator, store: sqlite_store.SqliteSegmentStore
+    ) -> None:
+        self._allocator = allocator
+        self._store = store
+        self.next_ids = allocator.next_ids
+
+    def tags(self) -> list[str]:
+        return self._allocator.tags()
+
+    def ready_reason(self) -> str | None:
+        return self._allocator.ready_reason()
+
+    def info(self) -> Mapping[str, Any]:
+        return {"store": str(self._store.path), "tags": self._allocator.info()}
+
+
+@contextlib.asynccontextmanager
+async def open_segments(
+    settings: settings_mod.ServeSettings,
+    pool: pools.PoolConfig,
+    *,
+    clock: Clock,
+    registry: CollectorRegistry | None = None,
+    prefetch_ratio: float = 0.1,
+) -> AsyncIterator[StandaloneSegments]:
+    """Segment IDs from the data dir's SQLite file."""
+    datacenter = pool.datacenter(settings.datacenter)
+    store = sqlite_store.SqliteSegmentStore(
+        settings.data_dir / sqlite_store.DB_FILE,
+        datacenter=datacenter.name,
+        datacenter_id=datacenter.id,
+        datacenter_bits=pool.layout.datacenter_bits,
+    )
+    allocator = segment.SegmentAllocator(
+        store,
+        [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags],
+        clock=clock,
+        prefetch_ratio=prefetch_ratio,
+    )
+    try:
+        await allocator.start()
+        yield StandaloneSegments(allocator, store)
+    finally:
+        await allocator.close()
+        store.close()

@@ -1,0 +1,63 @@
+"""The standalone Snowflake high-water mark, kept in a file with fsync.
+
+The mark is a Unix-millisecond timestamp that no issued ID exceeds.  It is
+written (temp file, fsync, rename, fsync of the folder) *before* the generator
+may use it, so after any crash or clock rollback the next process can wait
+until its clock has passed it and never repeat an ID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+from nebula_id import errors
+
+MARK_FILE = "snowflake-mark.json"
+
+
+class MarkFile:
+    """Read and durably write the mark of one data dir."""
+
+    def __init__(self, data_dir: pathlib.Path) -> None:
+        self.path = data_dir / MARK_FILE
+
+    def read(self) -> int | None:
+        """The stored mark, None when there is none; a damaged file refuses to start."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise errors.StorageError(f"cannot read {self.path}: {e.strerror}") from e
+        try:
+            value = json.loads(text)["markMs"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise errors.ConfigError(
+                f"{self.path} is damaged, so it is unknown which Snowflake timestamps were "
+                "used; if no ID of this data dir can be newer than now, delete the file"
+            ) from e
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise errors.ConfigError(f"{self.path} holds an invalid mark {value!r}")
+        return value
+
+    def write(self, mark_ms: int, **details: object) -> None:
+        """Persist `mark_ms` durably; returns only once it is on disk."""
+        temp = self.path.with_suffix(".tmp")
+        payload = json.dumps({"markMs": mark_ms, **details}).encode()
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, payload)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as e:
+            raise errors.StorageError(f"cannot persist {self.path}: {e.strerror}") from e
