@@ -22,6 +22,9 @@ export GOFLAGS="${GOFLAGS:--mod=mod}"
 export CGO_ENABLED=0
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
+# Bump a recipe when its build flags change, so cached binaries get rebuilt.
+HELM_RECIPE="helm-$HELM_VERSION-k8s-ldflags-1"
+
 log() { echo "[build.sh] $*" >&2; }
 
 timed() {  # timed NAME CMD...: run and record the wall time
@@ -138,9 +141,19 @@ GO
       go get "helm.sh/helm/v3@v$HELM_VERSION" >&2
       go mod tidy >&2
     fi
-    timed helm go build -trimpath \
-      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-      -o "$BIN_DIR/helm" helm.sh/helm/v3/cmd/helm
+    # Like helm's Makefile: without the k8s version ldflags helm assumes
+    # Kubernetes v1.20 and refuses charts with a newer kubeVersion.
+    # client-go v0.X.Y goes with Kubernetes 1.X.
+    local client_go minor ld
+    client_go=$(go list -f '{{.Version}}' -m k8s.io/client-go)
+    minor=${client_go#v0.}; minor=${minor%%.*}
+    ld="-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
+    ld="$ld -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+      ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
+    done
+    timed helm go build -trimpath -ldflags "$ld" -o "$BIN_DIR/helm" helm.sh/helm/v3/cmd/helm
+    echo "$HELM_RECIPE" >"$BIN_DIR/.helm.recipe"
   )
 }
 
@@ -149,7 +162,7 @@ for w in $want; do
   case $w in
     etcd) [ -x "$BIN_DIR/etcd" ] || timed etcd build_etcd ;;
     kube-apiserver|kubectl) { [ -x "$BIN_DIR/kube-apiserver" ] && [ -x "$BIN_DIR/kubectl" ]; } || build_k8s ;;
-    helm) [ -x "$BIN_DIR/helm" ] || build_helm ;;
+    helm) { [ -x "$BIN_DIR/helm" ] && [ "$(cat "$BIN_DIR/.helm.recipe" 2>/dev/null)" = "$HELM_RECIPE" ]; } || build_helm ;;
     *) echo "unknown binary: $w" >&2; exit 2 ;;
   esac
 done
