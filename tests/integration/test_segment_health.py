@@ -1,0 +1,134 @@
+"""Failover by the health the operator publishes in etcd (real etcd, two real PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from nebula_id.clock import SystemClock
+from nebula_id.core import failover, keys
+from nebula_id.core import pool as pools
+from nebula_id.etcd import client as etcd_client
+from nebula_id.settings import ServeSettings
+from nebula_id.storage import postgres as pg_store
+from nebula_id.storage import postgres_source
+from tests.support.services import PostgresCluster
+
+pytestmark = pytest.mark.integration
+
+
+def rfc3339(delta_s: float = 0.0) -> str:
+    moment = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delta_s)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def health_doc(*, a_healthy: bool, age_s: float = 0.0) -> bytes:
+    stamp = rfc3339(-age_s)
+    return json.dumps(
+        {
+            "datacenters": {
+                "dc-a": {
+                    "healthy": a_healthy,
+                    "reason": "" if a_healthy else "probe failed",
+                    "checkedAt": stamp,
+                },
+                "dc-b": {"healthy": True, "reason": "", "checkedAt": stamp},
+            },
+            "updatedAt": stamp,
+        }
+    ).encode()
+
+
+@contextlib.asynccontextmanager
+async def open_source(
+    name: str, etcd_endpoint: str, dcs: dict[str, PostgresCluster]
+) -> AsyncIterator[postgres_source.ClusterSegments]:
+    pool = pools.parse_spec(
+        {
+            "algorithm": "segment",
+            "datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
+            "segment": {"tags": [{"name": "orders", "step": 20, "maxStep": 20}]},
+        },
+        namespace="it",
+        name=name,
+    )
+    settings = ServeSettings(
+        pool=f"it/{name}",
+        etcd_endpoints=(etcd_endpoint,),
+        datacenter="dc-a",
+        database_url=dcs["dc-a"].dsn(),
+        database_urls={"dc-b": dcs["dc-b"].dsn()},
+    )
+    async with postgres_source.open_segments(
+        settings,
+        pool,
+        clock=SystemClock(),
+        registry=CollectorRegistry(),
+        failover_settings=failover.FailoverSettings(hold_down_s=0.5, health_max_age_s=30),
+        postgres_settings=pg_store.PostgresSettings(connect_timeout_s=1, command_timeout_s=1),
+        health_interval_s=0.1,
+    ) as source:
+        yield source
+
+
+async def serve_until(source: postgres_source.ClusterSegments, datacenter: str) -> list[int]:
+    """Serve IDs until ranges come from `datacenter` (bounded)."""
+    served: list[int] = []
+    for _ in range(200):
+        served += await source.next_ids("orders", 5)
+        if source.info()["orders"]["datacenter"] == datacenter:
+            return served
+        await asyncio.sleep(0.02)
+    pytest.fail(f"ranges never came from {datacenter}: {source.info()}")
+
+
+async def test_published_health_moves_ranges_and_brings_them_back(
+    etcd_endpoint: str, postgres_dcs: dict[str, PostgresCluster]
+) -> None:
+    key = keys.PoolKeys(namespace="it", name="health-moves").health
+    async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(etcd_endpoint,))) as etcd:
+        await etcd.put(key, health_doc(a_healthy=True))
+        async with open_source("health-moves", etcd_endpoint, postgres_dcs) as source:
+            served = await serve_until(source, "dc-a")
+            await etcd.put(key, health_doc(a_healthy=False))
+            served += await serve_until(source, "dc-b")
+            state = source.info()["_failover"]["datacenters"]["dc-a"]
+            assert state["publishedHealthy"] is False
+            assert state["publishedReason"] == "probe failed"
+            # Both databases were up all along: the switch came from the published health.
+            assert state["consecutiveFailures"] == 0
+            await etcd.put(key, health_doc(a_healthy=True))
+            served += await serve_until(source, "dc-a")
+    assert len(set(served)) == len(served)
+
+
+async def test_stale_health_is_ignored(
+    etcd_endpoint: str, postgres_dcs: dict[str, PostgresCluster]
+) -> None:
+    key = keys.PoolKeys(namespace="it", name="health-stale").health
+    async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(etcd_endpoint,))) as etcd:
+        # An operator that stopped an hour ago must not keep a datacenter out of service.
+        await etcd.put(key, health_doc(a_healthy=False, age_s=3600))
+        async with open_source("health-stale", etcd_endpoint, postgres_dcs) as source:
+            await asyncio.sleep(0.3)
+            served = await source.next_ids("orders", 50)
+            assert source.info()["orders"]["datacenter"] == "dc-a"
+            assert source.info()["_failover"]["datacenters"]["dc-a"]["publishedHealthy"] is None
+    assert len(served) == 50
+
+
+async def test_etcd_being_unreachable_falls_back_to_failure_counts(
+    postgres_dcs: dict[str, PostgresCluster],
+) -> None:
+    async with open_source("health-no-etcd", "http://127.0.0.1:9", postgres_dcs) as source:
+        await asyncio.sleep(0.3)
+        served = await source.next_ids("orders", 50)
+        assert source.info()["orders"]["datacenter"] == "dc-a"
+        assert source.ready_reason() is None
+    assert len(set(served)) == 50
