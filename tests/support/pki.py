@@ -100,11 +100,17 @@ class CertificateAuthority:
         dns_names: tuple[str, ...] = (),
         ip_addresses: tuple[str, ...] = (),
         server: bool = False,
+        also_client: bool = False,
     ) -> Pem:
-        """A leaf certificate: a server one (with SANs) or a client one."""
+        """A leaf certificate: a server one (with SANs) or a client one.
+
+        `also_client` adds client auth to a server certificate (etcd's gateway dials
+        its own gRPC port with the server certificate when client certs are required).
+        """
         key = _new_key()
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        usages = [usage, ExtendedKeyUsageOID.CLIENT_AUTH] if server and also_client else [usage]
         builder = (
             x509.CertificateBuilder()
             .subject_name(_name(common_name, organization))
@@ -114,7 +120,7 @@ class CertificateAuthority:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALIDITY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         )
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]

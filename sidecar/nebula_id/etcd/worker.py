@@ -1,0 +1,359 @@
+"""Hold a Snowflake worker ID through an etcd lease: claim, keep alive, fence, re-claim.
+
+The app factory calls `load_pool_config` and `open_snowflake`.  Inside, a `WorkerHolder`
+task runs the life of a claim:
+
+1. grant a lease and claim the lowest free `workers/{dc}/{worker}` with a
+   create-if-absent transaction attached to the lease (bounded retries, jitter);
+2. read the high-water mark `clock/{dc}/{worker}`, persist a new one ahead of the clock
+   (fenced on still holding the claim), and only then let the generator serve, past
+   the old mark;
+3. every tick, renew the lease and advance the mark in a transaction that succeeds only
+   while the claim key still carries our lease; the generator's lease deadline moves
+   only when both succeed, so a holder cut off from etcd stops itself in time;
+4. when the lease is gone or the claim taken, stop, and claim again from scratch;
+5. on exit, lower the mark to the last timestamp really issued, then revoke the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import random
+import socket
+from collections.abc import AsyncIterator
+
+import prometheus_client
+
+from nebula_id import clock as clocks
+from nebula_id import errors
+from nebula_id import settings as settings_mod
+from nebula_id.core import keys as pool_keys
+from nebula_id.core import pool as pools
+from nebula_id.etcd import cache, claims
+from nebula_id.etcd import client as etcd
+from nebula_id.etcd import pools as pool_store
+from nebula_id.etcd import source as sources
+
+log = logging.getLogger(__name__)
+
+FIRST_CLAIM_WAIT = 1.0
+"""How long `open_snowflake` waits for the first claim before yielding (start-up stays fast)."""
+
+
+def etcd_settings(settings: settings_mod.ServeSettings) -> etcd.EtcdSettings:
+    view = settings.etcd()
+    return etcd.EtcdSettings(
+        endpoints=tuple(view.endpoints),
+        username=view.username,
+        password=view.password,
+        ca_file=view.ca_file,
+        cert_file=view.cert_file,
+        key_file=view.key_file,
+    )
+
+
+async def load_pool_config(
+    settings: settings_mod.ServeSettings, *, clock: clocks.Clock
+) -> pools.PoolConfig:
+    """The pool's config from etcd (cached in the data dir), or the cache when etcd is down.
+
+    A pool that etcd does not know is a start-up error, with the command that fixes it.
+    """
+    del clock  # the config carries no time; kept for the app factory's uniform calls
+    keys = settings.pool_keys()
+    try:
+        async with etcd.EtcdClient(etcd_settings(settings)) as client:
+            stored = await pool_store.get(client, keys)
+    except errors.CoordinationError as e:
+        cached = cache.load(settings.data_dir, keys)
+        if cached is None:
+            raise errors.CoordinationError(
+                f"cannot read pool {keys.namespace}/{keys.name} from etcd ({e.message}) and "
+                f"no cached config is in {settings.data_dir}"
+            ) from e
+        log.warning(
+            "etcd is unreachable (%s); using the cached config of pool %s. "
+            "Snowflake stays unavailable until a worker ID is claimed",
+            e.message,
+            cached.ref,
+        )
+        return cached
+    if stored is None:
+        raise errors.ConfigError(
+            f"pool {keys.namespace}/{keys.name} has no config at {keys.config}; create it "
+            "with `nebula-id pool apply -f pool.yaml` or as a NebulaIdPool resource"
+        )
+    cache.save(settings.data_dir, stored.config, keys)
+    return stored.config
+
+
+@contextlib.asynccontextmanager
+async def open_snowflake(
+    settings: settings_mod.ServeSettings,
+    pool: pools.PoolConfig,
+    *,
+    clock: clocks.Clock,
+    registry: prometheus_client.CollectorRegistry | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[sources.LeasedSnowflake]:
+    """A leased Snowflake source; the worker ID is released when the block exits."""
+    datacenter = pool.datacenter(settings.datacenter)
+    source = sources.LeasedSnowflake(
+        layout=pool.layout,
+        pool_ref=pool.ref,
+        datacenter_name=datacenter.name,
+        datacenter_id=datacenter.id,
+        clock=clock,
+        metrics=sources.WorkerMetrics(registry or prometheus_client.CollectorRegistry()),
+    )
+    identity = claims.ClaimRecord(
+        pod=settings.pod_name,
+        pod_uid=settings.pod_uid,
+        namespace=settings.pod_namespace,
+        host=settings.node_name or socket.gethostname(),
+        pid=os.getpid(),
+        lease=0,
+        claimed_at_ms=0,
+    )
+    async with etcd.EtcdClient(etcd_settings(settings)) as client:
+        holder = WorkerHolder(
+            client,
+            settings.pool_keys(),
+            pool,
+            datacenter_id=datacenter.id,
+            source=source,
+            identity=identity,
+            clock=clock,
+            rng=rng or random.Random(),
+        )
+        task = asyncio.create_task(holder.run(), name=f"nebula-id worker {pool.ref}")
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(holder.first_round.wait(), FIRST_CLAIM_WAIT)
+            yield source
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await holder.release()
+
+
+class _ClaimLost(Exception):
+    """The lease expired or the claim key no longer carries it."""
+
+
+class WorkerHolder:
+    """The background life of one sidecar's worker-ID claim."""
+
+    def __init__(
+        self,
+        client: etcd.EtcdClient,
+        keys: pool_keys.PoolKeys,
+        pool: pools.PoolConfig,
+        *,
+        datacenter_id: int,
+        source: sources.LeasedSnowflake,
+        identity: claims.ClaimRecord,
+        clock: clocks.Clock,
+        rng: random.Random,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._pool = pool
+        self._dc = datacenter_id
+        self._source = source
+        self._identity = identity
+        self._clock = clock
+        self._rng = rng
+        self._timing = claims.LeaseTiming(pool.lease_ttl_seconds)
+        self._call_timeout = min(client.settings.timeout, max(1.0, self._timing.interval))
+        self._lease: int | None = None
+        self._worker: int | None = None
+        # What the previous claim of this process left, to re-claim without a long wait.
+        self._previous: tuple[int, int, int] | None = None  # (worker, lease, last ms)
+        self.first_round = asyncio.Event()
+
+    @property
+    def worker(self) -> int | None:
+        return self._worker
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._hold()
+            except _ClaimLost as e:
+                await self._lost(str(e))
+                backoff = 0.1
+            except errors.CoordinationError as e:
+                if self._source.generator is None:
+                    self._source.set_state(
+                        sources.LEASE_LOST, f"cannot claim a worker ID, etcd fails: {e.message}"
+                    )
+                log.warning("worker ID: etcd failed (%s); retrying", e.message)
+                self.first_round.set()
+                await asyncio.sleep(backoff * self._rng.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, self._timing.interval)
+
+    async def release(self) -> None:
+        """Stop issuing, lower the mark to the last timestamp issued, revoke the lease."""
+        retired = self._source.stop(sources.NOT_READY, "shutting down")
+        lease, worker = self._lease, self._worker
+        self._lease = self._worker = None
+        if lease is None:
+            return
+        try:
+            if worker is not None and retired is not None:
+                await self._write_mark(lease, worker, retired.last_timestamp_ms)
+            await self._client.revoke(lease, call_timeout=self._call_timeout)
+        except errors.CoordinationError as e:
+            log.warning("worker ID: could not release it cleanly (%s); it expires by TTL", e)
+
+    # -- one claim, from grant to loss ------------------------------------------------------
+
+    async def _hold(self) -> None:
+        lease = await self._client.grant(self._timing.ttl_seconds)
+        self._lease = lease.id
+        worker = await self._claim(lease.id)
+        while worker is None:
+            self._source.set_state(
+                sources.EXHAUSTED,
+                f"all {self._pool.layout.worker_capacity} worker IDs are held; retrying",
+            )
+            self.first_round.set()
+            await asyncio.sleep(min(1.0, self._timing.interval) * self._rng.uniform(0.5, 1.5))
+            await self._keepalive(lease.id)
+            worker = await self._claim(lease.id)
+        self._worker = worker
+        self._source.metrics.claims.inc()
+        await self._start_serving(lease.id, worker)
+        self.first_round.set()
+        await self._keep(lease.id, worker)
+
+    async def _claim(self, lease: int) -> int | None:
+        """Create-if-absent on the lowest free worker ID; None when all are held."""
+        prefix = self._keys.workers_of(self._dc)
+        capacity = self._pool.layout.worker_capacity
+        for attempt in range(claims.CLAIM_ATTEMPTS):
+            held = await self._client.range(prefix, prefix=True)
+            taken: set[int] = set()
+            for kv in held.kvs:
+                worker = claims.worker_of_key(kv.key)
+                if worker is None:
+                    continue
+                if kv.lease == lease:
+                    return worker  # an earlier attempt did succeed; its answer was lost
+                taken.add(worker)
+            free = claims.free_workers(taken, capacity)
+            if not free:
+                return None
+            worker = claims.candidate(free, attempt, self._rng)
+            key = self._keys.worker(self._dc, worker)
+            record = _with(self._identity, lease=lease, claimed_at_ms=self._clock.wall_ms())
+            result = await self._client.txn(
+                [etcd.Compare.absent(key)],
+                [etcd.Put(key, record.to_json(), lease=lease)],
+                call_timeout=self._call_timeout,
+            )
+            if result.succeeded:
+                log.info("worker ID: claimed %s (lease %x)", key, lease)
+                return worker
+            await asyncio.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
+        raise errors.CoordinationError(
+            f"lost the race for a free worker ID {claims.CLAIM_ATTEMPTS} times in a row"
+        )
+
+    async def _start_serving(self, lease: int, worker: int) -> None:
+        stored = await self._client.get(self._keys.clock(self._dc, worker))
+        try:
+            mark = claims.HighWaterMark.from_json(stored.value) if stored else None
+        except ValueError as e:
+            raise errors.CoordinationError(
+                f"the high-water mark at {self._keys.clock(self._dc, worker)} is unreadable "
+                f"({e}); refusing to guess"
+            ) from e
+        previous = self._previous if self._previous and self._previous[0] == worker else None
+        floor = claims.floor_for_new_holder(
+            mark,
+            previous_lease=previous[1] if previous else None,
+            previous_last_ms=previous[2] if previous else None,
+        )
+        now = self._clock.wall_ms()
+        new_mark = max(now, floor) + self._timing.horizon_ms
+        if not await self._write_mark(lease, worker, new_mark):
+            raise _ClaimLost(f"the claim of worker {worker} vanished before serving")
+        sent = self._clock.monotonic()
+        await self._keepalive(lease)
+        if floor >= now:
+            waited = (floor - now + 1) / 1000
+            self._source.metrics.mark_wait_seconds.inc(waited)
+            log.info("worker ID %d: waiting %.3f s for the clock to pass the mark", worker, waited)
+        self._source.start(
+            worker=worker,
+            lease_id=lease,
+            tolerance_ms=self._pool.clock_backward_tolerance_ms,
+            wait_past_ms=floor,
+            mark_ms=new_mark,
+            lease_deadline=self._timing.deadline(sent),
+        )
+
+    async def _keep(self, lease: int, worker: int) -> None:
+        """Renew and advance every tick until the lease or the claim is lost."""
+        failing_since: float | None = None
+        while True:
+            await asyncio.sleep(self._timing.interval)
+            sent = self._clock.monotonic()
+            try:
+                await self._keepalive(lease)
+                generator = self._source.generator
+                allowed = (generator.high_water_mark_ms or 0) if generator else 0
+                last = generator.last_timestamp_ms if generator else 0
+                mark = max(self._clock.wall_ms() + self._timing.horizon_ms, allowed, last)
+                if not await self._write_mark(lease, worker, mark):
+                    raise _ClaimLost(f"worker {worker}'s claim is no longer ours")
+            except errors.CoordinationError as e:
+                if failing_since is None:
+                    failing_since = sent
+                    log.warning("worker ID %d: etcd fails (%s); lease deadline runs", worker, e)
+                continue
+            if failing_since is not None:
+                log.info("worker ID %d: etcd answers again", worker)
+                failing_since = None
+            self._source.extend(mark_ms=mark, lease_deadline=self._timing.deadline(sent))
+
+    async def _keepalive(self, lease: int) -> None:
+        try:
+            await self._client.keepalive(lease, call_timeout=self._call_timeout)
+        except etcd.LeaseNotFound as e:
+            raise _ClaimLost(f"lease {lease:x} expired") from e
+
+    async def _write_mark(self, lease: int, worker: int, mark_ms: int) -> bool:
+        """Persist `mark_ms`, only while the claim key still carries `lease`."""
+        mark = claims.HighWaterMark(ms=mark_ms, lease=lease)
+        result = await self._client.txn(
+            [etcd.Compare.lease_equals(self._keys.worker(self._dc, worker), lease)],
+            [etcd.Put(self._keys.clock(self._dc, worker), mark.to_json())],
+            call_timeout=self._call_timeout,
+        )
+        return result.succeeded
+
+    async def _lost(self, why: str) -> None:
+        retired = self._source.stop(sources.LEASE_LOST, f"re-claiming a worker ID: {why}")
+        if self._worker is not None and self._lease is not None and retired is not None:
+            self._previous = (self._worker, self._lease, retired.last_timestamp_ms)
+            self._source.metrics.leases_lost.inc()
+        log.warning("worker ID: %s; claiming again", why)
+        old_lease = self._lease
+        self._lease = self._worker = None
+        if old_lease is not None:
+            # The lease may still live while the claim was taken: do not keep it around.
+            with contextlib.suppress(errors.CoordinationError):
+                await self._client.revoke(old_lease, call_timeout=self._call_timeout)
+
+
+def _with(record: claims.ClaimRecord, *, lease: int, claimed_at_ms: int) -> claims.ClaimRecord:
+    return dataclasses.replace(record, lease=lease, claimed_at_ms=claimed_at_ms)
