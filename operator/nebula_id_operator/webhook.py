@@ -27,7 +27,7 @@ import os
 import pathlib
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import kopf
@@ -76,15 +76,16 @@ class WebhookSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
-        """`NEBULA_WEBHOOK_*` variables (the Helm chart sets them)."""
+        """`NEBULA_WEBHOOK_*` variables (the Helm chart sets them).
+
+        Whether to serve, and on which address and port, are the operator's own
+        settings (`NEBULA_OPERATOR_WEBHOOK_*`); `configure` takes them from there.
+        """
         env = os.environ if env is None else env
         get = functools.partial(_env, env, "NEBULA_WEBHOOK_")
         d = cls()
         return cls(
-            enabled=_bool(get("ENABLED"), default=True, name="NEBULA_WEBHOOK_ENABLED"),
-            listen_address=get("LISTEN_ADDRESS") or d.listen_address,
-            port=_int(get("PORT"), default=d.port, name="NEBULA_WEBHOOK_PORT"),
-            namespace=get("NAMESPACE") or env.get("NEBULA_OPERATOR_NAMESPACE") or d.namespace,
+            namespace=get("NAMESPACE") or _env(env, "NEBULA_", "POD_NAMESPACE") or d.namespace,
             service_name=get("SERVICE_NAME") or d.service_name,
             secret_name=get("SECRET_NAME") or d.secret_name,
             configuration_name=get("CONFIGURATION_NAME") or d.configuration_name,
@@ -132,16 +133,6 @@ def _env(env: Mapping[str, str], prefix: str, name: str) -> str | None:
     return value or None
 
 
-def _bool(value: str | None, *, default: bool, name: str) -> bool:
-    if value is None:
-        return default
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise errors.ConfigError(f"{name} must be true or false, got {value!r}")
-
-
 def _int(value: str | None, *, default: int, name: str) -> int:
     if value is None:
         return default
@@ -151,14 +142,28 @@ def _int(value: str | None, *, default: int, name: str) -> int:
         raise errors.ConfigError(f"{name} must be an integer, got {value!r}") from e
 
 
-class HasWebhookSettings(Protocol):
-    """The part of the operator's settings this module reads."""
+class OperatorView(Protocol):
+    """The part of the operator's `OperatorSettings` this module reads."""
 
     @property
-    def webhook(self) -> WebhookSettings: ...
+    def webhook_enabled(self) -> bool: ...
 
     @property
-    def injection(self) -> injection.InjectionSettings: ...
+    def webhook_host(self) -> str: ...
+
+    @property
+    def webhook_port(self) -> int: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def etcd(self) -> EtcdView: ...
+
+
+class EtcdView(Protocol):
+    @property
+    def endpoints(self) -> Sequence[str]: ...
 
 
 # --- the Kubernetes API, narrowly ------------------------------------------------------
@@ -399,19 +404,44 @@ async def mutate_pod(
         patch.fns.append(functools.partial(injection.apply, ops=ops))
 
 
-def configure(settings: kopf.OperatorSettings, op_settings: HasWebhookSettings) -> None:
-    """Register the webhook and its HTTPS server; call from the operator's startup handler."""
-    hook = op_settings.webhook
-    if not hook.enabled:
+def configure(
+    settings: kopf.OperatorSettings,
+    op_settings: OperatorView,
+    *,
+    webhook: WebhookSettings | None = None,
+    sidecar: injection.InjectionSettings | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Register the webhook and its HTTPS server; call from the operator's startup handler.
+
+    Whether and where to serve come from `op_settings`; the certificate and the
+    sidecar defaults from `NEBULA_WEBHOOK_*` / `NEBULA_SIDECAR_*` (read once,
+    here), unless given explicitly.  The sidecars reach etcd like the operator
+    unless `NEBULA_SIDECAR_ETCD_ENDPOINTS` says otherwise.
+    """
+    if not op_settings.webhook_enabled:
         logger.info("The sidecar injection webhook is disabled")
         return
+    environ = os.environ if env is None else env
+    hook = dataclasses.replace(
+        webhook or WebhookSettings.from_env(environ),
+        enabled=True,
+        listen_address=op_settings.webhook_host,
+        port=op_settings.webhook_port,
+    )
+    if sidecar is None:
+        sidecar = injection_settings_from_env(environ)
+        if not sidecar.etcd_endpoints:
+            sidecar = dataclasses.replace(sidecar, etcd_endpoints=tuple(op_settings.etcd.endpoints))
+        if "NEBULA_SIDECAR_ETCD_PREFIX" not in environ:
+            sidecar = dataclasses.replace(sidecar, etcd_prefix=op_settings.prefix)
     api = KubeApi()
     kopf.on.mutate(
         "", "v1", "pods",
         id=HANDLER_ID,
         operations=["CREATE"],
         labels={injection.INJECT_LABEL: "true"},
-    )(functools.partial(mutate_pod, api=api, settings=op_settings.injection))  # fmt: skip
+    )(functools.partial(mutate_pod, api=api, settings=sidecar))  # fmt: skip
     url_host = urllib.parse.urlsplit(hook.url).hostname if hook.url else None
     settings.admission.server = WebhookServer(
         CertKeeper(hook, api),
