@@ -186,7 +186,7 @@ async def info(request: web.Request) -> web.Response:
             "segment": {
                 "tags": segments.tags(),
                 "ready": segments.ready_reason(),
-                **segments.info(),
+                "source": segments.info(),
             },
         }
     )
