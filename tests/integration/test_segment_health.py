@@ -82,7 +82,7 @@ async def serve_until(source: postgres_source.ClusterSegments, datacenter: str) 
     served: list[int] = []
     for _ in range(200):
         served += await source.next_ids("orders", 5)
-        if source.info()["orders"]["datacenter"] == datacenter:
+        if source.info()["tags"]["orders"]["datacenter"] == datacenter:
             return served
         await asyncio.sleep(0.02)
     pytest.fail(f"ranges never came from {datacenter}: {source.info()}")
@@ -98,7 +98,7 @@ async def test_published_health_moves_ranges_and_brings_them_back(
             served = await serve_until(source, "dc-a")
             await etcd.put(key, health_doc(a_healthy=False))
             served += await serve_until(source, "dc-b")
-            state = source.info()["_failover"]["datacenters"]["dc-a"]
+            state = source.info()["failover"]["datacenters"]["dc-a"]
             assert state["publishedHealthy"] is False
             assert state["publishedReason"] == "probe failed"
             # Both databases were up all along: the switch came from the published health.
@@ -118,8 +118,8 @@ async def test_stale_health_is_ignored(
         async with open_source("health-stale", etcd_endpoint, postgres_dcs) as source:
             await asyncio.sleep(0.3)
             served = await source.next_ids("orders", 50)
-            assert source.info()["orders"]["datacenter"] == "dc-a"
-            assert source.info()["_failover"]["datacenters"]["dc-a"]["publishedHealthy"] is None
+            assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
+            assert source.info()["failover"]["datacenters"]["dc-a"]["publishedHealthy"] is None
     assert len(served) == 50
 
 
@@ -129,6 +129,6 @@ async def test_etcd_being_unreachable_falls_back_to_failure_counts(
     async with open_source("health-no-etcd", "http://127.0.0.1:9", postgres_dcs) as source:
         await asyncio.sleep(0.3)
         served = await source.next_ids("orders", 50)
-        assert source.info()["orders"]["datacenter"] == "dc-a"
+        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
         assert source.ready_reason() is None
     assert len(set(served)) == 50

@@ -95,7 +95,7 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
     async with open_source(pool, {"dc-a": cluster.dsn()}) as source:
         served = await drain(source, 50)
         await asyncio.sleep(0.2)  # the prefetch of the next range completes
-        assert source.info()["orders"]["next_ready"] is True
+        assert source.info()["tags"]["orders"]["next_ready"] is True
         cluster.stop()
         with pytest.raises(errors.SegmentExhausted) as exhausted:
             await take_one_by_one(source, served, limit=1000)
@@ -130,22 +130,22 @@ async def test_fails_over_to_the_next_datacenter_and_comes_back(
         pool, {"dc-a": dc_a.dsn(), "dc-b": dc_b.dsn()}, registry=registry, hold_down_s=1.0
     ) as source:
         served += await drain(source, 500)
-        assert source.info()["orders"]["datacenter"] == "dc-a"
+        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
         dc_a.kill()
         served += await drain(source, 2000)
-        assert source.info()["orders"]["datacenter"] == "dc-b"
-        assert source.info()["_failover"]["current"] == "dc-b"
+        assert source.info()["tags"]["orders"]["datacenter"] == "dc-b"
+        assert source.info()["failover"]["current"] == "dc-b"
         dc_a.start()
         # The probe notices the recovery; after the hold-down, ranges come from dc-a again.
         for _ in range(100):
             served += await drain(source, 60)
-            if source.info()["orders"]["datacenter"] == "dc-a":
+            if source.info()["tags"]["orders"]["datacenter"] == "dc-a":
                 break
             await asyncio.sleep(0.05)
-        assert source.info()["orders"]["datacenter"] == "dc-a"
+        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
         served += await drain(source, 200)
         remaining = registry.get_sample_value("nebula_id_segment_remaining", {"tag": "orders"})
-        assert remaining == source.info()["orders"]["remaining"]
+        assert remaining == source.info()["tags"]["orders"]["remaining"]
     for value in served:
         if value in slice_of(1):
             seen["dc-a"].add(value)
@@ -183,14 +183,14 @@ async def test_the_step_doubles_under_load_and_halves_when_it_drops(
     ) -> list[int]:
         sizes: list[int] = []
         while len(sizes) < loads:
-            before = source.info()["orders"]["loads"]
-            await drain(source, source.info()["orders"]["remaining"] or 1, batch=1000)
+            before = source.info()["tags"]["orders"]["loads"]
+            await drain(source, source.info()["tags"]["orders"]["remaining"] or 1, batch=1000)
             clock.advance(gap_s)
             for _ in range(100):
-                if source.info()["orders"]["loads"] > before:
+                if source.info()["tags"]["orders"]["loads"] > before:
                     break
                 await asyncio.sleep(0.01)
-            current = source.info()["orders"]["range"]
+            current = source.info()["tags"]["orders"]["range"]
             sizes.append(current[1] - current[0])
         return sizes
 
@@ -211,7 +211,7 @@ async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) 
     async with open_source(pool, {"dc-a": postgres.dsn()}) as first:
         before = await drain(first, 30)
         await asyncio.sleep(0.2)
-        info = first.info()["orders"]
+        info = first.info()["tags"]["orders"]
         buffered_end = max(info["range"][1], (info["next_range"] or [0, 0])[1])
     async with open_source(pool, {"dc-a": postgres.dsn()}) as second:
         after = await drain(second, 30)

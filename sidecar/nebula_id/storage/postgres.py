@@ -117,12 +117,15 @@ class ProvisionResult:
 _DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
 # Errors after which a fresh connection may succeed at once.
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
+    # A connection left in a broken protocol state by a crash; the pool drops it.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CannotConnectNowError,

@@ -155,9 +155,8 @@ class ClusterSegments:
         return self._allocator.ready_reason()
 
     def info(self) -> Mapping[str, Any]:
-        # Per tag as the allocator reports it; "_failover" can never be a tag name
-        # (tags start with a letter or digit).
-        return {**self._allocator.info(), "_failover": self._store.policy.info()}
+        """Per tag (as the standalone source reports it) and the datacenter choice."""
+        return {"tags": self._allocator.info(), "failover": self._store.policy.info()}
 
 
 class _BufferCollector(Collector):
@@ -181,13 +180,13 @@ class _BufferCollector(Collector):
         )
         info = self._source.info()
         for tag in self._source.tags():
-            entry = info.get(tag)
+            entry = info["tags"].get(tag)
             if not isinstance(entry, Mapping):
                 continue
             remaining.add_metric([tag], float(entry.get("remaining") or 0))
             step.add_metric([tag], float(entry.get("step") or 0))
             ready.add_metric([tag], 1.0 if entry.get("next_ready") else 0.0)
-        for name, state in info["_failover"]["datacenters"].items():
+        for name, state in info["failover"]["datacenters"].items():
             usable.add_metric([name], 1.0 if state["usable"] else 0.0)
         return [remaining, step, ready, usable]
 
