@@ -198,7 +198,10 @@ def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
     elif isinstance(epoch, int) and not isinstance(epoch, bool):
         epoch_ms = epoch
     elif isinstance(epoch, str):
-        epoch_ms = layouts.parse_epoch(epoch)
+        try:
+            epoch_ms = layouts.parse_epoch(epoch)
+        except errors.InvalidLayout as e:
+            raise errors.InvalidPool(f"{where}.epoch: {e.message}") from e
     else:
         raise errors.InvalidPool(f"{where}.epoch must be an RFC 3339 timestamp, got {epoch!r}")
     try:
@@ -308,7 +311,7 @@ def _parse_datacenters(
         elif dc_name in old_ids:
             dc_id = old_ids[dc_name]
             explicit[dc_id] = dc_name
-        parsed.append((dc_name, dc_id, _secret_ref(dc.get("databaseSecretRef"), where)))
+        parsed.append((dc_name, dc_id, _secret_ref(dc.get("databaseSecretRef"), f"{where}.databaseSecretRef")))
     result: list[Datacenter] = []
     for dc_name, dc_id, ref in parsed:
         if dc_id is None:
