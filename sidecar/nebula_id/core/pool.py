@@ -311,7 +311,8 @@ def _parse_datacenters(
         elif dc_name in old_ids:
             dc_id = old_ids[dc_name]
             explicit[dc_id] = dc_name
-        parsed.append((dc_name, dc_id, _secret_ref(dc.get("databaseSecretRef"), f"{where}.databaseSecretRef")))
+        ref = _secret_ref(dc.get("databaseSecretRef"), f"{where}.databaseSecretRef")
+        parsed.append((dc_name, dc_id, ref))
     result: list[Datacenter] = []
     for dc_name, dc_id, ref in parsed:
         if dc_id is None:
