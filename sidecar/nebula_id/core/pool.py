@@ -140,9 +140,7 @@ class PoolConfig:
                 for dc in self.datacenters
             ],
             "segment": {
-                "tags": [
-                    {"name": t.name, "step": t.step, "maxStep": t.max_step} for t in self.tags
-                ]
+                "tags": [{"name": t.name, "step": t.step, "maxStep": t.max_step} for t in self.tags]
             },
             "lease": {"ttlSeconds": self.lease_ttl_seconds},
             "sidecar": sidecar,
@@ -216,7 +214,9 @@ def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
         raise errors.InvalidPool(f"{where}: {e.message}") from e
     tolerance = _int(raw, "clockBackwardToleranceMs", DEFAULT_TOLERANCE_MS, where)
     if not 0 <= tolerance <= 1000:
-        raise errors.InvalidPool(f"{where}.clockBackwardToleranceMs must be 0..1000, got {tolerance}")
+        raise errors.InvalidPool(
+            f"{where}.clockBackwardToleranceMs must be 0..1000, got {tolerance}"
+        )
     return layout, tolerance
 
 
@@ -317,12 +317,17 @@ def _parse_datacenters(
     for dc_name, dc_id, ref in parsed:
         if dc_id is None:
             dc_id = next(
-                (i for i in range(layout.max_datacenter + 1) if i not in taken and i not in explicit),
+                (
+                    i
+                    for i in range(layout.max_datacenter + 1)
+                    if i not in taken and i not in explicit
+                ),
                 None,
             )
             if dc_id is None:
                 raise errors.InvalidPool(
-                    f"no datacenter ID left for {dc_name!r} in datacenterBits={layout.datacenter_bits}"
+                    f"no datacenter ID left for {dc_name!r} "
+                    f"in datacenterBits={layout.datacenter_bits}"
                 )
             explicit[dc_id] = dc_name
         result.append(Datacenter(name=dc_name, id=dc_id, database_secret_ref=ref))
@@ -421,7 +426,9 @@ def check_update(old: PoolConfig, new: PoolConfig) -> None:
             )
 
 
-def parse_document(doc: Mapping[str, Any], *, default_namespace: str = "default") -> tuple[str, str, Mapping[str, Any]]:
+def parse_document(
+    doc: Mapping[str, Any], *, default_namespace: str = "default"
+) -> tuple[str, str, Mapping[str, Any]]:
     """A `NebulaIdPool` YAML document as (namespace, name, spec)."""
     if doc.get("kind") not in (None, "NebulaIdPool"):
         raise errors.InvalidPool(f"expected kind NebulaIdPool, got {doc.get('kind')!r}")
