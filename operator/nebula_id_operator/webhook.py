@@ -181,7 +181,10 @@ class KubeApi:
         try:
             kubernetes.config.load_incluster_config(client_configuration=config)
         except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config(client_configuration=config)
+            # The client reads $KUBECONFIG when it is imported; read it now instead.
+            kubernetes.config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=config
+            )
         self._client: Any = kubernetes.client.ApiClient(config)
         self._core: Any = kubernetes.client.CoreV1Api(self._client)
         self._custom: Any = kubernetes.client.CustomObjectsApi(self._client)
@@ -411,6 +414,7 @@ def configure(
     webhook: WebhookSettings | None = None,
     sidecar: injection.InjectionSettings | None = None,
     env: Mapping[str, str] | None = None,
+    registry: kopf.OperatorRegistry | None = None,
 ) -> None:
     """Register the webhook and its HTTPS server; call from the operator's startup handler.
 
@@ -441,6 +445,7 @@ def configure(
         id=HANDLER_ID,
         operations=["CREATE"],
         labels={injection.INJECT_LABEL: "true"},
+        registry=registry,
     )(functools.partial(mutate_pod, api=api, settings=sidecar))  # fmt: skip
     url_host = urllib.parse.urlsplit(hook.url).hostname if hook.url else None
     settings.admission.server = WebhookServer(
