@@ -288,3 +288,27 @@ def test_info_reports_state(clock: FakeClock) -> None:
     assert info["lease_remaining_s"] == pytest.approx(2.5)
     assert gen.datacenter == 3
     assert gen.worker == 7
+
+
+class JumpyClock(FakeClock):
+    """A wall clock that moves 3 ms on every read, like a process that keeps being descheduled."""
+
+    def wall_ms(self) -> int:
+        now = super().wall_ms()
+        self.advance(0.003)
+        return now
+
+
+def test_batch_uses_milliseconds_that_passed_during_the_call() -> None:
+    clock = JumpyClock(wall_ms=START_MS)
+    gen = make(clock)
+    gen.allow_until(START_MS + 10_000)
+    started = clock.wall_ms() + 3  # the next read
+    ids = gen.next_ids(3 * 4096)
+    stamps = sorted({gen.layout.parse(i).timestamp_ms for i in ids})
+    assert stamps == [started, started + 1, started + 2]
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    assert max(stamps) <= clock.wall_ms()
+    # A later call does not reach back before its own start.
+    later = gen.next_ids(1)
+    assert gen.layout.parse(later[0]).timestamp_ms > started + 2 + 3

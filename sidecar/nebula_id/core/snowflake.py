@@ -166,7 +166,10 @@ class SnowflakeGenerator:
     def next_ids(self, count: int) -> list[int]:
         """`count` strictly increasing IDs, filling whole milliseconds at a time.
 
-        On an error nothing is returned; IDs already reserved become a gap.
+        Milliseconds that pass while the call runs (say, the process was
+        descheduled) are used in order rather than skipped, so every ID still
+        carries a timestamp from within the call.  On an error nothing is
+        returned; IDs already reserved become a gap.
         """
         if count < 1:
             raise errors.InvalidArgument(f"count must be at least 1, got {count}")
@@ -174,12 +177,17 @@ class SnowflakeGenerator:
         extend = ids.extend
         max_seq = self._max_seq
         remaining = count
+        started = -1
         while remaining:
             if self._require_lease:
                 self._check_lease()
             now = self._wall_ms()
+            if started < 0:
+                started = now
             if now > self._last_ts and now <= self._limit_ms:
-                ts, seq = now, 0
+                # Any millisecond in (last, now] is unused and within the mark.
+                ts = self._last_ts + 1 if self._last_ts >= started else now
+                seq = 0
             elif now == self._last_ts and self._seq < max_seq:
                 ts, seq = now, self._seq + 1
             else:
