@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The one test command, for developers and CI (`.ci/run` execs it).
+#
+# On a fresh Debian 12 machine with Python 3.11 and Go it installs what is
+# missing (Debian's postgresql and faketime), makes a venv keyed by the hash of
+# pyproject.toml, builds etcd, kube-apiserver, kubectl and helm from Go modules
+# (cached), then runs ruff, ruff format, mypy and pytest over every tier.
+# A dependency that cannot start fails the run; nothing is skipped.
+#
+#   bash scripts/test.sh                                # everything
+#   NEBULA_TEST_TIERS=unit,api bash scripts/test.sh     # opt out of the other tiers
+#   bash scripts/test.sh -k lease                       # extra args go to pytest
+#
+# Environment: NEBULA_TEST_TIERS (default unit,api,integration,k8s,e2e),
+# NEBULA_TEST_TIMEOUT (seconds per test, default 300), KUBEBUILDER_ASSETS,
+# USE_EXISTING_CLUSTER=true + KUBECONFIG, NEBULA_CACHE_DIR, PYTHON.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
+TIERS="${NEBULA_TEST_TIERS:-unit,api,integration,k8s,e2e}"
+TIMEOUT="${NEBULA_TEST_TIMEOUT:-300}"
+PYTHON="${PYTHON:-python3}"
+STARTED=$SECONDS
+FAILED=()
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nscripts/test.sh: FAILED: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$CACHE_ROOT"
+# One setup at a time per machine: parallel runs share the venv and the Go cache.
+exec 9>"$CACHE_ROOT/.setup.lock"
+
+# -- 1. Debian packages -------------------------------------------------------------
+need_pkgs=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
+command -v faketime >/dev/null || need_pkgs+=(faketime)
+APT_UPDATED=
+apt_install() {  # apt_install PKG...: apt-get update once, then install
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  if [ -z "$APT_UPDATED" ]; then
+    "${sudo[@]}" apt-get update -q || die "apt-get update"
+    APT_UPDATED=1
+  fi
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" || die "apt-get install $*"
+}
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing Debian packages: ${need_pkgs[*]}"
+  flock 9
+  # The tests make their own throwaway clusters; Debian's default cluster
+  # (and its server on port 5432) would only be in the way.
+  if [[ " ${need_pkgs[*]} " == *" postgresql "* ]]; then
+    apt_install postgresql-common
+    $([ "$(id -u)" -eq 0 ] || echo sudo) sed -i \
+      's/^#\?\s*create_main_cluster\s*=.*/create_main_cluster = false/' \
+      /etc/postgresql-common/createcluster.conf
+  fi
+  apt_install "${need_pkgs[@]}"
+  flock -u 9
+fi
+
+# -- 2. Python venv, keyed by pyproject.toml ---------------------------------------------
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
+HASH=$(sha256sum pyproject.toml | cut -c1-12)
+VENV="$CACHE_ROOT/venv-test-$HASH"
+PIP_LOG="$CACHE_ROOT/pip.log"
+pip_quiet() {  # pip install ARGS..., output to the log (its tail on failure)
+  "$VENV/bin/python" -m pip install --disable-pip-version-check "$@" >"$PIP_LOG" 2>&1 \
+    || { tail -n 30 "$PIP_LOG" >&2; return 1; }
+}
+flock 9
+if [ ! -f "$VENV/.complete" ]; then
+  say "creating $VENV"
+  rm -rf "$VENV"
+  if ! "$PYTHON" -m venv "$VENV"; then
+    # Debian splits venv/ensurepip into python3-venv.
+    rm -rf "$VENV"
+    apt_install python3-venv
+    "$PYTHON" -m venv "$VENV" || die "python -m venv"
+  fi
+  pip_quiet --upgrade pip setuptools wheel || die "pip bootstrap (log: $PIP_LOG)"
+  pip_quiet -e '.[dev]' || die "pip install -e .[dev] (log: $PIP_LOG)"
+  touch "$VENV/.complete"
+fi
+# The venv is shared by every clone with this pyproject.toml: point its
+# editable install at this checkout.
+pip_quiet --no-deps --no-build-isolation -e . || die "pip install -e . (log: $PIP_LOG)"
+flock -u 9
+PY="$VENV/bin/python"
+
+# -- 3. Go binaries (cached) ----------------------------------------------------------------
+command -v go >/dev/null || die "Go is not installed (needed to build etcd, kube-apiserver, kubectl, helm)"
+want=(etcd kube-apiserver kubectl helm)
+[ -n "${KUBEBUILDER_ASSETS:-}" ] && want=(helm)
+say "building ${want[*]} (cached; the first run takes minutes)"
+BUILD_LOG="$CACHE_ROOT/build.log"
+flock 9
+t0=$SECONDS
+if ! BIN_DIR=$(bash e2e/controlplane/build.sh "${want[@]}" 2>"$BUILD_LOG" | tail -n1); then
+  tail -n 40 "$BUILD_LOG" >&2
+  die "e2e/controlplane/build.sh (log: $BUILD_LOG)"
+fi
+flock -u 9
+exec 9>&-
+grep '^\[build.sh\]' "$BUILD_LOG" || true
+echo "binaries in $BIN_DIR ($((SECONDS - t0)) s)"
+
+# -- 4. Static checks ------------------------------------------------------------------------
+say "ruff check"
+"$PY" -m ruff check . || FAILED+=("ruff check")
+say "ruff format --check"
+"$PY" -m ruff format --check . || FAILED+=("ruff format")
+say "mypy (strict)"
+"$PY" -m mypy || FAILED+=("mypy")
+
+# -- 5. pytest over the selected tiers --------------------------------------------------------
+paths=()
+IFS=',' read -r -a tiers <<<"$TIERS"
+for tier in "${tiers[@]}"; do
+  case "$tier" in
+    unit | api | integration | k8s) dir="tests/$tier" ;;
+    e2e) dir="e2e" ;;
+    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: unit,api,integration,k8s,e2e)" ;;
+  esac
+  if [ -d "$dir" ]; then paths+=("$dir"); else echo "note: tier $tier has no directory $dir"; fi
+done
+[ ${#paths[@]} -gt 0 ] || die "no test directories for NEBULA_TEST_TIERS=$TIERS"
+
+say "pytest ${paths[*]} (timeout ${TIMEOUT} s per test)"
+"$PY" -m pytest -p no:cacheprovider --timeout="$TIMEOUT" -ra --durations=15 "${paths[@]}" "$@"
+rc=$?
+case $rc in
+  0) ;;
+  5) FAILED+=("pytest (no tests collected)") ;;
+  *) FAILED+=("pytest (exit $rc)") ;;
+esac
+
+elapsed=$((SECONDS - STARTED))
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf '\nscripts/test.sh: FAILED (%s) after %d s [tiers: %s]\n' \
+    "$(IFS=,; echo "${FAILED[*]}")" "$elapsed" "$TIERS"
+  exit 1
+fi
+printf '\nscripts/test.sh: PASSED (ruff, format, mypy, pytest) in %d s [tiers: %s]\n' \
+  "$elapsed" "$TIERS"
