@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -103,7 +104,7 @@ class SegmentBuffer:
     there is nothing to switch to.
     """
 
-    __slots__ = ("_current", "_cursor", "_next", "_prefetch_ratio")
+    __slots__ = ("_current", "_cursor", "_end", "_next", "_prefetch_at", "_prefetch_ratio")
 
     def __init__(self, *, prefetch_ratio: float = 0.1) -> None:
         if not 0.0 <= prefetch_ratio <= 1.0:
@@ -111,6 +112,8 @@ class SegmentBuffer:
         self._prefetch_ratio = prefetch_ratio
         self._current: SegmentRange | None = None
         self._cursor = 0
+        self._end = 0  # end of the current range (0 when there is none)
+        self._prefetch_at = 0  # the cursor at which the next range is wanted
         self._next: SegmentRange | None = None
 
     @property
@@ -137,8 +140,7 @@ class SegmentBuffer:
     def offer(self, segment: SegmentRange) -> None:
         """Add a freshly loaded range: it becomes current if that is used up, else next."""
         if self.remaining() == 0:
-            self._current = segment
-            self._cursor = segment.start
+            self._make_current(segment)
         elif self._next is None:
             self._next = segment
         else:
@@ -146,19 +148,26 @@ class SegmentBuffer:
 
     def should_prefetch(self) -> bool:
         """True when the next range should be loaded now."""
-        if self._next is not None:
-            return False
-        current = self._current
-        if current is None:
-            return True
-        used = self._cursor - current.start
-        return used >= self._prefetch_ratio * current.size
+        return self._next is None and self._cursor >= self._prefetch_at
 
     def take(self, count: int) -> list[int]:
         """Up to `count` IDs, switching to the next range without waiting.
 
         Fewer than `count` come back only when both ranges are used up.
         """
+        cursor = self._cursor
+        if cursor + count < self._end:  # the common case: no switch
+            self._cursor = cursor + count
+            return list(range(cursor, cursor + count))
+        return self._take_across(count)
+
+    def _make_current(self, segment: SegmentRange) -> None:
+        self._current = segment
+        self._cursor = segment.start
+        self._end = segment.end
+        self._prefetch_at = segment.start + math.ceil(self._prefetch_ratio * segment.size)
+
+    def _take_across(self, count: int) -> list[int]:
         ids: list[int] = []
         wanted = count
         while wanted > 0 and self._current is not None:
@@ -171,8 +180,8 @@ class SegmentBuffer:
             if self._cursor >= self._current.end:
                 if self._next is None:
                     break
-                self._current, self._next = self._next, None
-                self._cursor = self._current.start
+                following, self._next = self._next, None
+                self._make_current(following)
         return ids
 
 

@@ -1,0 +1,1 @@
+"""The project's benchmarks: `python -m bench.core` in process; `scripts/bench.sh` runs all."""
