@@ -9,7 +9,11 @@ one, each writes it to a file that kopf's server re-reads, and the
 `caBundle`.  The configuration itself (object selector, failure policy) is
 Helm's; kopf's `managed` mode is off so that `helm uninstall` removes it.
 
-The operator calls `configure(settings, op_settings)` from its startup handler.
+Every replica serves the webhook, leader or not: it only reads (the pool) and
+answers, so two replicas serving at once is safe, and labelled pods can be
+created whenever any replica is up.  The operator therefore runs `run(...)`
+beside its leader election, as its own small kopf instance; `configure(...)`
+is the piece that plugs the webhook into any kopf settings and registry.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import pathlib
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -456,3 +461,39 @@ def configure(
         file_check_interval=10.0,
     )
     settings.admission.managed = None
+
+
+async def run(
+    op_settings: OperatorView,
+    *,
+    stop_flag: asyncio.Event | threading.Event,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    webhook: WebhookSettings | None = None,
+    sidecar: injection.InjectionSettings | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Serve the webhook until `stop_flag` is set: a kopf instance with only this handler.
+
+    It watches nothing, so it needs no RBAC beyond what the webhook reads and
+    writes, and it runs in every replica independently of the leader's kopf.
+    """
+    registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False
+    settings.scanning.disabled = True
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    configure(settings, op_settings, webhook=webhook, sidecar=sidecar, env=env, registry=registry)
+    if settings.admission.server is None:
+        return
+    await kopf.operator(
+        registry=registry,
+        settings=settings,
+        standalone=True,
+        clusterwide=True,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

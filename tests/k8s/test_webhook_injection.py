@@ -1,9 +1,10 @@
 """The injection webhook against the real kube-apiserver.
 
-kopf runs in a thread with only the webhook configured, serving HTTPS on
-127.0.0.1; the MutatingWebhookConfiguration is the Helm chart's, rendered with
-`webhook.url` pointing there.  The operator's certificate keeper must create
-the Secret and fill in the caBundle, or the API server could not call it.
+`webhook.run` (the webhook's own kopf instance, as every operator replica runs
+it) serves HTTPS on 127.0.0.1 from a thread; the MutatingWebhookConfiguration
+is the Helm chart's, rendered with `webhook.url` pointing there.  The
+certificate keeper must create the Secret and fill in the caBundle, or the API
+server could not call the webhook at all.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
@@ -152,37 +152,18 @@ def running_webhook(
         url=url,
         cert_dir=str(tmp_path_factory.mktemp("webhook-cert")),
     )
-    registry = kopf.OperatorRegistry()
-    settings = kopf.OperatorSettings()
-    settings.posting.enabled = False
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
-
-    @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        webhook.configure(
-            settings,
-            _OperatorView(webhook_port=port),
-            webhook=hook,
-            sidecar=SIDECAR,
-            registry=registry,
-        )
-
     old_kubeconfig = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = kubeconfig
     stop, ready = threading.Event(), threading.Event()
 
     def run() -> None:
         asyncio.run(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
+            webhook.run(
+                _OperatorView(webhook_port=port),
                 stop_flag=stop,
                 ready_flag=ready,
+                webhook=hook,
+                sidecar=SIDECAR,
             )
         )
 
