@@ -12,7 +12,8 @@ than guesses.  It issues an ID only when all of these hold:
 It is pure: time comes from the injected `Clock`, and the etcd and file
 adapters only move the mark and the deadline.  The hot path is kept tight (one
 wall-clock read per ID, a monotonic read only when a lease is required); every
-unusual case goes through `_slow_next`.
+unusual case goes through `_slow_next`.  It is not thread-safe: one event
+loop (the sidecar's) owns a generator.
 """
 
 from __future__ import annotations
