@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nebula_id import errors
 from nebula_id.clock import FakeClock
@@ -312,3 +314,43 @@ def test_batch_uses_milliseconds_that_passed_during_the_call() -> None:
     # A later call does not reach back before its own start.
     later = gen.next_ids(1)
     assert gen.layout.parse(later[0]).timestamp_ms > started + 2 + 3
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.integers(0, 20)),
+        st.tuples(st.just("back"), st.integers(1, 30)),
+        st.tuples(st.just("mark"), st.integers(-50, 100)),
+        st.tuples(st.just("one"), st.just(0)),
+        st.tuples(st.just("many"), st.integers(1, 9000)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations)
+def test_any_history_issues_unique_increasing_ids_under_the_mark(
+    ops: list[tuple[str, int]],
+) -> None:
+    clock = FakeClock(wall_ms=START_MS)
+    gen = make(clock, mark=False)
+    mark = START_MS + 20
+    gen.allow_until(mark)
+    issued: list[int] = []
+    for op, arg in ops:
+        if op == "advance":
+            clock.advance(arg / 1000)
+        elif op == "back":
+            clock.set_wall_ms(clock.wall_ms() - arg)
+        elif op == "mark":
+            mark = max(mark, clock.wall_ms() + arg)
+            gen.allow_until(clock.wall_ms() + arg)
+        else:
+            try:
+                issued.extend(gen.next_ids(arg) if op == "many" else [gen.next_id()])
+            except errors.Unavailable:
+                continue
+            # The newest ID never passes the mark persisted when it was issued.
+            assert gen.layout.parse(issued[-1]).timestamp_ms <= mark
+    assert all(a < b for a, b in itertools.pairwise(issued))
