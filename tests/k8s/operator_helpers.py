@@ -1,0 +1,157 @@
+"""Helpers of the operator's k8s tests: install the CRD, run `nebula-id operator`
+as a real process, wait for conditions, read its metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.support import processes
+from tests.support.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD = ROOT / "crds" / "nebulaidpools.yaml"
+
+T = TypeVar("T")
+
+
+def install_crd(plane: ControlPlane) -> None:
+    plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    plane.kubectl(
+        "wait",
+        "--for=condition=established",
+        "--timeout=30s",
+        "crd/nebulaidpools.nebula-id.io",
+    )
+
+
+def eventually(
+    probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.3
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def get_json(plane: ControlPlane, *args: str) -> Any:
+    proc = plane.kubectl("get", *args, "-o", "json", check=False)
+    if proc.returncode != 0:
+        return None
+    return json.loads(proc.stdout)
+
+
+def condition(pool: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for item in ((pool or {}).get("status") or {}).get("conditions") or []:
+        if item.get("type") == type_:
+            return dict(item)
+    return {}
+
+
+def apply(
+    plane: ControlPlane, manifest: str, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    return plane.kubectl("apply", "-f", "-", input=manifest, check=check)
+
+
+class Operator:
+    """One `python -m nebula_id_operator` process with its own probe port and log."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: str,
+        etcd_endpoint: str,
+        workdir: Path,
+        identity: str,
+        prefix: str = "/nebula-id",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.probe_port = processes.free_port()
+        self.log_path = workdir / f"operator-{identity}.log"
+        self.env = {
+            **os.environ,
+            "KUBECONFIG": kubeconfig,
+            "NEBULA_ETCD_ENDPOINTS": etcd_endpoint,
+            "NEBULA_ETCD_PREFIX": prefix,
+            "NEBULA_OPERATOR_IDENTITY": identity,
+            "NEBULA_OPERATOR_PROBE_HOST": "127.0.0.1",
+            "NEBULA_OPERATOR_PROBE_PORT": str(self.probe_port),
+            "NEBULA_OPERATOR_LEADER_TTL_SECONDS": "3",
+            "NEBULA_OPERATOR_RESYNC_SECONDS": "2",
+            "NEBULA_OPERATOR_HEALTH_INTERVAL_SECONDS": "2",
+            "NEBULA_OPERATOR_WORKERS_INTERVAL_SECONDS": "1",
+            "NEBULA_OPERATOR_DATABASE_TIMEOUT_SECONDS": "3",
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Operator:
+        self.proc = processes.spawn(
+            [sys.executable, "-m", "nebula_id_operator", "--log-level", "debug"],
+            log_path=self.log_path,
+            env=self.env,
+        )
+        processes.wait_until(
+            lambda: self.probe("/healthz")[0] == 200,
+            what=f"operator {self.identity}",
+            proc=self.proc,
+            log_path=self.log_path,
+            timeout=30,
+            interval=0.2,
+        )
+        return self
+
+    def probe(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.probe_port}{path}", timeout=2
+            ) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+        except OSError:
+            return 0, ""
+
+    def is_leader(self) -> bool:
+        code, body = self.probe("/readyz")
+        return code == 200 and json.loads(body).get("role") == "leader"
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample on /metrics (0 when absent)."""
+        _, text = self.probe("/metrics")
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        pattern = re.compile(
+            rf"^{re.escape(name)}(\{{{re.escape(wanted)}\}})? (\S+)$"
+            if wanted
+            else rf"^{re.escape(name)} (\S+)$",
+            re.M,
+        )
+        match = pattern.search(text)
+        return float(match.groups()[-1]) if match else 0.0
+
+    def log_tail(self) -> str:
+        return processes.log_tail(self.log_path, lines=60)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            processes.kill(self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            processes.stop(self.proc)
+            self.proc = None
