@@ -1,0 +1,52 @@
+"""`nebula-id operator`: the subcommand the main CLI (`nebula_id.cli`) registers.
+
+The import stays light (no kopf) so `nebula-id serve` starts fast; kopf and the
+operator are imported only when this subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from nebula_id import errors
+from nebula_id_operator import settings as operator_settings
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "operator",
+        help="run the NebulaIdPool operator (kopf), with leader election through etcd",
+        description="Reconcile NebulaIdPool resources: see README.md, section Operator.",
+    )
+    operator_settings.add_arguments(parser)
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = operator_settings.load(args)
+    except errors.ConfigError as e:
+        logging.getLogger("nebula_id_operator").error("%s", e.message)
+        return 2
+    from nebula_id_operator import main  # kopf is heavy: only here
+
+    return asyncio.run(main.run(settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nebula-id")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_parser(subparsers)
+    args = parser.parse_args(["operator", *(argv or [])] if argv is not None else None)
+    return run(args)

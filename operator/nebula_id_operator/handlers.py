@@ -1,0 +1,214 @@
+"""The kopf handlers: thin wiring between kopf and `reconcile`, `health`, `workers`.
+
+`build_registry` registers everything on a fresh `kopf.OperatorRegistry` (no
+module-level registration, so tests and two operators in one process never
+share handlers).  The `Context` arrives through kopf's memo.  Each handler
+gathers facts, asks `status` for the patch, and maps an error through
+`failures` -- nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from nebula_id import errors
+from nebula_id.etcd import pools as etcd_pools
+from nebula_id_operator import failures, health, reconcile, status, workers
+from nebula_id_operator import settings as operator_settings
+
+GROUP, VERSION, PLURAL = "nebula-id.io", "v1alpha1", "nebulaidpools"
+FINALIZER = "nebula-id.io/finalizer"
+
+log = logging.getLogger(__name__)
+
+
+def _ctx(memo: Any) -> reconcile.Context:
+    ctx = memo["ctx"]
+    assert isinstance(ctx, reconcile.Context)
+    return ctx
+
+
+def _spec(body: Any) -> dict[str, Any]:
+    return dict(body.get("spec") or {})
+
+
+def _post_transition(body: Any, old: Any, new: dict[str, Any]) -> None:
+    """A Kubernetes Event when Ready flips or its reason changes."""
+    before: dict[str, Any] = next(
+        (c for c in (old.get("conditions") or []) if c.get("type") == status.READY), {}
+    )
+    after = next(c for c in new["conditions"] if c["type"] == status.READY)
+    if (before.get("status"), before.get("reason")) == (after["status"], after["reason"]):
+        return
+    if after["status"] == "True":
+        kopf.info(body, reason="Ready", message=after["message"])
+    else:
+        kopf.warn(body, reason=after["reason"], message=after["message"][:1000])
+
+
+async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reconcile.Outcome:
+    ctx = _ctx(memo)
+    started = time.monotonic()
+    meta = body["metadata"]
+    outcome = await reconcile.reconcile(ctx, meta["namespace"], meta["name"], _spec(body))
+    previous = dict(body.get("status") or {})
+    new_status = status.reconcile_status(
+        config=outcome.config,
+        etcd=outcome.etcd,
+        database=outcome.database,
+        generation=int(meta.get("generation", 0)),
+        now=ctx.now(),
+        previous=previous,
+        config_revision=outcome.revision,
+    )
+    patch.status.update(new_status)
+    _post_transition(body, previous, new_status)
+    if outcome.changed and outcome.config is not None:
+        kopf.info(body, reason="ConfigWritten", message=outcome.etcd.message)
+    error = outcome.error
+    ctx.metrics.observe(kind, started, error=type(error).__name__ if error else None)
+    return outcome
+
+
+def build_registry(settings: operator_settings.OperatorSettings) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        op = _ctx(memo).settings
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="nebula-id.io"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="nebula-id.io", key="last-handled-configuration"
+        )
+        settings.scanning.disabled = True  # no CRD/namespace listing: less RBAC
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        if op.webhook_enabled:
+            from nebula_id_operator import webhook  # the injection engineer's module
+
+            webhook.configure(settings, op)
+
+    @kopf.on.login(registry=registry)
+    def login(memo: Any, **_: Any) -> Any:
+        return memo["connection"]
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, field="spec", registry=registry)
+    async def reconcile_spec(memo: Any, body: Any, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        outcome = await _reconcile("spec", memo, body, patch)
+        if outcome.error is not None:
+            raise failures.to_kopf(outcome.error, retry=retry)
+
+    @kopf.timer(
+        *resource,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        registry=registry,
+    )
+    async def resync(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+        """Reconcile a pool that is not Ready again: e.g. its Secret was created since."""
+        generation = int(body["metadata"].get("generation", 0))
+        if status.is_ready(dict(body.get("status") or {}), generation):
+            return
+        await _reconcile("resync", memo, body, patch)
+
+    @kopf.timer(
+        *resource, interval=settings.health_interval_seconds, initial_delay=1.0, registry=registry
+    )
+    async def check_health(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+        ctx = _ctx(memo)
+        started = time.monotonic()
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        keys = ctx.settings.keys(namespace, name)
+        try:
+            stored = await etcd_pools.get(ctx.etcd, keys)
+            if stored is None:
+                return
+            now = ctx.now()
+
+            async def read(dc: Any) -> str:
+                return await reconcile.read_dsn(ctx, namespace, dc)
+
+            found = await health.check_pool(
+                stored.config, read, timeout_s=ctx.settings.database_timeout_seconds, now=now
+            )
+            await health.publish(ctx.etcd, keys, found, now=now)
+        except errors.NebulaIdError as e:
+            ctx.metrics.observe("health", started, error=type(e).__name__)
+            log.warning("health check of %s/%s failed: %s", namespace, name, e.message)
+            return
+        patch.status.update(
+            status.health_status(
+                config=stored.config,
+                health=found,
+                generation=int(meta.get("generation", 0)),
+                now=now,
+                previous=dict(body.get("status") or {}),
+            )
+        )
+        ctx.metrics.observe("health", started)
+
+    @kopf.timer(
+        *resource, interval=settings.workers_interval_seconds, initial_delay=1.0, registry=registry
+    )
+    async def track_workers(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+        ctx = _ctx(memo)
+        started = time.monotonic()
+        meta = body["metadata"]
+        keys = ctx.settings.keys(meta["namespace"], meta["name"])
+        applied: dict[workers.PodRef, str] = memo.setdefault("worker_annotations", {})
+        try:
+            stored = await etcd_pools.get(ctx.etcd, keys)
+            if stored is None:
+                return
+            view = await workers.sync(ctx.etcd, ctx.kube, keys, stored.config, applied)
+        except errors.NebulaIdError as e:
+            ctx.metrics.observe("workers", started, error=type(e).__name__)
+            log.warning("worker claims of %s unreadable: %s", keys.root, e.message)
+            return
+        memo["worker_annotations"] = view.annotations
+        ctx.metrics.workers_active.labels(f"{keys.namespace}/{keys.name}").set(view.active)
+        wanted = status.workers_status(view.active, status.worker_capacity(stored.config))
+        old = dict(body.get("status") or {})
+        if dict(old.get("workers") or {}) != wanted:
+            patch.status["workers"] = wanted
+        ctx.metrics.observe("workers", started)
+
+    @kopf.on.delete(*resource, registry=registry)
+    async def delete_pool(memo: Any, body: Any, retry: int, **_: Any) -> None:
+        ctx = _ctx(memo)
+        started = time.monotonic()
+        meta = body["metadata"]
+        annotations = meta.get("annotations") or {}
+        drop = str(annotations.get(reconcile.DROP_DATA_ANNOTATION, "")).lower() == "true"
+        try:
+            result, skipped = await reconcile.delete(
+                ctx, meta["namespace"], meta["name"], drop=drop
+            )
+        except errors.NebulaIdError as e:
+            ctx.metrics.observe("delete", started, error=type(e).__name__)
+            raise failures.to_kopf(e, retry=retry) from e
+        for reason in skipped:
+            kopf.warn(body, reason="DataKept", message=f"could not drop: {reason}")
+        with contextlib.suppress(KeyError):
+            ctx.metrics.workers_active.remove(f"{meta['namespace']}/{meta['name']}")
+        log.info(
+            "pool %s/%s removed from etcd (%d claims)",
+            meta["namespace"],
+            meta["name"],
+            result.claims_deleted,
+        )
+        ctx.metrics.observe("delete", started)
+
+    return registry

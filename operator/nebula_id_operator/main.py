@@ -1,0 +1,143 @@
+"""Run the operator: probes, leader election, then kopf while we lead.
+
+Only the leader runs kopf at all, so a standby can never reconcile, patch or
+post anything.  When the leader's lease cannot be proven any more, kopf is
+stopped and the process exits with status 3; Kubernetes restarts it as a
+standby.  SIGTERM resigns at once (revoking the lease) so a rolling update
+hands over without waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import kopf
+import prometheus_client
+from aiohttp import web
+
+from nebula_id.clock import Clock, SystemClock
+from nebula_id.etcd import client as etcd
+from nebula_id.storage import postgres
+from nebula_id_operator import handlers, kube, leader, metrics, reconcile
+from nebula_id_operator import settings as operator_settings
+
+EXIT_LEADERSHIP_LOST = 3
+
+log = logging.getLogger(__name__)
+
+
+def connection(kopf_settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
+    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
+    info = kopf.login_with_service_account(settings=kopf_settings) or kopf.login_with_kubeconfig(
+        settings=kopf_settings
+    )
+    if info is None:
+        raise kopf.LoginError("no service account and no kubeconfig to reach Kubernetes with")
+    return info
+
+
+async def _serve_probes(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | None = None) -> int:
+    clock = clock or SystemClock()
+    registry = prometheus_client.CollectorRegistry()
+    operator_metrics = metrics.OperatorMetrics.create(registry)
+    kopf_settings = kopf.OperatorSettings()
+    info = connection(kopf_settings)
+    api = kube.KubeApi(info)
+    stop = asyncio.Event()
+    kopf_ready = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async with etcd.EtcdClient(settings.etcd) as client:
+        election = leader.LeaderElection(
+            client,
+            key=settings.leader_key,
+            identity=settings.identity,
+            ttl_seconds=settings.leader_ttl_seconds,
+            clock=clock,
+        )
+        runner = None
+        if settings.probe_port:
+            app = metrics.probe_app(registry, lambda: election.state, kopf_ready.is_set)
+            runner = await _serve_probes(app, settings.probe_host, settings.probe_port)
+        try:
+            log.info("%s campaigns for %s", settings.identity, settings.leader_key)
+            if not await election.campaign(stop):
+                return 0
+            operator_metrics.leader.set(1)
+            ctx = reconcile.Context(
+                settings=settings,
+                etcd=client,
+                kube=api,
+                clock=clock,
+                metrics=operator_metrics,
+                postgres=postgres.PostgresSettings(
+                    connect_timeout_s=settings.database_timeout_seconds,
+                    command_timeout_s=settings.database_timeout_seconds,
+                ),
+            )
+            return await _lead(settings, election, ctx, kopf_settings, info, stop, kopf_ready)
+        finally:
+            operator_metrics.leader.set(0)
+            await api.close()
+            if runner is not None:
+                await runner.cleanup()
+
+
+async def _lead(
+    settings: operator_settings.OperatorSettings,
+    election: leader.LeaderElection,
+    ctx: reconcile.Context,
+    kopf_settings: kopf.OperatorSettings,
+    info: kopf.ConnectionInfo,
+    stop: asyncio.Event,
+    kopf_ready: asyncio.Event,
+) -> int:
+    # Created before kopf starts: kopf cancels every task born after it on exit.
+    holding = asyncio.create_task(election.hold(), name="leader lease")
+    stopping = asyncio.create_task(stop.wait(), name="stop signal")
+    kopf_stop = asyncio.Event()
+    namespaces = list(settings.namespaces)
+    operating = asyncio.create_task(
+        kopf.operator(
+            registry=handlers.build_registry(settings),
+            settings=kopf_settings,
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            memo=kopf.Memo(ctx=ctx, connection=info),
+            stop_flag=kopf_stop,
+            ready_flag=kopf_ready,
+        ),
+        name="kopf",
+    )
+    done, _ = await asyncio.wait(
+        {holding, stopping, operating}, return_when=asyncio.FIRST_COMPLETED
+    )
+    lost = holding in done
+    if lost:
+        log.error("leadership lost: stopping kopf and exiting")
+    kopf_stop.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(operating), timeout=15)
+    except (TimeoutError, Exception) as e:  # kopf's own failure is logged; we exit anyway
+        log.warning("kopf stopped with %r", e)
+        operating.cancel()
+    for task in (holding, stopping):
+        task.cancel()
+    if lost:
+        return EXIT_LEADERSHIP_LOST
+    await election.resign()
+    return 0 if stop.is_set() else 1

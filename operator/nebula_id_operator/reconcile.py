@@ -1,0 +1,187 @@
+"""One reconcile of a pool's spec, and its deletion: the operator's real work.
+
+Order matters for safety.  The config goes to etcd first, through
+`nebula_id.etcd.pools.apply` (the same validation and compare-and-swap as
+`nebula-id pool apply`), because that is where datacenter IDs are assigned and
+must be remembered.  Then each datacenter's database is provisioned with
+`nebula_id.storage.postgres.provision`, which is idempotent and never drops or
+lowers a counter.  Each step ends in a `status.Check`; the first error is kept
+so the handler can map it to kopf once (`failures`).
+
+Deletion removes the config, health and claims from etcd and keeps the segment
+rows and the clock records: a pool created again under the same name continues
+above every ID the old one issued.  Only the explicit annotation
+``nebula-id.io/drop-data-on-delete: "true"`` drops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+
+from nebula_id import errors
+from nebula_id.clock import Clock
+from nebula_id.core import pool as pools
+from nebula_id.etcd import client as etcd
+from nebula_id.etcd import pools as etcd_pools
+from nebula_id.storage import postgres
+from nebula_id_operator import kube, status
+from nebula_id_operator import metrics as operator_metrics
+from nebula_id_operator import settings as operator_settings
+
+DROP_DATA_ANNOTATION = "nebula-id.io/drop-data-on-delete"
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Context:
+    """What every handler needs, built once at start-up and passed through kopf's memo."""
+
+    settings: operator_settings.OperatorSettings
+    etcd: etcd.EtcdClient
+    kube: kube.KubeApi
+    clock: Clock
+    metrics: operator_metrics.OperatorMetrics
+    postgres: postgres.PostgresSettings
+
+    def now(self) -> str:
+        return status.rfc3339(self.clock.wall_ms())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    config: pools.PoolConfig | None
+    etcd: status.Check
+    database: status.Check
+    revision: int | None = None
+    error: errors.NebulaIdError | None = None
+    changed: bool = False
+
+
+async def read_dsn(ctx: Context, namespace: str, dc: pools.Datacenter) -> str:
+    ref = dc.database_secret_ref
+    if ref is None:
+        raise errors.ConfigError(f"datacenter {dc.name!r} has no databaseSecretRef")
+    dsn = await ctx.kube.read_secret_key(namespace, ref.name, ref.key)
+    if not dsn:
+        raise kube.SecretNotFound(f"key {ref.key!r} of Secret {namespace}/{ref.name} is empty")
+    return dsn
+
+
+def databases_of(config: pools.PoolConfig) -> list[pools.Datacenter]:
+    """The datacenters whose database needs the segment table: only when there are tags."""
+    if not config.tags:
+        return []
+    return [dc for dc in config.datacenters if dc.database_secret_ref is not None]
+
+
+async def write_config(
+    ctx: Context, namespace: str, name: str, spec: Mapping[str, Any]
+) -> tuple[etcd_pools.ApplyResult | None, status.Check, errors.NebulaIdError | None]:
+    keys = ctx.settings.keys(namespace, name)
+    try:
+        result = await etcd_pools.apply(ctx.etcd, keys, spec, now_ms=ctx.clock.wall_ms())
+    except errors.InvalidPool as e:
+        return None, status.Check.failed("InvalidSpec", e.message, permanent=True), e
+    except errors.ConfigError as e:
+        check = status.Check.failed("StoredConfigUnreadable", e.message, permanent=True)
+        return None, check, e
+    except errors.CoordinationError as e:
+        return None, status.Check.failed("EtcdUnavailable", e.message), e
+    verb = "written" if result.changed else "up to date"
+    return result, status.Check.passed("ConfigWritten", f"config {verb} at {keys.config}"), None
+
+
+async def provision_databases(
+    ctx: Context, namespace: str, config: pools.PoolConfig
+) -> tuple[status.Check, errors.NebulaIdError | None]:
+    targets = databases_of(config)
+    if not targets:
+        return status.Check.passed("NotRequired", "the pool has no segment tags"), None
+
+    async def one(dc: pools.Datacenter) -> tuple[str, errors.NebulaIdError] | None:
+        try:
+            dsn = await read_dsn(ctx, namespace, dc)
+            await postgres.provision(dsn, config, dc, settings=ctx.postgres)
+        except kube.SecretNotFound as e:
+            return "SecretNotFound", e
+        except kube.KubeUnavailable as e:
+            return "KubernetesUnavailable", e
+        except errors.StorageError as e:
+            return "DatabaseUnavailable", e
+        except errors.InvalidPool as e:
+            return "DatabaseConflict", e
+        return None
+
+    results = await asyncio.gather(*(one(dc) for dc in targets))
+    failures = [(dc, r) for dc, r in zip(targets, results, strict=True) if r is not None]
+    if not failures:
+        names = ", ".join(dc.name for dc in targets)
+        return status.Check.passed("Provisioned", f"segment tables ready in {names}"), None
+    message = "; ".join(f"{dc.name}: {error.message}" for dc, (_, error) in failures)
+    transient = [r for _, r in failures if r[0] in ("KubernetesUnavailable", "DatabaseUnavailable")]
+    reason, error = transient[0] if transient else failures[0][1]
+    return status.Check.failed(reason, message, permanent=not transient), error
+
+
+async def reconcile(ctx: Context, namespace: str, name: str, spec: Mapping[str, Any]) -> Outcome:
+    """Write the config, then provision the databases; never raises our errors."""
+    result, etcd_check, error = await write_config(ctx, namespace, name, spec)
+    if result is None:
+        waiting = status.Check.unknown("WaitingForConfig", "the config is not in etcd yet")
+        return Outcome(config=None, etcd=etcd_check, database=waiting, error=error)
+    database, db_error = await provision_databases(ctx, namespace, result.config)
+    return Outcome(
+        config=result.config,
+        etcd=etcd_check,
+        database=database,
+        revision=result.revision or None,
+        error=db_error,
+        changed=result.changed,
+    )
+
+
+async def drop_data(ctx: Context, namespace: str, config: pools.PoolConfig) -> list[str]:
+    """Delete the pool's segment rows and clock records; returns what could not be dropped."""
+    skipped: list[str] = []
+    for dc in [dc for dc in config.datacenters if dc.database_secret_ref is not None]:
+        try:
+            dsn = await read_dsn(ctx, namespace, dc)
+        except kube.SecretNotFound as e:
+            skipped.append(f"{dc.name}: {e.message}")
+            continue
+        timeout = ctx.settings.database_timeout_seconds
+        try:
+            conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
+            try:
+                exists = await conn.fetchval("SELECT to_regclass($1)", postgres.TABLE)
+                if exists is not None:
+                    await conn.execute(f"DELETE FROM {postgres.TABLE} WHERE pool = $1", config.ref)
+            finally:
+                await conn.close(timeout=timeout)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
+            raise errors.StorageError(
+                f"cannot drop the segments of {config.ref} in {dc.name!r}: {e}"
+            ) from e
+    keys = ctx.settings.keys(namespace, config.name)
+    await ctx.etcd.delete(keys.clock_prefix, prefix=True)
+    return skipped
+
+
+async def delete(
+    ctx: Context, namespace: str, name: str, *, drop: bool
+) -> tuple[etcd_pools.DeleteResult, list[str]]:
+    """Remove the pool from etcd (and its data, when asked); raises our errors to retry."""
+    keys = ctx.settings.keys(namespace, name)
+    stored = await etcd_pools.get(ctx.etcd, keys)
+    skipped: list[str] = []
+    if drop and stored is not None:
+        skipped = await drop_data(ctx, namespace, stored.config)
+    result = await etcd_pools.delete(ctx.etcd, keys)
+    return result, skipped
