@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nebula_id import errors
@@ -328,8 +328,11 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(operations)
+@example([("advance", 25), ("many", 1)])
+@example([("advance", 25), ("one", 0)])
+@example([("one", 0), ("back", 3), ("many", 5000), ("back", 10), ("one", 0)])
 def test_any_history_issues_unique_increasing_ids_under_the_mark(
     ops: list[tuple[str, int]],
 ) -> None:
