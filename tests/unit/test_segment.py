@@ -12,6 +12,8 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nebula_id import errors
 from nebula_id.clock import FakeClock
@@ -442,3 +444,26 @@ async def test_a_cancelled_request_does_not_cancel_the_shared_load(clock: FakeCl
     store.gate.set()
     assert await asyncio.wait_for(patient, 1.0) == [10]
     await alloc.close()
+
+
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 40)), max_size=80))
+def test_buffer_hands_out_each_offered_id_at_most_once_in_order(
+    steps: list[tuple[bool, int]],
+) -> None:
+    buffer = SegmentBuffer()
+    next_start = 0
+    offered: set[int] = set()
+    taken: list[int] = []
+    for offer, size in steps:
+        if offer and (buffer.remaining() == 0 or buffer.next is None):
+            buffer.offer(rng(next_start, next_start + size))
+            offered.update(range(next_start, next_start + size))
+            next_start += size + 3  # ranges with gaps between them
+        else:
+            before = buffer.available()
+            got = buffer.take(size)
+            assert len(got) == min(size, before)
+            taken.extend(got)
+    assert all(a < b for a, b in itertools.pairwise(taken))
+    assert set(taken) <= offered
+    assert len(taken) + buffer.available() == len(offered)
