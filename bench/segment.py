@@ -1,0 +1,287 @@
+"""Segment IDs on a real PostgreSQL: in process and through the sidecar, with Snowflake as the peer.
+
+Starts a throwaway PostgreSQL (the test suite's `PostgresCluster`), then
+measures, in one run:
+
+* in process: `SegmentAllocator` over `PostgresSegmentStore`, one ID per call
+  and batches of 1000, against `SnowflakeGenerator.next_id` as the peer;
+* latency per call around range switches (fixed small step, so there are
+  hundreds of switches): p50 / p99 / max of all calls against the calls that
+  crossed into a new range;
+* through `nebula-id serve` (pinned to core 0, wrk on core 1): single IDs and
+  batches of 1000 for `/v1/ids/segment/{tag}` against `/v1/ids/snowflake`, and
+  the p99 per request around range switches with a sequential client.
+
+    python -m bench.segment [--seconds 3] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import pathlib
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+from tests.support import http, processes
+from tests.support.postgres import PostgresCluster
+
+from nebula_id.clock import SystemClock
+from nebula_id.core import pool as pools
+from nebula_id.core import segment
+from nebula_id.core.layout import SnowflakeLayout
+from nebula_id.core.snowflake import SnowflakeGenerator
+from nebula_id.storage import postgres
+
+NEBULA_ID = pathlib.Path(sys.executable).with_name("nebula-id")
+YIELD_EVERY = 64  # a server yields to the event loop between requests; so do we
+
+
+def make_pool(step: int, max_step: int) -> pools.PoolConfig:
+    return pools.parse_spec(
+        {"segment": {"tags": [{"name": "bench", "step": step, "maxStep": max_step}]}},
+        namespace="bench",
+        name=f"step-{step}-{max_step}-{time.time_ns()}",
+    )
+
+
+# --- in process ----------------------------------------------------------------------
+
+
+async def in_process_rate(dsn: str, *, size: int, seconds: float) -> float:
+    pool = make_pool(1000, 1_000_000)
+    store = postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=pool.datacenters[0])
+    allocator = segment.SegmentAllocator(
+        store, [segment.TagSettings("bench", 1000, 1_000_000)], clock=SystemClock()
+    )
+    await allocator.start()
+    next_ids = allocator.next_ids
+    try:
+        made = 0
+        started = time.perf_counter()
+        deadline = started + seconds
+        while time.perf_counter() < deadline:
+            for _ in range(YIELD_EVERY):
+                made += len(await next_ids("bench", size))
+            await asyncio.sleep(0)
+        return made / (time.perf_counter() - started)
+    finally:
+        await allocator.close()
+        await store.close()
+
+
+def snowflake_rate(seconds: float) -> float:
+    clock = SystemClock()
+    gen = SnowflakeGenerator(SnowflakeLayout(), datacenter=0, worker=1, clock=clock)
+    gen.allow_until(clock.wall_ms() + 3_600_000)
+    next_id = gen.next_id
+    made = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10_000):
+            next_id()
+        made += 10_000
+    return made / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> dict[str, float]:
+    """Per-call latency (µs) of single IDs, for all calls and for calls that began a range."""
+    pool = make_pool(step, step)
+    store = postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=pool.datacenters[0])
+    allocator = segment.SegmentAllocator(
+        store, [segment.TagSettings("bench", step, step)], clock=SystemClock()
+    )
+    await allocator.start()
+    timer = time.perf_counter_ns
+    every: list[float] = []
+    at_switch: list[float] = []
+    try:
+        for i in range(calls):
+            started = timer()
+            value = (await allocator.next_ids("bench", 1))[0]
+            elapsed = (timer() - started) / 1000
+            every.append(elapsed)
+            if (value - 1) % step == 0:  # the first ID of a range (counters start at 1)
+                at_switch.append(elapsed)
+            if i % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+    finally:
+        await allocator.close()
+        await store.close()
+    return {
+        "switches": len(at_switch),
+        "p50": percentile(every, 0.5),
+        "p99": percentile(every, 0.99),
+        "max": max(every),
+        "switch_p50": percentile(at_switch, 0.5),
+        "switch_p99": percentile(at_switch, 0.99),
+        "switch_max": max(at_switch),
+    }
+
+
+# --- through the sidecar -----------------------------------------------------------------
+
+
+@contextmanager
+def sidecar(dsn: str, tags: str, workdir: pathlib.Path) -> Iterator[str]:
+    port = processes.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    env |= {"NEBULA_DATABASE_URL": dsn, "NEBULA_TAGS": tags, "NEBULA_LOG_LEVEL": "warning"}
+    argv: list[str | os.PathLike[str]] = [
+        NEBULA_ID,
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(workdir / f"data-{port}"),
+    ]
+    if shutil.which("taskset"):
+        argv = ["taskset", "-c", "0", *argv]
+    proc = processes.spawn(argv, log_path=workdir / f"sidecar-{port}.log", env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while http.get(base + "/readyz", timeout=1.0)[0] != 200:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(processes.log_tail(workdir / f"sidecar-{port}.log"))
+            time.sleep(0.05)
+        yield base
+    finally:
+        processes.stop(proc, timeout=5)
+
+
+def wrk(url: str, *, connections: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, p99 ms) from wrk on core 1."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    if shutil.which("taskset"):
+        argv = ["taskset", "-c", "1", *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", out)
+    assert p99 is not None, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    return rate, float(p99.group(1)) * scale
+
+
+async def http_switch_latency(base: str, *, step: int, requests: int) -> dict[str, float]:
+    """Sequential single-ID requests: latency (µs) overall and at range switches."""
+    every: list[float] = []
+    at_switch: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        url = f"{base}/v1/ids/segment/switchy"
+        for _ in range(requests):
+            started = time.perf_counter_ns()
+            async with session.get(url) as response:
+                value = int((await response.json())["id"])
+            elapsed = (time.perf_counter_ns() - started) / 1000
+            every.append(elapsed)
+            if (value - 1) % step == 0:
+                at_switch.append(elapsed)
+    return {
+        "switches": len(at_switch),
+        "p50": percentile(every, 0.5),
+        "p99": percentile(every, 0.99),
+        "switch_p50": percentile(at_switch, 0.5),
+        "switch_p99": percentile(at_switch, 0.99),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.segment", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each wrk run")
+    parser.add_argument("--repeats", type=int, default=3, help="in-process runs (median)")
+    args = parser.parse_args(argv)
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="nebula-bench-segment-"))
+    lines = ["nebula-id segment benchmark (PostgreSQL 15 on loopback)", ""]
+    try:
+        with PostgresCluster() as cluster:
+            dsn = cluster.dsn()
+
+            def median(size: int) -> float:
+                return statistics.median(
+                    asyncio.run(in_process_rate(dsn, size=size, seconds=0.5))
+                    for _ in range(args.repeats)
+                )
+
+            peer = statistics.median(snowflake_rate(0.5) for _ in range(args.repeats))
+            single, batch = median(1), median(1000)
+            lines += [
+                "in process (adaptive step from 1000):",
+                f"  Snowflake next_id (peer)            {peer / 1e6:7.2f} M IDs/s",
+                f"  segment next_ids(tag, 1)            {single / 1e6:7.2f} M IDs/s"
+                f"  ({single / peer:.2f}x Snowflake)",
+                f"  segment next_ids(tag, 1000)         {batch / 1e6:7.2f} M IDs/s",
+            ]
+            for step in (1000, 10_000):
+                lat = asyncio.run(in_process_switch_latency(dsn, step=step, calls=300_000))
+                lines.append(
+                    f"  latency per call, fixed step {step}, {lat['switches']:.0f} switches: "
+                    f"p50 {lat['p50']:.1f} µs, p99 {lat['p99']:.1f} µs, max {lat['max']:.0f} µs;"
+                    f" at a switch p50 {lat['switch_p50']:.1f} µs, p99 "
+                    f"{lat['switch_p99']:.1f} µs, max {lat['switch_max']:.0f} µs"
+                )
+            lines += ["", "through the sidecar (sidecar on core 0, wrk -t1 on core 1, medians):"]
+            with sidecar(dsn, "bench:1000:1000000,switchy:100:100", workdir) as base:
+                endpoints = (
+                    ("snowflake (peer)", "/v1/ids/snowflake"),
+                    ("segment", "/v1/ids/segment/bench"),
+                )
+                runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+                # Interleaved repeats: the machine is shared, so peers are measured side by side.
+                for _ in range(args.repeats):
+                    for name, path in endpoints:
+                        for kind, url, conns in (
+                            ("full", base + path, 32),
+                            ("half", base + path, 2),
+                            ("batch", base + path + "?count=1000", 8),
+                        ):
+                            result = wrk(url, connections=conns, seconds=args.seconds)
+                            runs.setdefault((name, kind), []).append(result)
+
+                def med(name: str, kind: str) -> tuple[float, float]:
+                    values = runs[(name, kind)]
+                    return (
+                        statistics.median(v[0] for v in values),
+                        statistics.median(v[1] for v in values),
+                    )
+
+                for name, _ in endpoints:
+                    (rate, p99), (half, half_p99) = med(name, "full"), med(name, "half")
+                    batch_rate, batch_p99 = med(name, "batch")
+                    lines.append(
+                        f"  {name:18} single: {rate:8.0f} req/s (p99 {p99:.2f} ms at -c32; "
+                        f"{half:.0f} req/s, p99 {half_p99:.2f} ms at -c2)"
+                    )
+                    lines.append(
+                        f"  {name:18} count=1000: {batch_rate * 1000 / 1e6:.2f} M IDs/s "
+                        f"({batch_rate:.0f} req/s, p99 {batch_p99:.2f} ms)"
+                    )
+                switch = asyncio.run(http_switch_latency(base, step=100, requests=20_000))
+                lines.append(
+                    f"  sequential client, step 100, {switch['switches']:.0f} switches: "
+                    f"p50 {switch['p50']:.0f} µs, p99 {switch['p99']:.0f} µs; at a switch "
+                    f"p50 {switch['switch_p50']:.0f} µs, p99 {switch['switch_p99']:.0f} µs"
+                )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
