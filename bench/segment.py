@@ -167,7 +167,7 @@ def sidecar(dsn: str, tags: str, workdir: pathlib.Path) -> Iterator[str]:
 
 def wrk(url: str, *, connections: int, seconds: float) -> tuple[float, float]:
     """(requests/s, p99 ms) from wrk on core 1."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
     if shutil.which("taskset"):
         argv = ["taskset", "-c", "1", *argv]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.segment", description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each wrk run")
     parser.add_argument("--repeats", type=int, default=3, help="in-process runs (median)")
-    args = parser.parse_args(argv)
+    # scripts/bench.sh passes BENCH_ARGS to every part; ignore the other parts' flags.
+    args, _ = parser.parse_known_args(argv)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="nebula-bench-segment-"))
     lines = ["nebula-id segment benchmark (PostgreSQL 15 on loopback)", ""]
     try:
