@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{lat['switch_p99']:.1f} µs, max {lat['switch_max']:.0f} µs"
                 )
             lines += ["", "through the sidecar (sidecar on core 0, wrk -t1 on core 1, medians):"]
+            if shutil.which("wrk") is None:
+                lines.append("  wrk is not installed (apt-get install -y wrk); no sidecar figures")
+                return _print(lines)
             with sidecar(dsn, "bench:1000:1000000,switchy:100:100", workdir) as base:
                 endpoints = (
                     ("snowflake (peer)", "/v1/ids/snowflake"),
@@ -280,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    return _print(lines)
+
+
+def _print(lines: list[str]) -> int:
     print("\n".join(lines))
     return 0
 
