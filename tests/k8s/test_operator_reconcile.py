@@ -1,0 +1,347 @@
+"""The operator as a real process, against the real kube-apiserver, etcd and PostgreSQL.
+
+One operator (watching only this module's namespace, with its own etcd prefix)
+serves every test here: pools become Ready, their config lands in etcd and their
+tables in PostgreSQL, a missing Secret fails without a hot loop and heals once the
+Secret exists, worker claims show in status and on pods, and deletion cleans etcd
+but keeps the tables unless asked to drop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from nebula_id.clock import SystemClock
+from nebula_id.core import keys as pool_keys
+from nebula_id.core import pool as pools
+from nebula_id.etcd import client as etcd
+from nebula_id.etcd import pools as etcd_pools
+from nebula_id.etcd import worker as etcd_worker
+from nebula_id.settings import ServeSettings
+from tests.k8s import operator_helpers as helpers
+from tests.support.controlplane import ControlPlane
+from tests.support.postgres import PostgresCluster
+
+NAMESPACE = "operator-tests"
+PREFIX = "/nebula-id-operator-tests"
+
+
+def keys(name: str) -> pool_keys.PoolKeys:
+    return pool_keys.PoolKeys(NAMESPACE, name, PREFIX)
+
+
+async def _range(endpoint: str, key: str, prefix: bool) -> list[etcd.KeyValue]:
+    async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(endpoint,))) as client:
+        return list((await client.range(key, prefix=prefix)).kvs)
+
+
+def etcd_values(endpoint: str, key: str, *, prefix: bool = False) -> dict[str, bytes]:
+    return {kv.key: kv.value for kv in asyncio.run(_range(endpoint, key, prefix))}
+
+
+@pytest.fixture(scope="module")
+def operator(
+    control_plane: ControlPlane,
+    kubeconfig: str,
+    etcd_endpoint: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[helpers.Operator]:
+    helpers.install_crd(control_plane)
+    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    op = helpers.Operator(
+        kubeconfig=kubeconfig,
+        etcd_endpoint=etcd_endpoint,
+        workdir=tmp_path_factory.mktemp("operator"),
+        identity="solo",
+        prefix=PREFIX,
+        extra_env={"NEBULA_OPERATOR_NAMESPACES": NAMESPACE},
+    ).start()
+    try:
+        helpers.eventually(op.is_leader, timeout=20, what="the operator to lead")
+        yield op
+    finally:
+        op.stop()
+
+
+def apply_pool(plane: ControlPlane, name: str, spec: str, annotations: str = "{}") -> None:
+    manifest = textwrap.dedent(
+        f"""\
+        apiVersion: nebula-id.io/v1alpha1
+        kind: NebulaIdPool
+        metadata: {{name: {name}, namespace: {NAMESPACE}, annotations: {annotations}}}
+        spec:
+        """
+    ) + textwrap.indent(textwrap.dedent(spec), "  ")
+    helpers.apply(plane, manifest)
+
+
+def create_secret(plane: ControlPlane, name: str, dsn: str) -> None:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {"dsn": base64.b64encode(dsn.encode()).decode()},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def wait_condition(
+    plane: ControlPlane,
+    op: helpers.Operator,
+    name: str,
+    type_: str,
+    status: str,
+    *,
+    timeout: float = 30,
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        found = helpers.get_json(plane, "nip", name, "-n", NAMESPACE)
+        return found if helpers.condition(found, type_).get("status") == status else None
+
+    try:
+        return helpers.eventually(probe, timeout=timeout, what=f"{name} {type_}={status}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\noperator log:\n{op.log_tail()}") from e
+
+
+def segment_rows(cluster: PostgresCluster, db: str, pool_ref: str) -> list[str]:
+    out = cluster.psql(
+        f"SELECT tag || ':' || datacenter FROM nebula_segments WHERE pool = '{pool_ref}' "
+        "ORDER BY 1",
+        db=db,
+    )
+    return [line for line in out.splitlines() if line]
+
+
+def test_snowflake_pool_becomes_ready_with_its_config_in_etcd(
+    control_plane: ControlPlane, operator: helpers.Operator, etcd_endpoint: str
+) -> None:
+    apply_pool(control_plane, "flakes", "datacenters: [{name: dc-a}, {name: dc-b, id: 7}]")
+    pool = wait_condition(control_plane, operator, "flakes", "Ready", "True")
+
+    status = pool["status"]
+    assert helpers.condition(pool, "EtcdConfigured")["status"] == "True"
+    assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "NotRequired"
+    assert status["observedGeneration"] == pool["metadata"]["generation"]
+    assert status["phase"] in ("Ready", "Degraded")
+    # dc-a had no id: the operator assigned the lowest free one and reports it.
+    assert [(d["name"], d["id"]) for d in status["datacenters"]] == [("dc-a", 0), ("dc-b", 7)]
+    assert status["workers"] == {"active": 0, "capacity": 64, "summary": "0/64"}
+
+    stored = etcd_values(etcd_endpoint, keys("flakes").config)[keys("flakes").config]
+    config = pools.from_json(json.loads(stored))
+    assert config.ref == f"{NAMESPACE}/flakes"
+    assert [(dc.name, dc.id) for dc in config.datacenters] == [("dc-a", 0), ("dc-b", 7)]
+    assert json.loads(stored) == config.to_json()
+
+    # kubectl get nip: the printer columns, filled by the operator.
+    def columns() -> list[str] | None:
+        out = control_plane.kubectl("get", "nip", "flakes", "-n", NAMESPACE).stdout.splitlines()
+        row = out[1].split()
+        return out[0].split() + row if row[3] == "0/64" and row[4] == "2/2" else None
+
+    shown = helpers.eventually(columns, timeout=15, what="printer columns with health")
+    assert shown[:6] == ["NAME", "ALGORITHM", "READY", "WORKERS", "DATACENTERS", "AGE"]
+    assert shown[6:11] == ["flakes", "snowflake", "True", "0/64", "2/2"]
+
+
+def test_segment_pool_provisions_tables_and_publishes_health(
+    control_plane: ControlPlane,
+    operator: helpers.Operator,
+    etcd_endpoint: str,
+    postgres_dcs: dict[str, PostgresCluster],
+) -> None:
+    for dc, cluster in postgres_dcs.items():
+        create_secret(control_plane, f"db-{dc}", cluster.dsn())
+    apply_pool(
+        control_plane,
+        "orders",
+        """\
+        algorithm: segment
+        datacenters:
+          - {name: dc-a, databaseSecretRef: {name: db-dc-a}}
+          - {name: dc-b, databaseSecretRef: {name: db-dc-b}}
+        segment: {tags: [{name: orders, step: 100}, {name: invoices}]}
+        """,
+    )
+    pool = wait_condition(control_plane, operator, "orders", "Ready", "True")
+    assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "Provisioned"
+    for dc, cluster in postgres_dcs.items():
+        rows = segment_rows(cluster, "nebula", f"{NAMESPACE}/orders")
+        assert rows == [f"invoices:{dc}", f"orders:{dc}"]
+
+    pool = wait_condition(control_plane, operator, "orders", "DatacentersHealthy", "True")
+    assert pool["status"]["datacentersHealthy"] == "2/2"
+    assert all(dc["healthy"] for dc in pool["status"]["datacenters"])
+    health = json.loads(etcd_values(etcd_endpoint, keys("orders").health)[keys("orders").health])
+    assert set(health["datacenters"]) == {"dc-a", "dc-b"}
+    assert all(entry["healthy"] for entry in health["datacenters"].values())
+    assert health["updatedAt"].endswith("Z")
+
+
+def test_missing_secret_fails_without_a_hot_loop_and_heals_when_created(
+    control_plane: ControlPlane, operator: helpers.Operator, postgres: PostgresCluster
+) -> None:
+    dsn = postgres.create_database("late_secret")
+    apply_pool(
+        control_plane,
+        "late",
+        """\
+        datacenters: [{name: dc-a, databaseSecretRef: {name: late-db}}]
+        segment: {tags: [{name: tickets}]}
+        """,
+    )
+    pool = wait_condition(control_plane, operator, "late", "DatabaseProvisioned", "False")
+    provisioned = helpers.condition(pool, "DatabaseProvisioned")
+    assert provisioned["reason"] == "SecretNotFound"
+    assert f"Secret {NAMESPACE}/late-db does not exist" in provisioned["message"]
+    assert helpers.condition(pool, "Ready")["status"] == "False"
+    assert helpers.condition(pool, "EtcdConfigured")["status"] == "True"
+    assert pool["status"]["phase"] == "Failed"
+
+    # No hot loop: kopf does not retry a permanent error; only the slow resync
+    # timer (every 2 s here, 30 s by default) looks again.
+    spec_before = operator.metric("nebula_operator_reconciles_total", kind="spec")
+    resync_before = operator.metric("nebula_operator_reconciles_total", kind="resync")
+    time.sleep(6)
+    spec_after = operator.metric("nebula_operator_reconciles_total", kind="spec")
+    resync_after = operator.metric("nebula_operator_reconciles_total", kind="resync")
+    assert spec_after == spec_before
+    assert 1 <= resync_after - resync_before <= 4
+
+    create_secret(control_plane, "late-db", dsn)
+    pool = wait_condition(control_plane, operator, "late", "Ready", "True", timeout=20)
+    assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "Provisioned"
+    assert pool["status"]["phase"] in ("Ready", "Degraded")
+    assert segment_rows(postgres, "late_secret", f"{NAMESPACE}/late") == ["tickets:dc-a"]
+
+
+def test_invalid_spec_that_passes_the_schema_is_reported(
+    control_plane: ControlPlane, operator: helpers.Operator
+) -> None:
+    """An epoch in the future passes CEL (no clock there) but not the operator."""
+    apply_pool(control_plane, "future", 'snowflake: {epoch: "2999-01-01T00:00:00Z"}')
+    pool = wait_condition(control_plane, operator, "future", "EtcdConfigured", "False")
+    etcd_condition = helpers.condition(pool, "EtcdConfigured")
+    assert etcd_condition["reason"] == "InvalidSpec"
+    assert "is in the future" in etcd_condition["message"]
+    assert pool["status"]["phase"] == "Failed"
+
+
+async def test_sidecar_claims_show_in_status_and_on_pods(
+    control_plane: ControlPlane, operator: helpers.Operator, etcd_endpoint: str
+) -> None:
+    apply_pool(control_plane, "claimed", "datacenters: [{name: dc-a}]\nlease: {ttlSeconds: 3}")
+    await asyncio.to_thread(wait_condition, control_plane, operator, "claimed", "Ready", "True")
+    for pod in ("app-0", "app-1"):
+        control_plane.kubectl(
+            "run", pod, "-n", NAMESPACE, "--image=registry.invalid/app:1", "--restart=Never"
+        )
+    async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(etcd_endpoint,))) as client:
+        stored = await etcd_pools.get(client, keys("claimed"))
+        assert stored is not None
+        # A stale claim record (no lease) must not keep worker 30 forever.
+        stale_key = keys("claimed").worker(0, 30)
+        await client.put(stale_key, json.dumps({"pod": "gone"}).encode())
+
+    def sidecar(pod: str) -> ServeSettings:
+        return ServeSettings(
+            pool=f"{NAMESPACE}/claimed",
+            etcd_endpoints=(etcd_endpoint,),
+            etcd_prefix=PREFIX,
+            datacenter="dc-a",
+            pod_name=pod,
+            pod_namespace=NAMESPACE,
+            pod_uid=f"uid-{pod}",
+            node_name="node-1",
+        )
+
+    clock = SystemClock()
+    async with (
+        etcd_worker.open_snowflake(sidecar("app-0"), stored.config, clock=clock) as first,
+        etcd_worker.open_snowflake(sidecar("app-1"), stored.config, clock=clock) as second,
+    ):
+        assert first.next_id() != second.next_id()
+
+        def counted() -> dict[str, Any] | None:
+            pool = helpers.get_json(control_plane, "nip", "claimed", "-n", NAMESPACE)
+            workers = (pool or {}).get("status", {}).get("workers", {})
+            return pool if workers.get("active") == 2 else None
+
+        pool = await asyncio.to_thread(
+            helpers.eventually, counted, timeout=15, what="status.workers.active == 2"
+        )
+        assert pool["status"]["workers"]["summary"] == "2/32"
+        annotations = {}
+        for pod in ("app-0", "app-1"):
+            found = helpers.get_json(control_plane, "pod", pod, "-n", NAMESPACE)
+            annotations[pod] = found["metadata"]["annotations"]["nebula-id.io/worker-id"]
+        assert sorted(annotations.values()) == ["dc-a/0", "dc-a/1"]
+        remaining = await _range(etcd_endpoint, keys("claimed").workers_prefix, True)
+        assert stale_key not in {kv.key for kv in remaining}
+        assert len(remaining) == 2
+
+    def released() -> dict[str, Any] | None:
+        pool = helpers.get_json(control_plane, "nip", "claimed", "-n", NAMESPACE)
+        return pool if pool["status"]["workers"]["active"] == 0 else None
+
+    await asyncio.to_thread(helpers.eventually, released, timeout=15, what="claims released")
+    pod = helpers.get_json(control_plane, "pod", "app-0", "-n", NAMESPACE)
+    assert "nebula-id.io/worker-id" not in (pod["metadata"].get("annotations") or {})
+
+
+def test_delete_cleans_etcd_and_keeps_tables_unless_asked(
+    control_plane: ControlPlane,
+    operator: helpers.Operator,
+    etcd_endpoint: str,
+    postgres: PostgresCluster,
+) -> None:
+    dsn = postgres.create_database("deletions")
+    create_secret(control_plane, "del-db", dsn)
+    spec = """\
+        datacenters: [{name: dc-a, databaseSecretRef: {name: del-db}}]
+        segment: {tags: [{name: keep}]}
+        """
+    apply_pool(control_plane, "kept", spec)
+    apply_pool(
+        control_plane, "dropped", spec, annotations='{"nebula-id.io/drop-data-on-delete": "true"}'
+    )
+    for name in ("kept", "dropped"):
+        wait_condition(control_plane, operator, name, "Ready", "True")
+        assert segment_rows(postgres, "deletions", f"{NAMESPACE}/{name}") == ["keep:dc-a"]
+    clock_key = keys("kept").clock(0, 0)
+    dropped_clock_key = keys("dropped").clock(0, 0)
+
+    async def put_marks() -> None:
+        async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(etcd_endpoint,))) as client:
+            await client.put(clock_key, b'{"ms": 1}')
+            await client.put(dropped_clock_key, b'{"ms": 1}')
+
+    asyncio.run(put_marks())
+
+    for name in ("kept", "dropped"):
+        control_plane.kubectl("delete", "nip", name, "-n", NAMESPACE, "--timeout=30s")
+        assert etcd_values(etcd_endpoint, keys(name).root, prefix=True).keys() <= {clock_key}, (
+            f"{name} left keys in etcd"
+        )
+    assert segment_rows(postgres, "deletions", f"{NAMESPACE}/kept") == ["keep:dc-a"]
+    assert clock_key in etcd_values(etcd_endpoint, clock_key)
+    assert segment_rows(postgres, "deletions", f"{NAMESPACE}/dropped") == []
+    assert etcd_values(etcd_endpoint, dropped_clock_key) == {}
+
+
+def test_probes_and_metrics(operator: helpers.Operator) -> None:
+    code, body = operator.probe("/readyz")
+    assert code == 200
+    assert json.loads(body)["role"] == "leader"
+    assert operator.probe("/healthz")[0] == 200
+    assert operator.metric("nebula_operator_leader") == 1.0
+    assert operator.metric("nebula_operator_reconciles_total", kind="spec") >= 1
