@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -225,3 +226,27 @@ async def test_unknown_datacenters_in_the_urls_are_refused(postgres: PostgresClu
     with pytest.raises(errors.ConfigError, match="dc-x"):
         async with open_source(pool, {"dc-a": postgres.dsn(), "dc-x": postgres.dsn()}):
             pass
+
+
+async def test_dsns_come_from_the_url_the_urls_and_the_url_dir(
+    postgres: PostgresCluster, tmp_path: pathlib.Path
+) -> None:
+    pool = make_pool("url-dir", step=10)
+    (tmp_path / "dc-b").write_text(postgres.dsn() + "\n")
+    (tmp_path / ".hidden").write_text("ignored")
+    settings = ServeSettings(
+        datacenter="dc-b", database_url=postgres.dsn("own"), database_url_dir=str(tmp_path)
+    )
+    # The own datacenter's URL wins over a mounted file of the same name.
+    assert postgres_source.datacenter_dsns(settings, pool) == {"dc-b": postgres.dsn("own")}
+    settings = ServeSettings(datacenter="dc-a", database_url_dir=str(tmp_path))
+    assert postgres_source.datacenter_dsns(settings, pool) == {"dc-b": postgres.dsn()}
+    # No URL for the own datacenter: the sidecar prefers the first one it can reach.
+    async with postgres_source.open_segments(
+        settings, pool, clock=SystemClock(), registry=CollectorRegistry()
+    ) as source:
+        served = await source.next_ids("orders", 3)
+        assert source.info()["failover"]["preferred"] == "dc-b"
+    assert all(v in slice_of(2) for v in served)
+    with pytest.raises(errors.ConfigError, match="NEBULA_DATABASE_URL"):
+        postgres_source.datacenter_dsns(ServeSettings(), pool)
