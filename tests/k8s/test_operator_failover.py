@@ -1,0 +1,106 @@
+"""Two operator processes: one leads, the other stands by; kill -9 the leader and the
+standby takes over within the budget (15 s) and keeps reconciling."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from nebula_id.etcd import client as etcd
+from tests.k8s import operator_helpers as helpers
+from tests.support.controlplane import ControlPlane
+
+NAMESPACE = "operator-failover"
+PREFIX = "/nebula-id-operator-failover"
+FAILOVER_BUDGET_S = 15.0
+
+
+def apply_pool(plane: ControlPlane, name: str) -> None:
+    helpers.apply(
+        plane,
+        textwrap.dedent(
+            f"""\
+            apiVersion: nebula-id.io/v1alpha1
+            kind: NebulaIdPool
+            metadata: {{name: {name}, namespace: {NAMESPACE}}}
+            spec: {{algorithm: uuid7}}
+            """
+        ),
+    )
+
+
+def ready(plane: ControlPlane, name: str) -> bool:
+    pool = helpers.get_json(plane, "nip", name, "-n", NAMESPACE)
+    return helpers.condition(pool, "Ready").get("status") == "True"
+
+
+async def _leader_key(endpoint: str) -> str | None:
+    async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(endpoint,))) as client:
+        kv = await client.get(f"{PREFIX}/operator/leader")
+        return kv.value.decode() if kv else None
+
+
+@pytest.fixture
+def pair(
+    control_plane: ControlPlane,
+    kubeconfig: str,
+    etcd_endpoint: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, helpers.Operator]]:
+    helpers.install_crd(control_plane)
+    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    workdir = tmp_path_factory.mktemp("operators")
+    ops = {
+        name: helpers.Operator(
+            kubeconfig=kubeconfig,
+            etcd_endpoint=etcd_endpoint,
+            workdir=workdir,
+            identity=name,
+            prefix=PREFIX,
+            extra_env={"NEBULA_OPERATOR_NAMESPACES": NAMESPACE},
+        )
+        for name in ("alpha", "beta")
+    }
+    try:
+        for op in ops.values():
+            op.start()
+        yield ops
+    finally:
+        for op in ops.values():
+            op.stop()
+
+
+def test_standby_takes_over_when_the_leader_dies(
+    control_plane: ControlPlane, etcd_endpoint: str, pair: dict[str, helpers.Operator]
+) -> None:
+    leader_name = helpers.eventually(
+        lambda: asyncio.run(_leader_key(etcd_endpoint)), timeout=20, what="a leader"
+    )
+    leader = pair[leader_name]
+    standby = next(op for name, op in pair.items() if name != leader_name)
+    helpers.eventually(leader.is_leader, timeout=20, what=f"{leader_name} serving as leader")
+
+    # Exactly one leads: the standby is healthy and ready, but not the leader.
+    code, body = standby.probe("/readyz")
+    assert code == 200, body
+    assert '"role": "standby"' in body
+    assert standby.metric("nebula_operator_leader") == 0.0
+
+    apply_pool(control_plane, "before")
+    helpers.eventually(lambda: ready(control_plane, "before"), timeout=30, what="pool before")
+    assert standby.metric("nebula_operator_reconciles_total", kind="spec") == 0
+
+    leader.kill()
+    killed_at = time.monotonic()
+    apply_pool(control_plane, "after")
+    helpers.eventually(lambda: ready(control_plane, "after"), timeout=30, what="pool after")
+    failover_s = time.monotonic() - killed_at
+    print(f"\nfailover: the standby reconciled a new pool {failover_s:.1f} s after kill -9")
+    assert failover_s <= FAILOVER_BUDGET_S, standby.log_tail()
+    assert standby.is_leader()
+    assert asyncio.run(_leader_key(etcd_endpoint)) == standby.identity
+    assert standby.metric("nebula_operator_reconciles_total", kind="spec") >= 1
