@@ -216,6 +216,11 @@ class WorkerHolder:
     # -- one claim, from grant to loss ------------------------------------------------------
 
     async def _hold(self) -> None:
+        if self._lease is not None:
+            # A previous round failed half-way: do not leave its lease (and claim) behind.
+            stale, self._lease, self._worker = self._lease, None, None
+            with contextlib.suppress(errors.CoordinationError):
+                await self._client.revoke(stale, call_timeout=self._call_timeout)
         lease = await self._client.grant(self._timing.ttl_seconds)
         self._lease = lease.id
         worker = await self._claim(lease.id)
