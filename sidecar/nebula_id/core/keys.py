@@ -1,9 +1,9 @@
 """The etcd keyspace of DESIGN.md, in one place.
 
-    {prefix}/pools/{ns}/{name}/config                 written by the operator or `pool apply`
-    {prefix}/pools/{ns}/{name}/health                 written by the operator
-    {prefix}/pools/{ns}/{name}/workers/{dc}/{worker}  a claim, attached to the holder's lease
-    {prefix}/pools/{ns}/{name}/clock/{dc}/{worker}    the high-water mark, kept without a lease
+{prefix}/pools/{ns}/{name}/config                 written by the operator or `pool apply`
+{prefix}/pools/{ns}/{name}/health                 written by the operator
+{prefix}/pools/{ns}/{name}/workers/{dc}/{worker}  a claim, attached to the holder's lease
+{prefix}/pools/{ns}/{name}/clock/{dc}/{worker}    the high-water mark, kept without a lease
 """
 
 from __future__ import annotations
