@@ -1,0 +1,40 @@
+"""Our errors map to kopf's in one place: transient ones retry, permanent ones stop."""
+
+from __future__ import annotations
+
+import kopf
+import pytest
+
+from nebula_id import errors
+from nebula_id_operator import failures, kube
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.CoordinationError("etcd down"),
+        errors.StorageError("db down"),
+        kube.KubeUnavailable("api down"),
+    ],
+)
+def test_transient_errors_retry_with_backoff(error: errors.NebulaIdError) -> None:
+    first = failures.to_kopf(error, retry=0)
+    late = failures.to_kopf(error, retry=50)
+    assert isinstance(first, kopf.TemporaryError)
+    assert isinstance(late, kopf.TemporaryError)
+    assert first.delay == 1.0
+    assert late.delay == 30.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.InvalidPool("layout changed"),
+        errors.ConfigError("stored config unreadable"),
+        kube.SecretNotFound("Secret ns/db does not exist"),
+    ],
+)
+def test_permanent_errors_do_not_retry(error: errors.NebulaIdError) -> None:
+    mapped = failures.to_kopf(error, retry=0)
+    assert isinstance(mapped, kopf.PermanentError)
+    assert str(mapped) == error.message
