@@ -21,6 +21,9 @@ from nebula_id.http import keys
 ALGORITHM_NAMES = ("snowflake", "segment", "uuid7", "uuid4")
 JSON = "application/json"
 TEXT = "text/plain"
+# Passing the header beats `content_type=`, which re-parses it on every response.
+_JSON_HEADERS = {"Content-Type": JSON}
+_TEXT_HEADERS = {"Content-Type": TEXT + "; charset=utf-8"}
 
 
 def _count(request: web.Request) -> int | None:
@@ -49,14 +52,15 @@ def _wants_text(request: web.Request) -> bool:
 
 def _one(request: web.Request, value: str) -> web.Response:
     if _wants_text(request):
-        return web.Response(body=value.encode() + b"\n", content_type=TEXT)
-    return web.Response(body=b'{"id":"%s"}' % value.encode(), content_type=JSON)
+        return web.Response(body=value.encode() + b"\n", headers=_TEXT_HEADERS)
+    return web.Response(body=b'{"id":"%s"}' % value.encode(), headers=_JSON_HEADERS)
 
 
 def _many(request: web.Request, values: Iterable[str]) -> web.Response:
     if _wants_text(request):
-        return web.Response(body=("\n".join(values) + "\n").encode(), content_type=TEXT)
-    return web.Response(body=('{"ids":["' + '","'.join(values) + '"]}').encode(), content_type=JSON)
+        return web.Response(body=("\n".join(values) + "\n").encode(), headers=_TEXT_HEADERS)
+    body = ('{"ids":["' + '","'.join(values) + '"]}').encode()
+    return web.Response(body=body, headers=_JSON_HEADERS)
 
 
 def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
@@ -69,13 +73,16 @@ def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
 
 
 async def snowflake(request: web.Request) -> web.Response:
-    source = request.app[keys.SNOWFLAKE]
-    stats = request.app[keys.STATS]
+    app = request.app
     count = _count(request) if request.query_string else None
     if count is None:
-        value = source.next_id()
-        stats.served("snowflake", 1)
-        return _one(request, str(value))
+        value = app[keys.SNOWFLAKE].next_id()
+        app[keys.STATS].served("snowflake", 1)
+        if _wants_text(request):
+            return web.Response(body=b"%d\n" % value, headers=_TEXT_HEADERS)
+        return web.Response(body=b'{"id":"%d"}' % value, headers=_JSON_HEADERS)
+    source = app[keys.SNOWFLAKE]
+    stats = app[keys.STATS]
     ids = source.next_ids(count)
     stats.served("snowflake", count)
     return _many(request, map(str, ids))
