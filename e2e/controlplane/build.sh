@@ -34,6 +34,12 @@ timed() {  # timed NAME CMD...: run and record the wall time
   log "$name built in $((SECONDS - t0)) s ($(du -h "$BIN_DIR/$name" | cut -f1))"
 }
 
+gobuild() {  # gobuild NAME ARGS...: go build into BIN_DIR; never leave a half-written binary
+  local name=$1; shift
+  go build -trimpath -o "$BIN_DIR/.$name.partial" "$@"
+  mv -f "$BIN_DIR/.$name.partial" "$BIN_DIR/$name"
+}
+
 build_etcd() {
   local dir="$WORK/etcd-$ETCD_VERSION"
   mkdir -p "$dir"
@@ -54,7 +60,7 @@ GO
     [ -f go.mod ] || go mod init nebula-id.local/etcd >/dev/null 2>&1
     go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >&2
     go mod tidy >&2
-    go build -trimpath -ldflags "-s -w" -o "$BIN_DIR/etcd" .
+    gobuild etcd -ldflags "-s -w" .
   )
 }
 
@@ -68,13 +74,16 @@ staging_replaces() {
 }
 
 build_k8s() {
+  # A wrapper module counts as set up only once its dependencies resolved, so a
+  # run cut off half-way (network) starts it over instead of failing forever.
   local dir="$WORK/k8s-$K8S_VERSION"
   local minor=${K8S_VERSION#1.}; minor=${minor%%.*}
   local staging="0.${K8S_VERSION#1.}"
   mkdir -p "$dir"
   (
     cd "$dir"
-    if [ ! -f go.mod ]; then
+    if [ ! -f .deps-ready ]; then
+      rm -f go.mod go.sum
       local mods
       mods=$(staging_replaces)
       go mod init nebula-id.local/k8s >/dev/null 2>&1
@@ -109,6 +118,7 @@ import _ "k8s.io/kubernetes/cmd/kube-apiserver"
 GO
       go get "k8s.io/kubernetes@v$K8S_VERSION" "k8s.io/kubectl@v$staging" >&2
       go mod tidy >&2
+      touch .deps-ready
     fi
     local pkgs=(k8s.io/component-base/version k8s.io/client-go/pkg/version)
     local ld="-s -w"
@@ -116,10 +126,10 @@ GO
       ld="$ld -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
     done
     if [ ! -x "$BIN_DIR/kube-apiserver" ]; then
-      timed kube-apiserver go build -trimpath -ldflags "$ld" -o "$BIN_DIR/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+      timed kube-apiserver gobuild kube-apiserver -ldflags "$ld" k8s.io/kubernetes/cmd/kube-apiserver
     fi
     if [ ! -x "$BIN_DIR/kubectl" ]; then
-      timed kubectl go build -trimpath -ldflags "$ld" -o "$BIN_DIR/kubectl" ./kubectl
+      timed kubectl gobuild kubectl -ldflags "$ld" ./kubectl
     fi
   )
 }
@@ -129,7 +139,8 @@ build_helm() {
   mkdir -p "$dir"
   (
     cd "$dir"
-    if [ ! -f go.mod ]; then
+    if [ ! -f .deps-ready ]; then
+      rm -f go.mod go.sum
       go mod init nebula-id.local/helm >/dev/null 2>&1
       cat >tools.go <<'GO'
 //go:build tools
@@ -140,6 +151,7 @@ import _ "helm.sh/helm/v3/cmd/helm"
 GO
       go get "helm.sh/helm/v3@v$HELM_VERSION" >&2
       go mod tidy >&2
+      touch .deps-ready
     fi
     # Like helm's Makefile: without the k8s version ldflags helm assumes
     # Kubernetes v1.20 and refuses charts with a newer kubeVersion.
@@ -152,7 +164,7 @@ GO
     for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
       ld="$ld -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
     done
-    timed helm go build -trimpath -ldflags "$ld" -o "$BIN_DIR/helm" helm.sh/helm/v3/cmd/helm
+    timed helm gobuild helm -ldflags "$ld" helm.sh/helm/v3/cmd/helm
     echo "$HELM_RECIPE" >"$BIN_DIR/.helm.recipe"
   )
 }
