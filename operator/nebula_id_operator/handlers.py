@@ -81,7 +81,6 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-        op = _ctx(memo).settings
         settings.persistence.finalizer = FINALIZER
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="nebula-id.io"
@@ -92,10 +91,8 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         settings.scanning.disabled = True  # no CRD/namespace listing: less RBAC
         settings.posting.level = logging.WARNING
         settings.watching.server_timeout = 300
-        if op.webhook_enabled:
-            from nebula_id_operator import webhook  # the injection engineer's module
-
-            webhook.configure(settings, op)
+        # The sidecar webhook is not served from here: every replica serves it, leader or
+        # not, from its own small kopf instance (main.run -> webhook.run).
 
     @kopf.on.login(registry=registry)
     def login(memo: Any, **_: Any) -> Any:

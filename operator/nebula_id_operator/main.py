@@ -1,9 +1,12 @@
-"""Run the operator: probes, leader election, then kopf while we lead.
+"""Run the operator: probes, the webhook, leader election, then kopf while we lead.
 
-Only the leader runs kopf at all, so a standby can never reconcile, patch or
-post anything.  When the leader's lease cannot be proven any more, kopf is
-stopped and the process exits with status 3; Kubernetes restarts it as a
-standby.  SIGTERM resigns at once (revoking the lease) so a rolling update
+Every replica serves the probes and (when enabled) the injection webhook, which
+only reads and answers, so it is safe to serve from all replicas at once
+(`nebula_id_operator.webhook.run`, a kopf instance of its own).  Only the
+leader runs the reconciling kopf instance, so a standby never reconciles,
+patches or posts anything.  When the leader's lease cannot be proven any more,
+kopf is stopped and the process exits with status 3; Kubernetes restarts it as
+a standby.  SIGTERM resigns at once (revoking the lease), so a rolling update
 hands over without waiting for the TTL.
 """
 
@@ -25,6 +28,8 @@ from nebula_id_operator import handlers, kube, leader, metrics, reconcile
 from nebula_id_operator import settings as operator_settings
 
 EXIT_LEADERSHIP_LOST = 3
+EXIT_WEBHOOK_FAILED = 4
+STOP_TIMEOUT_S = 15.0
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +44,47 @@ def connection(kopf_settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     return info
 
 
+def _handle_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _reclaim_signals(kopf_ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """kopf installs its own SIGTERM handler when it starts; we decide when to stop."""
+    await kopf_ready.wait()
+    _handle_signals(stop)
+
+
 async def _serve_probes(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
+
+
+async def _stop(task: asyncio.Task[None] | None, flag: asyncio.Event) -> None:
+    if task is None:
+        return
+    flag.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout=STOP_TIMEOUT_S)
+    except (TimeoutError, Exception) as e:  # kopf logs its own failures; we are exiting
+        log.warning("%s stopped with %r", task.get_name(), e)
+        task.cancel()
+
+
+def _start_webhook(
+    settings: operator_settings.OperatorSettings, flag: asyncio.Event, ready: asyncio.Event
+) -> asyncio.Task[None] | None:
+    if not settings.webhook_enabled:
+        return None
+    from nebula_id_operator import webhook  # the injection engineer's module
+
+    return asyncio.create_task(
+        webhook.run(settings, stop_flag=flag, ready_flag=ready), name="webhook kopf"
+    )
 
 
 async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | None = None) -> int:
@@ -55,10 +96,8 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
     api = kube.KubeApi(info)
     stop = asyncio.Event()
     kopf_ready = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    webhook_stop = asyncio.Event()
+    _handle_signals(stop)
 
     async with etcd.EtcdClient(settings.etcd) as client:
         election = leader.LeaderElection(
@@ -72,10 +111,16 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
         if settings.probe_port:
             app = metrics.probe_app(registry, lambda: election.state, kopf_ready.is_set)
             runner = await _serve_probes(app, settings.probe_host, settings.probe_port)
+        webhook_ready = asyncio.Event()
+        webhook_task = _start_webhook(settings, webhook_stop, webhook_ready)
+        signals = None
+        if webhook_task is not None:
+            webhook_task.add_done_callback(lambda _: stop.set())
+            signals = asyncio.create_task(_reclaim_signals(webhook_ready, stop), name="signals")
         try:
             log.info("%s campaigns for %s", settings.identity, settings.leader_key)
             if not await election.campaign(stop):
-                return 0
+                return EXIT_WEBHOOK_FAILED if webhook_task and webhook_task.done() else 0
             operator_metrics.leader.set(1)
             ctx = reconcile.Context(
                 settings=settings,
@@ -91,6 +136,9 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
             return await _lead(settings, election, ctx, kopf_settings, info, stop, kopf_ready)
         finally:
             operator_metrics.leader.set(0)
+            if signals is not None:
+                signals.cancel()
+            await _stop(webhook_task, webhook_stop)
             await api.close()
             if runner is not None:
                 await runner.cleanup()
@@ -121,21 +169,17 @@ async def _lead(
             stop_flag=kopf_stop,
             ready_flag=kopf_ready,
         ),
-        name="kopf",
+        name="reconciling kopf",
     )
+    signals = asyncio.create_task(_reclaim_signals(kopf_ready, stop), name="signals")
     done, _ = await asyncio.wait(
         {holding, stopping, operating}, return_when=asyncio.FIRST_COMPLETED
     )
-    lost = holding in done
+    lost = holding in done and not stop.is_set()
     if lost:
         log.error("leadership lost: stopping kopf and exiting")
-    kopf_stop.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(operating), timeout=15)
-    except (TimeoutError, Exception) as e:  # kopf's own failure is logged; we exit anyway
-        log.warning("kopf stopped with %r", e)
-        operating.cancel()
-    for task in (holding, stopping):
+    await _stop(operating, kopf_stop)
+    for task in (holding, stopping, signals):
         task.cancel()
     if lost:
         return EXIT_LEADERSHIP_LOST
