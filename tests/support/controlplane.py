@@ -16,6 +16,7 @@ instead of starting anything.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import secrets
 import shutil
@@ -30,6 +31,7 @@ from tests.support import http, pki, processes
 from tests.support.etcd import EtcdServer
 
 _START_TIMEOUT = 90.0
+_PORT_ATTEMPTS = 3
 _ISSUER = "https://kubernetes.default.svc.cluster.local"
 _ADMISSION_PLUGINS = (
     "NamespaceLifecycle,LimitRanger,DefaultStorageClass,DefaultTolerationSeconds,"
@@ -227,22 +229,33 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.etcd = EtcdServer(self.bin_dir, self.workdir / "etcd", name="control-plane")
         self.etcd.start()
-        self.port = processes.free_port()
-        files = self._write_pki()
-        context = ssl.create_default_context(cafile=str(files["ca"]))
-        self._proc = processes.spawn(self._argv(files), log_path=self.log_path)
-        try:
-            processes.wait_until(
-                lambda: self._ready(context),
-                what=f"kube-apiserver on {self.server}",
-                proc=self._proc,
-                log_path=self.log_path,
-                timeout=_START_TIMEOUT,
-                interval=0.2,
-            )
-        except BaseException:
-            self.stop()
-            raise
+        for attempt in range(_PORT_ATTEMPTS):
+            # Another run may take the probed port before we bind it: retry.
+            self.port = processes.free_port()
+            files = self._write_pki()
+            context = ssl.create_default_context(cafile=str(files["ca"]))
+            self.log_path.write_bytes(b"")
+            self._proc = processes.spawn(self._argv(files), log_path=self.log_path)
+            try:
+                processes.wait_until(
+                    functools.partial(self._ready, context),
+                    what=f"kube-apiserver on {self.server}",
+                    proc=self._proc,
+                    log_path=self.log_path,
+                    timeout=_START_TIMEOUT,
+                    interval=0.2,
+                )
+                break
+            except processes.ServiceStartError as e:
+                processes.kill(self._proc)
+                self._proc = None
+                if "address already in use" in str(e) and attempt + 1 < _PORT_ATTEMPTS:
+                    continue
+                self.stop()
+                raise
+            except BaseException:
+                self.stop()
+                raise
         self.start_seconds = time.monotonic() - began
         return self
 
