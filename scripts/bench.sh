@@ -13,7 +13,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PARTS=(core segment)
+PARTS=(core segment http)
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
 if [ -z "${PYTHON:-}" ]; then
@@ -32,6 +32,15 @@ fi
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${PARTS[@]}")
 read -r -a extra <<<"${BENCH_ARGS:-}"
+
+# The HTTP parts drive the sidecar with wrk (Debian's package).
+if [[ " ${selected[*]} " =~ \ (http|segment)\  ]] && ! command -v wrk >/dev/null; then
+  echo "==> installing wrk" >&2
+  sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q wrk >/dev/null 2>&1 \
+    || { "${sudo[@]}" apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q wrk >/dev/null; } \
+    || echo "scripts/bench.sh: could not install wrk; the HTTP parts will say so" >&2
+fi
 
 for part in "${selected[@]}"; do
   printf '\n==> bench.%s\n' "$part"
