@@ -53,24 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`pool` (etcd engineer) and `operator` (operator engineer) register themselves.
+    """`pool` (nebula_id.poolcli) and `operator` (nebula_id_operator.cli) register themselves.
 
-    TODO(integrator): drop the ImportError guards once nebula_id.poolcli and
-    nebula_id_operator.cli have landed; they exist only while those modules are
-    being written in parallel.
+    Both imports are light: etcd, kopf and the operator load only when their
+    subcommand runs.
     """
-    try:
-        from nebula_id import poolcli  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        poolcli.add_parser(subparsers)
-    try:
-        from nebula_id_operator import cli as operator_cli  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        operator_cli.add_parser(subparsers)
+    from nebula_id import poolcli
+    from nebula_id_operator import cli as operator_cli
+
+    poolcli.add_parser(subparsers)
+    operator_cli.add_parser(subparsers)
 
 
 def run_serve(args: argparse.Namespace) -> int:
