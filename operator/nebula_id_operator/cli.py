@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from typing import Any
 
 from nebula_id import errors
@@ -23,7 +24,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     operator_settings.add_arguments(parser)
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+        "--log-level",
+        default=os.environ.get("NEBULA_LOG_LEVEL", "info").lower(),
+        choices=["debug", "info", "warning", "error"],
+        help="(env NEBULA_LOG_LEVEL)",
     )
     parser.set_defaults(run=run)
     return parser
