@@ -1,0 +1,78 @@
+"""The webhook's settings, as the Helm chart passes them in the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from nebula_id import errors
+from nebula_id_operator import injection, webhook
+
+
+def test_webhook_settings_from_the_charts_environment() -> None:
+    hook = webhook.WebhookSettings.from_env(
+        {
+            "NEBULA_POD_NAMESPACE": "ids-system",
+            "NEBULA_WEBHOOK_SERVICE_NAME": "ids-nebula-id-webhook",
+            "NEBULA_WEBHOOK_SECRET_NAME": "ids-nebula-id-webhook-tls",
+            "NEBULA_WEBHOOK_CONFIGURATION_NAME": "ids-nebula-id",
+            "NEBULA_WEBHOOK_CERT_DIR": "/run/nebula-id/webhook",
+            "NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS": "600",
+        }
+    )
+    assert hook.namespace == "ids-system"
+    assert hook.secret_name == "ids-nebula-id-webhook-tls"
+    assert hook.configuration_name == "ids-nebula-id"
+    assert hook.cert_dir == "/run/nebula-id/webhook"
+    assert hook.check_interval_seconds == 600.0
+    assert hook.url is None
+    assert hook.hosts[0] == "ids-nebula-id-webhook.ids-system.svc"
+    assert "ids-nebula-id-webhook.ids-system.svc.cluster.local" in hook.hosts
+
+
+def test_an_out_of_cluster_url_adds_its_host_to_the_certificate() -> None:
+    hook = webhook.WebhookSettings.from_env({"NEBULA_WEBHOOK_URL": "https://127.0.0.1:9443"})
+    assert hook.hosts[0] == "127.0.0.1"
+
+
+def test_a_bad_interval_names_the_variable() -> None:
+    with pytest.raises(errors.ConfigError, match="NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS"):
+        webhook.WebhookSettings.from_env({"NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS": "soon"})
+
+
+def test_sidecar_defaults_from_the_environment() -> None:
+    sidecar = webhook.injection_settings_from_env(
+        {
+            "NEBULA_ETCD_ENDPOINTS": "http://etcd-0:2379, http://etcd-1:2379",
+            "NEBULA_ETCD_PREFIX": "/ids",
+            "NEBULA_DATACENTER": "dc-b",
+            "NEBULA_SIDECAR_IMAGE": "registry/sidecar:1",
+            "NEBULA_SIDECAR_ETCD_TLS_SECRET": "etcd-tls",
+            "NEBULA_SIDECAR_RESOURCES": '{"limits": {"memory": "99Mi"}}',
+        }
+    )
+    assert sidecar.etcd_endpoints == ("http://etcd-0:2379", "http://etcd-1:2379")
+    assert sidecar.etcd_prefix == "/ids"
+    assert sidecar.datacenter == "dc-b"
+    assert sidecar.image == "registry/sidecar:1"
+    assert sidecar.etcd_tls_secret == "etcd-tls"
+    assert sidecar.etcd_auth_secret is None
+    assert sidecar.resources == {"limits": {"memory": "99Mi"}}
+
+
+def test_sidecar_endpoints_of_their_own_win() -> None:
+    sidecar = webhook.injection_settings_from_env(
+        {
+            "NEBULA_ETCD_ENDPOINTS": "http://inside:2379",
+            "NEBULA_SIDECAR_ETCD_ENDPOINTS": "http://x:2379",
+        }
+    )
+    assert sidecar.etcd_endpoints == ("http://x:2379",)
+
+
+def test_empty_environment_gives_the_defaults() -> None:
+    assert webhook.injection_settings_from_env({}) == injection.InjectionSettings()
+
+
+def test_resources_must_be_json() -> None:
+    with pytest.raises(errors.ConfigError, match="NEBULA_SIDECAR_RESOURCES"):
+        webhook.injection_settings_from_env({"NEBULA_SIDECAR_RESOURCES": "memory=1Gi"})
