@@ -9,7 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nebula_id import errors
-from nebula_id.clock import FakeClock
+from nebula_id.clock import FakeClock, SystemClock
 from nebula_id.core.layout import SnowflakeLayout
 from nebula_id.core.snowflake import SnowflakeGenerator
 
@@ -18,7 +18,7 @@ MARK_AHEAD_MS = 2_000
 
 
 def make(
-    clock: FakeClock,
+    clock: FakeClock | SystemClock,
     *,
     layout: SnowflakeLayout | None = None,
     datacenter: int = 3,
@@ -357,3 +357,33 @@ def test_any_history_issues_unique_increasing_ids_under_the_mark(
             # The newest ID never passes the mark persisted when it was issued.
             assert gen.layout.parse(issued[-1]).timestamp_ms <= mark
     assert all(a < b for a, b in itertools.pairwise(issued))
+
+
+def test_real_clock_overflow_spins_into_the_next_millisecond() -> None:
+    clock = SystemClock()
+    gen = make(clock)
+    before = clock.wall_ms()
+    ids = gen.next_ids(3 * 4096 + 5)
+    ids += [gen.next_id() for _ in range(5000)]
+    after = clock.wall_ms()
+    assert all(a < b for a, b in itertools.pairwise(ids))
+    stamps = [gen.layout.parse(i).timestamp_ms for i in ids]
+    assert before <= min(stamps) <= max(stamps) <= after
+    assert len(set(stamps)) >= 4  # at least four milliseconds were needed
+
+
+class StalledWallClock(FakeClock):
+    """A wall clock stuck on one value while monotonic time runs: only `sleep` moves it."""
+
+    def monotonic(self) -> float:
+        self._monotonic += 0.0001
+        return self._monotonic
+
+
+def test_a_stalled_wall_clock_is_slept_on_rather_than_spun_on_forever() -> None:
+    clock = StalledWallClock(wall_ms=START_MS)
+    layout = SnowflakeLayout(timestamp_bits=41, datacenter_bits=5, worker_bits=16, sequence_bits=1)
+    gen = make(clock, layout=layout)
+    ids = gen.next_ids(4)
+    assert [layout.parse(i).timestamp_ms - START_MS for i in ids] == [0, 0, 1, 1]
+    assert clock.slept == [0.001]
