@@ -99,7 +99,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> dict[str, float]:
+class Samples:
+    """Latencies (µs) of all calls, of the calls that began a range, and of a control group
+    of equal size: the calls half-way through a range."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.every: list[float] = []
+        self.at_switch: list[float] = []
+        self.mid_range: list[float] = []
+
+    def add(self, value: int, elapsed_us: float) -> None:
+        self.every.append(elapsed_us)
+        offset = (value - 1) % self.step  # counters start at 1, ranges are contiguous here
+        if offset == 0:
+            self.at_switch.append(elapsed_us)
+        elif offset == self.step // 2:
+            self.mid_range.append(elapsed_us)
+
+    def describe(self) -> str:
+        def cut(values: list[float]) -> str:
+            return (
+                f"p50 {percentile(values, 0.5):.1f}, p90 {percentile(values, 0.9):.1f}, "
+                f"max {max(values):.0f}"
+            )
+
+        return (
+            f"{len(self.at_switch)} switches; all calls p50 {percentile(self.every, 0.5):.1f}, "
+            f"p99 {percentile(self.every, 0.99):.1f} µs; first call of a range "
+            f"{cut(self.at_switch)} µs; mid-range control {cut(self.mid_range)} µs"
+        )
+
+
+async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> Samples:
     """Per-call latency (µs) of single IDs, for all calls and for calls that began a range."""
     pool = make_pool(step, step)
     store = postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=pool.datacenters[0])
@@ -108,30 +140,18 @@ async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> dict[
     )
     await allocator.start()
     timer = time.perf_counter_ns
-    every: list[float] = []
-    at_switch: list[float] = []
+    samples = Samples(step)
     try:
         for i in range(calls):
             started = timer()
             value = (await allocator.next_ids("bench", 1))[0]
-            elapsed = (timer() - started) / 1000
-            every.append(elapsed)
-            if (value - 1) % step == 0:  # the first ID of a range (counters start at 1)
-                at_switch.append(elapsed)
+            samples.add(value, (timer() - started) / 1000)
             if i % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
     finally:
         await allocator.close()
         await store.close()
-    return {
-        "switches": len(at_switch),
-        "p50": percentile(every, 0.5),
-        "p99": percentile(every, 0.99),
-        "max": max(every),
-        "switch_p50": percentile(at_switch, 0.5),
-        "switch_p99": percentile(at_switch, 0.99),
-        "switch_max": max(at_switch),
-    }
+    return samples
 
 
 # --- through the sidecar -----------------------------------------------------------------
@@ -178,27 +198,17 @@ def wrk(url: str, *, connections: int, seconds: float) -> tuple[float, float]:
     return rate, float(p99.group(1)) * scale
 
 
-async def http_switch_latency(base: str, *, step: int, requests: int) -> dict[str, float]:
+async def http_switch_latency(base: str, *, step: int, requests: int) -> Samples:
     """Sequential single-ID requests: latency (µs) overall and at range switches."""
-    every: list[float] = []
-    at_switch: list[float] = []
+    samples = Samples(step)
     async with aiohttp.ClientSession() as session:
         url = f"{base}/v1/ids/segment/switchy"
         for _ in range(requests):
             started = time.perf_counter_ns()
             async with session.get(url) as response:
                 value = int((await response.json())["id"])
-            elapsed = (time.perf_counter_ns() - started) / 1000
-            every.append(elapsed)
-            if (value - 1) % step == 0:
-                at_switch.append(elapsed)
-    return {
-        "switches": len(at_switch),
-        "p50": percentile(every, 0.5),
-        "p99": percentile(every, 0.99),
-        "switch_p50": percentile(at_switch, 0.5),
-        "switch_p99": percentile(at_switch, 0.99),
-    }
+            samples.add(value, (time.perf_counter_ns() - started) / 1000)
+    return samples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             for step in (1000, 10_000):
                 lat = asyncio.run(in_process_switch_latency(dsn, step=step, calls=300_000))
-                lines.append(
-                    f"  latency per call, fixed step {step}, {lat['switches']:.0f} switches: "
-                    f"p50 {lat['p50']:.1f} µs, p99 {lat['p99']:.1f} µs, max {lat['max']:.0f} µs;"
-                    f" at a switch p50 {lat['switch_p50']:.1f} µs, p99 "
-                    f"{lat['switch_p99']:.1f} µs, max {lat['switch_max']:.0f} µs"
-                )
+                lines.append(f"  latency, fixed step {step}: {lat.describe()}")
             lines += ["", "through the sidecar (sidecar on core 0, wrk -t1 on core 1, medians):"]
             if shutil.which("wrk") is None:
                 lines.append("  wrk is not installed (apt-get install -y wrk); no sidecar figures")
@@ -276,11 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"({batch_rate:.0f} req/s, p99 {batch_p99:.2f} ms)"
                     )
                 switch = asyncio.run(http_switch_latency(base, step=100, requests=20_000))
-                lines.append(
-                    f"  sequential client, step 100, {switch['switches']:.0f} switches: "
-                    f"p50 {switch['p50']:.0f} µs, p99 {switch['p99']:.0f} µs; at a switch "
-                    f"p50 {switch['switch_p50']:.0f} µs, p99 {switch['switch_p99']:.0f} µs"
-                )
+                lines.append(f"  sequential client, fixed step 100: {switch.describe()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _print(lines)
