@@ -26,7 +26,6 @@ ALL_ON = [
     "etcd.sidecar.tlsSecretName=etcd-sidecar-tls",
     "etcd.sidecar.authSecretName=etcd-sidecar-auth",
     "datacenter=dc-a",
-    "watchNamespaces={shop,billing}",
     "networkPolicy.enabled=true",
     "webhook.url=https://127.0.0.1:9443",
 ]
@@ -59,7 +58,8 @@ def test_helm_lint_is_clean(helm_bin: str) -> None:
 
 
 def test_the_chart_renders_every_part(helm_bin: str) -> None:
-    docs = render(helm_bin, "nebula-id", [*ALL_ON, "serviceMonitor.enabled=true"])
+    values = [*ALL_ON, "serviceMonitor.enabled=true", "watchNamespaces={shop,billing}"]
+    docs = render(helm_bin, "nebula-id", values)
     kinds = {d["kind"] for d in docs}
     assert {
         "CustomResourceDefinition",
@@ -107,14 +107,21 @@ def test_without_a_url_the_webhook_calls_the_service(helm_bin: str) -> None:
 def test_the_api_server_accepts_the_rendered_chart(
     control_plane: ControlPlane, helm_bin: str, values: list[str]
 ) -> None:
-    namespace = f"helm-dry-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    docs = render(helm_bin, namespace, values)
+    tag = uuid.uuid4().hex[:6]
+    namespaces = [f"helm-dry-{tag}", f"watched-a-{tag}", f"watched-b-{tag}"]
+    for namespace in namespaces:
+        control_plane.kubectl("create", "namespace", namespace)
+    if values:  # the operator's RBAC becomes Roles in each watched namespace
+        values = [*values, f"watchNamespaces={{{namespaces[1]},{namespaces[2]}}}"]
+    docs = render(helm_bin, namespaces[0], values)
     text = "\n---\n".join(yaml.safe_dump(d) for d in docs)
-    out = control_plane.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=text)
+    out = control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=text)
     for doc in docs:
         assert f"{doc['metadata']['name']}" in out.stdout, doc["kind"]
-    control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
+    namespaced = {d.get("metadata", {}).get("namespace") for d in docs} - {None}
+    assert namespaced <= set(namespaces)
+    for namespace in namespaces:
+        control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
 
 
 def test_helm_install_for_real_then_uninstall(
