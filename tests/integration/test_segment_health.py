@@ -132,3 +132,19 @@ async def test_etcd_being_unreachable_falls_back_to_failure_counts(
         assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
         assert source.ready_reason() is None
     assert len(set(served)) == 50
+
+
+async def test_a_malformed_health_document_is_ignored(
+    etcd_endpoint: str, postgres_dcs: dict[str, PostgresCluster]
+) -> None:
+    key = keys.PoolKeys(namespace="it", name="health-garbage").health
+    async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(etcd_endpoint,))) as etcd:
+        await etcd.put(key, b"{not json")
+        async with open_source("health-garbage", etcd_endpoint, postgres_dcs) as source:
+            await asyncio.sleep(0.3)
+            served = await source.next_ids("orders", 10)
+            assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
+            state = source.info()["failover"]["datacenters"]["dc-a"]
+            assert state["publishedHealthy"] is None
+            assert state["usable"] is True
+    assert len(set(served)) == 10
