@@ -7,23 +7,58 @@ since 3.3 serves the same API as JSON over HTTP (`/v3/kv/range`, `/v3/lease/gran
 typed, TLS through one `ssl.SSLContext`, user/password auth, a timeout on every call,
 several endpoints with failover, and our own `errors.CoordinationError` family.
 
-Keys are text (our keyspace is), values are bytes; the gateway wants both base64.
-Integers (revisions, lease IDs) arrive as JSON strings and are parsed here.
+The values it speaks in (`KeyValue`, `Compare`, `Put`, ...) live in `values` and are
+re-exported here, so callers import this one module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import json
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from nebula_id import errors
+from nebula_id.etcd import values
+from nebula_id.etcd.values import (
+    Compare,
+    Delete,
+    Get,
+    KeyValue,
+    Lease,
+    LeaseInfo,
+    Op,
+    Put,
+    RangeResult,
+    TxnResult,
+    WatchEvent,
+    prefix_end,
+)
+
+__all__ = [
+    "Compare",
+    "Delete",
+    "EtcdClient",
+    "EtcdRequestError",
+    "EtcdSettings",
+    "Get",
+    "KeyValue",
+    "Lease",
+    "LeaseInfo",
+    "LeaseNotFound",
+    "Op",
+    "Put",
+    "RangeResult",
+    "TxnResult",
+    "WatchCompacted",
+    "WatchEvent",
+    "parse_endpoints",
+    "prefix_end",
+]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -108,177 +143,6 @@ def parse_endpoints(text: str | Sequence[str] | None) -> tuple[str, ...]:
         return ()
     items = text.split(",") if isinstance(text, str) else list(text)
     return tuple(item.strip() for item in items if item.strip())
-
-
-# --- values ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class KeyValue:
-    key: str
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-    def text(self) -> str:
-        return self.value.decode("utf-8")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RangeResult:
-    kvs: tuple[KeyValue, ...]
-    count: int
-    revision: int
-    """The store revision the read saw (use it to start a watch after the read)."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Compare:
-    """One condition of a transaction; build it with the class methods."""
-
-    key: str
-    target: Literal["CREATE", "MOD", "VERSION", "VALUE", "LEASE"]
-    result: Literal["EQUAL", "GREATER", "LESS", "NOT_EQUAL"]
-    operand: int | bytes
-
-    @classmethod
-    def absent(cls, key: str) -> Compare:
-        return cls(key, "CREATE", "EQUAL", 0)
-
-    @classmethod
-    def mod_revision(cls, key: str, revision: int) -> Compare:
-        """Unchanged since `revision` (0: the key does not exist)."""
-        return cls(key, "MOD", "EQUAL", revision)
-
-    @classmethod
-    def value_equals(cls, key: str, value: bytes) -> Compare:
-        return cls(key, "VALUE", "EQUAL", value)
-
-    @classmethod
-    def lease_equals(cls, key: str, lease: int) -> Compare:
-        return cls(key, "LEASE", "EQUAL", lease)
-
-    def to_json(self) -> dict[str, Any]:
-        field = {
-            "CREATE": "create_revision",
-            "MOD": "mod_revision",
-            "VERSION": "version",
-            "VALUE": "value",
-            "LEASE": "lease",
-        }[self.target]
-        operand = _b64(self.operand) if isinstance(self.operand, bytes) else str(self.operand)
-        return {"key": _b64(self.key), "target": self.target, "result": self.result, field: operand}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Put:
-    key: str
-    value: bytes
-    lease: int = 0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Delete:
-    key: str
-    prefix: bool = False
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Get:
-    key: str
-    prefix: bool = False
-
-
-Op = Put | Delete | Get
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TxnResult:
-    succeeded: bool
-    revision: int
-    ranges: tuple[tuple[KeyValue, ...], ...]
-    """The key-values of each `Get` of the branch that ran, in order."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Lease:
-    id: int
-    ttl: int
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LeaseInfo:
-    id: int
-    ttl: int
-    """Seconds left; -1 when the lease no longer exists."""
-    granted_ttl: int
-    keys: tuple[str, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WatchEvent:
-    type: Literal["PUT", "DELETE"]
-    kv: KeyValue
-    prev_kv: KeyValue | None
-    revision: int
-
-
-# --- encoding ---------------------------------------------------------------------------
-
-
-def _b64(data: str | bytes) -> str:
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return base64.b64encode(raw).decode("ascii")
-
-
-def _unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
-
-
-def prefix_end(prefix: str) -> bytes:
-    """The `range_end` that makes a range cover every key starting with `prefix`."""
-    raw = bytearray(prefix.encode("utf-8"))
-    while raw:
-        if raw[-1] < 0xFF:
-            raw[-1] += 1
-            return bytes(raw)
-        raw.pop()
-    return b"\0"  # every key
-
-
-def _kv(raw: dict[str, Any]) -> KeyValue:
-    return KeyValue(
-        key=_unb64(raw.get("key")).decode("utf-8", errors="replace"),
-        value=_unb64(raw.get("value")),
-        create_revision=int(raw.get("create_revision", 0)),
-        mod_revision=int(raw.get("mod_revision", 0)),
-        version=int(raw.get("version", 0)),
-        lease=int(raw.get("lease", 0)),
-    )
-
-
-def _revision(body: dict[str, Any]) -> int:
-    return int(body.get("header", {}).get("revision", 0))
-
-
-def _range_body(key: str, *, prefix: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"key": _b64(key)}
-    if prefix:
-        body["range_end"] = _b64(prefix_end(key))
-    return body
-
-
-def _op_json(op: Op) -> dict[str, Any]:
-    if isinstance(op, Put):
-        put: dict[str, Any] = {"key": _b64(op.key), "value": _b64(op.value)}
-        if op.lease:
-            put["lease"] = str(op.lease)
-        return {"request_put": put}
-    if isinstance(op, Delete):
-        return {"request_delete_range": _range_body(op.key, prefix=op.prefix)}
-    return {"request_range": _range_body(op.key, prefix=op.prefix)}
 
 
 # --- the client ---------------------------------------------------------------------------
@@ -402,7 +266,7 @@ class EtcdClient:
         revision: int = 0,
         call_timeout: float | None = None,
     ) -> RangeResult:
-        body = _range_body(key, prefix=prefix)
+        body = values.range_body(key, prefix=prefix)
         if limit:
             body["limit"] = str(limit)
         if keys_only:
@@ -410,24 +274,26 @@ class EtcdClient:
         if revision:
             body["revision"] = str(revision)
         payload = await self._call("/v3/kv/range", body, call_timeout=call_timeout)
-        kvs = tuple(_kv(kv) for kv in payload.get("kvs", []))
-        return RangeResult(kvs=kvs, count=int(payload.get("count", 0)), revision=_revision(payload))
+        kvs = tuple(values.kv_from_json(kv) for kv in payload.get("kvs", []))
+        return RangeResult(
+            kvs=kvs, count=int(payload.get("count", 0)), revision=values.revision_of(payload)
+        )
 
     async def put(
         self, key: str, value: bytes, *, lease: int = 0, call_timeout: float | None = None
     ) -> int:
         """Write `key`; returns the new store revision."""
-        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        body: dict[str, Any] = {"key": values.b64(key), "value": values.b64(value)}
         if lease:
             body["lease"] = str(lease)
-        return _revision(await self._call("/v3/kv/put", body, call_timeout=call_timeout))
+        return values.revision_of(await self._call("/v3/kv/put", body, call_timeout=call_timeout))
 
     async def delete(
         self, key: str, *, prefix: bool = False, call_timeout: float | None = None
     ) -> int:
         """Delete `key` (or every key under it); returns how many were deleted."""
         payload = await self._call(
-            "/v3/kv/deleterange", _range_body(key, prefix=prefix), call_timeout=call_timeout
+            "/v3/kv/deleterange", values.range_body(key, prefix=prefix), call_timeout=call_timeout
         )
         return int(payload.get("deleted", 0))
 
@@ -441,18 +307,18 @@ class EtcdClient:
     ) -> TxnResult:
         body = {
             "compare": [c.to_json() for c in compare],
-            "success": [_op_json(op) for op in success],
-            "failure": [_op_json(op) for op in failure],
+            "success": [values.op_json(op) for op in success],
+            "failure": [values.op_json(op) for op in failure],
         }
         payload = await self._call("/v3/kv/txn", body, call_timeout=call_timeout)
         ranges = tuple(
-            tuple(_kv(kv) for kv in response["response_range"].get("kvs", []))
+            tuple(values.kv_from_json(kv) for kv in response["response_range"].get("kvs", []))
             for response in payload.get("responses", [])
             if "response_range" in response
         )
         return TxnResult(
             succeeded=bool(payload.get("succeeded", False)),
-            revision=_revision(payload),
+            revision=values.revision_of(payload),
             ranges=ranges,
         )
 
@@ -493,7 +359,7 @@ class EtcdClient:
             ttl=int(payload.get("TTL", -1)),
             granted_ttl=int(payload.get("grantedTTL", 0)),
             keys=tuple(
-                _unb64(k).decode("utf-8", errors="replace") for k in payload.get("keys", [])
+                values.unb64(k).decode("utf-8", errors="replace") for k in payload.get("keys", [])
             ),
         )
 
@@ -516,7 +382,7 @@ class EtcdClient:
         A broken stream raises `errors.CoordinationError`; callers resume from the last
         revision they saw plus one.  A compacted start raises `WatchCompacted`.
         """
-        request: dict[str, Any] = _range_body(key, prefix=prefix)
+        request: dict[str, Any] = values.range_body(key, prefix=prefix)
         if start_revision:
             request["start_revision"] = str(start_revision)
         if prev_kv:
@@ -550,12 +416,14 @@ class EtcdClient:
                     if result.get("canceled"):
                         reason = result.get("cancel_reason", "canceled")
                         raise errors.CoordinationError(f"etcd canceled the watch: {reason}")
-                    revision = _revision(result)
+                    revision = values.revision_of(result)
                     for event in result.get("events", []):
                         yield WatchEvent(
                             type="DELETE" if event.get("type") == "DELETE" else "PUT",
-                            kv=_kv(event.get("kv", {})),
-                            prev_kv=_kv(event["prev_kv"]) if event.get("prev_kv") else None,
+                            kv=values.kv_from_json(event.get("kv", {})),
+                            prev_kv=values.kv_from_json(event["prev_kv"])
+                            if event.get("prev_kv")
+                            else None,
                             revision=revision,
                         )
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
