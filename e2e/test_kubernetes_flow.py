@@ -434,13 +434,7 @@ def test_install_pool_inject_serve_and_release(
             assert (Path(local.env["NEBULA_DATABASE_URL_DIR"]) / "dc-a").read_text() == dsn
             processes.start(pool, local, {})
         for pool, port in ports.items():
-            wait_until(
-                f"the {pool} sidecar to be ready",
-                lambda port=port, pool=pool: (
-                    processes.alive(pool) and http_get(port, "/readyz")[0] == 200
-                ),
-                timeout=60,
-            )
+            wait_until(f"the {pool} sidecar to be ready", _ready(processes, pool, port), timeout=60)
 
         # 6. It claimed a worker ID; status counts it; the pod is annotated; IDs of both kinds.
         status, info = http_get(orders_port, "/v1/info")
@@ -515,6 +509,13 @@ def test_install_pool_inject_serve_and_release(
             plane.kubectl("delete", kind.lower(), name, "--wait=false", check=False)
         for ns in (app, system):
             plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _ready(processes: Processes, name: str, port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        return processes.alive(name) and http_get(port, "/readyz")[0] == 200
+
+    return check
 
 
 def _worker_of(info: Mapping[str, Any]) -> int:
