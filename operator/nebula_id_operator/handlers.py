@@ -38,7 +38,11 @@ def _spec(body: Any) -> dict[str, Any]:
 
 
 def _post_transition(body: Any, old: Any, new: dict[str, Any]) -> None:
-    """A Kubernetes Event when Ready flips or its reason changes."""
+    """A Kubernetes Event when Ready flips or its reason changes.
+
+    `kopf.event`, not `kopf.info`: the latter obeys `posting.level`, which is
+    raised to WARNING so kopf's own per-handler chatter stays out of Events.
+    """
     before: dict[str, Any] = next(
         (c for c in (old.get("conditions") or []) if c.get("type") == status.READY), {}
     )
@@ -46,9 +50,9 @@ def _post_transition(body: Any, old: Any, new: dict[str, Any]) -> None:
     if (before.get("status"), before.get("reason")) == (after["status"], after["reason"]):
         return
     if after["status"] == "True":
-        kopf.info(body, reason="Ready", message=after["message"])
+        kopf.event(body, type="Normal", reason="Ready", message=after["message"])
     else:
-        kopf.warn(body, reason=after["reason"], message=after["message"][:1000])
+        kopf.event(body, type="Warning", reason=after["reason"], message=after["message"][:1000])
 
 
 async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reconcile.Outcome:
@@ -69,7 +73,7 @@ async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reco
     patch.status.update(new_status)
     _post_transition(body, previous, new_status)
     if outcome.changed and outcome.config is not None:
-        kopf.info(body, reason="ConfigWritten", message=outcome.etcd.message)
+        kopf.event(body, type="Normal", reason="ConfigWritten", message=outcome.etcd.message)
     error = outcome.error
     ctx.metrics.observe(kind, started, error=type(error).__name__ if error else None)
     return outcome
@@ -197,7 +201,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
             ctx.metrics.observe("delete", started, error=type(e).__name__)
             raise failures.to_kopf(e, retry=retry) from e
         for reason in skipped:
-            kopf.warn(body, reason="DataKept", message=f"could not drop: {reason}")
+            kopf.event(body, type="Warning", reason="DataKept", message=f"could not drop: {reason}")
         with contextlib.suppress(KeyError):
             ctx.metrics.workers_active.remove(f"{meta['namespace']}/{meta['name']}")
         log.info(
