@@ -482,3 +482,29 @@ async def test_one_million_ids_from_eight_sidecars_killed_and_restarted_at_rando
     assert len(received) >= target
     assert duplicates == 0
     assert sum(kills.values()) >= 15
+
+
+async def test_a_sidecar_authenticates_to_etcd_with_user_and_password(
+    etcd_factory: EtcdFactory, tmp_path: Path, stop_all: list[Pool], session: aiohttp.ClientSession
+) -> None:
+    server = etcd_factory()
+    pool = await make_pool(server.endpoint, tmp_path, stop_all)
+    for path, body in [
+        ("/v3/auth/user/add", {"name": "root", "password": "s3cret"}),
+        ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+        ("/v3/auth/enable", {}),
+    ]:
+        async with session.post(server.endpoint + path, json=body) as response:
+            assert response.status == 200, await response.text()
+
+    anonymous = pool.sidecar("anonymous").start()
+    assert await asyncio.to_thread(anonymous.proc.wait, 30) != 0  # type: ignore[union-attr]
+    assert "etcd refused" in anonymous.log_tail()
+
+    sidecar = pool.sidecar(
+        "authenticated",
+        extra_env={"NEBULA_ETCD_USERNAME": "root", "NEBULA_ETCD_PASSWORD": "s3cret"},
+    ).start()
+    await wait_ready(session, sidecar, within=30)
+    assert await worker_of(session, sidecar) == 0
+    assert len(set(await snowflakes(session, sidecar, 100))) == 100
