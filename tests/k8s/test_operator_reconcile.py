@@ -14,7 +14,7 @@ import base64
 import json
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -345,3 +345,50 @@ def test_probes_and_metrics(operator: helpers.Operator) -> None:
     assert operator.probe("/healthz")[0] == 200
     assert operator.metric("nebula_operator_leader") == 1.0
     assert operator.metric("nebula_operator_reconciles_total", kind="spec") >= 1
+
+
+def test_unreachable_database_retries_shows_in_conditions_and_heals(
+    control_plane: ControlPlane,
+    operator: helpers.Operator,
+    etcd_endpoint: str,
+    postgres: PostgresCluster,
+    postgres_factory: Callable[[], PostgresCluster],
+) -> None:
+    flaky = postgres_factory()
+    create_secret(control_plane, "steady-db", postgres.dsn())
+    create_secret(control_plane, "flaky-db", flaky.dsn())
+    flaky.stop()
+    apply_pool(
+        control_plane,
+        "flaky",
+        """\
+        datacenters:
+          - {name: dc-a, databaseSecretRef: {name: steady-db}}
+          - {name: dc-b, databaseSecretRef: {name: flaky-db}}
+        segment: {tags: [{name: parcels}]}
+        """,
+    )
+    pool = wait_condition(control_plane, operator, "flaky", "DatabaseProvisioned", "False")
+    provisioned = helpers.condition(pool, "DatabaseProvisioned")
+    assert provisioned["reason"] == "DatabaseUnavailable"
+    assert provisioned["message"].startswith("dc-b: cannot provision segments")
+    assert pool["status"]["phase"] == "Pending"  # transient: kopf retries with backoff
+    assert segment_rows(postgres, "nebula", f"{NAMESPACE}/flaky") == ["parcels:dc-a"]
+
+    pool = wait_condition(control_plane, operator, "flaky", "DatacentersHealthy", "False")
+    assert pool["status"]["datacentersHealthy"] == "1/2"
+    sick = next(dc for dc in pool["status"]["datacenters"] if dc["name"] == "dc-b")
+    assert sick["healthy"] is False
+    health = json.loads(etcd_values(etcd_endpoint, keys("flaky").health)[keys("flaky").health])
+    assert health["datacenters"]["dc-b"]["healthy"] is False
+    assert health["datacenters"]["dc-a"]["healthy"] is True
+    errors_seen = operator.metric(
+        "nebula_operator_reconcile_errors_total", kind="spec", reason="StorageError"
+    )
+    assert errors_seen >= 1
+
+    flaky.start()
+    pool = wait_condition(control_plane, operator, "flaky", "Ready", "True", timeout=40)
+    assert segment_rows(flaky, "nebula", f"{NAMESPACE}/flaky") == ["parcels:dc-b"]
+    pool = wait_condition(control_plane, operator, "flaky", "DatacentersHealthy", "True")
+    assert pool["status"]["datacentersHealthy"] == "2/2"
