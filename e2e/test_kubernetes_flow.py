@@ -88,10 +88,18 @@ def etcd_post(endpoint: str, path: str, body: Mapping[str, Any], token: str | No
         return json.loads(response.read())
 
 
+def etcd_token(endpoint: str) -> str:
+    auth = {"name": "root", "password": ETCD_PASSWORD}
+    return str(etcd_post(endpoint, "/v3/auth/authenticate", auth)["token"])
+
+
+def etcd_leases(endpoint: str) -> set[int]:
+    got = etcd_post(endpoint, "/v3/lease/leases", {}, token=etcd_token(endpoint))
+    return {int(lease["ID"]) for lease in got.get("leases", [])}
+
+
 def etcd_keys(endpoint: str, prefix: str) -> list[str]:
-    token = etcd_post(
-        endpoint, "/v3/auth/authenticate", {"name": "root", "password": ETCD_PASSWORD}
-    )
+    token = {"token": etcd_token(endpoint)}
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     got = etcd_post(
         endpoint,
@@ -440,6 +448,8 @@ def test_install_pool_inject_serve_and_release(
         status, info = http_get(orders_port, "/v1/info")
         assert status == 200, info
         worker = _worker_of(info)
+        lease = int(info["snowflake"]["lease"]["id"], 16)
+        assert lease in etcd_leases(etcd)
         orders_pod = created["orders"]["metadata"]["name"]
         wait_until(
             "status.workers.active == 1",
@@ -483,6 +493,8 @@ def test_install_pool_inject_serve_and_release(
         # 7. Delete the pod, stop its process: the lease and the status are released.
         plane.kubectl("delete", "pod", orders_pod, "-n", app, "--wait=false")
         assert processes.stop("orders") == 0, processes.log("orders")
+        # Revoked on the way out, not left to expire (the TTL is 3 s; this is at once).
+        assert lease not in etcd_leases(etcd)
         wait_until(
             "the claim to leave etcd",
             lambda: (
