@@ -15,6 +15,8 @@ from nebula_id import errors
 from nebula_id.clock import FakeClock
 from nebula_id.core import layout as layouts
 from nebula_id.http import errors as http_errors
+from nebula_id.http import keys
+from nebula_id.http import stats as stats_mod
 from nebula_id.standalone import mark as marks
 from tests.api.conftest import MakeClient
 
@@ -249,3 +251,31 @@ async def test_error_middleware_maps_every_error(
     crashed = await client.get("/crash")
     assert crashed.status == 500
     assert "secret detail" not in json.dumps(await crashed.json())
+
+
+async def test_guarded_handlers_map_errors_without_any_middleware(aiohttp_client: Any) -> None:
+    async def unavailable(request: web.Request) -> web.Response:
+        raise errors.LeaseLost("gone", retry_after=0.5)
+
+    async def crash(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail")
+
+    app = web.Application()
+    app[keys.STATS] = stats_mod.RequestStats()
+    app.router.add_get("/unavailable", http_errors.guarded(unavailable))
+    app.router.add_get("/crash", http_errors.guarded(crash))
+    client: TestClient[Any, Any] = await aiohttp_client(app)
+    response = await client.get("/unavailable")
+    await error_of(response, 503, "unavailable", "lease_lost")
+    assert response.headers["Retry-After"] == "1"
+    crashed = await client.get("/crash")
+    assert crashed.status == 500
+    assert "secret detail" not in await crashed.text()
+    assert app[keys.STATS].errors[(503, "unavailable", "lease_lost")] == 1
+
+
+async def test_404_and_405_keep_the_json_shape_behind_middlewares(make_client: MakeClient) -> None:
+    client = await make_client(auth_api_keys="k", audit_log="-")
+    headers = {"X-API-Key": "k"}
+    await error_of(await client.get("/v2/ids", headers=headers), 404, "not_found")
+    await error_of(await client.delete("/v1/ids", headers=headers), 405, "method_not_allowed")

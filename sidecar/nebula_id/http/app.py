@@ -41,28 +41,33 @@ def build_app(
     collector = metrics.StatsCollector(stats)
     registry.register(collector)
 
-    middlewares: list[Middleware] = []
-    audit_logger = None
-    if settings.audit_log:
-        audit_logger = guards.open_audit_log(settings.audit_log)
-        middlewares.append(guards.audit_middleware(audit_logger))
-    middlewares.append(http_errors.error_middleware)
+    guard_middlewares: list[Middleware] = []
     api_keys = guards.load_api_keys(settings)
     if api_keys:
-        middlewares.append(guards.auth_middleware(api_keys))
+        guard_middlewares.append(guards.auth_middleware(api_keys))
     if settings.rate_limit_rps is not None:
         burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
-        middlewares.append(
+        guard_middlewares.append(
             guards.rate_limit_middleware(rate=settings.rate_limit_rps, burst=burst, clock=clock)
         )
+    audit_logger = guards.open_audit_log(settings.audit_log) if settings.audit_log else None
+    # No middleware at all unless one is configured: handlers are guarded instead.
+    middlewares: list[Middleware] = []
+    if guard_middlewares or audit_logger is not None:
+        if audit_logger is not None:
+            middlewares.append(guards.audit_middleware(audit_logger))
+        middlewares += [http_errors.error_middleware, *guard_middlewares]
 
     app = web.Application(middlewares=middlewares)
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock
     app[keys.REGISTRY] = registry
     app[keys.STATS] = stats
-    routes.add_routes(app.router)
-    app.router.add_get("/metrics", metrics.metrics_handler(registry))
+    routes.add_routes(
+        app.router,
+        guard=not middlewares,
+        extra=(("/metrics", metrics.metrics_handler(registry)),),
+    )
 
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))

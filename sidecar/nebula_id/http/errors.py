@@ -5,6 +5,14 @@ Every answer that is not an ID has the shape
 types carry their code and status; 429 and 503 add ``Retry-After``.  aiohttp's
 own 404/405 get the same shape, and anything unexpected becomes a logged 500
 that never leaks a traceback.
+
+`error_response` is the mapping; two thin doors lead to it.  `error_middleware`
+is installed when other middlewares (auth, rate limit, audit) are, since they
+raise outside any handler.  Without them the sidecar runs with no middleware at
+all, because an aiohttp middleware costs about as much CPU per request as
+issuing the ID and formatting the answer together: then `guarded` wraps each
+handler, and `not_found` / `method_not_allowed` routes answer what the router
+would otherwise answer in plain text.
 """
 
 from __future__ import annotations
@@ -96,7 +104,48 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = e.reason if e.status != 404 else f"no route for {request.path}"
         return json_error(e.status, code, code, message, stats=request.app.get(keys.STATS))
     except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        return json_error(
-            500, "internal", "internal", "internal error", stats=request.app.get(keys.STATS)
-        )
+        return _unexpected(request)
+
+
+def _unexpected(request: web.Request) -> web.Response:
+    log.exception("unexpected error serving %s %s", request.method, request.path)
+    return json_error(
+        500, "internal", "internal", "internal error", stats=request.app.get(keys.STATS)
+    )
+
+
+def guarded(handler: Handler) -> Handler:
+    """`handler` with our errors mapped, for an app without middlewares."""
+
+    async def guarded_handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except errors.NebulaIdError as e:
+            return error_response(e, request.app.get(keys.STATS))
+        except web.HTTPException:
+            raise
+        except Exception:
+            return _unexpected(request)
+
+    guarded_handler.__name__ = getattr(handler, "__name__", "handler")
+    return guarded_handler
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """The last route: any path the API does not have."""
+    return json_error(
+        404, "not_found", "not_found", f"no route for {request.path}", stats=request.app[keys.STATS]
+    )
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    """Any method but GET on a path the API has."""
+    response = json_error(
+        405,
+        "method_not_allowed",
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.path}; use GET",
+        stats=request.app[keys.STATS],
+    )
+    response.headers["Allow"] = "GET, HEAD"
+    return response

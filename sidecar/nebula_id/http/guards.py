@@ -102,9 +102,10 @@ def rate_limit_middleware(*, rate: float, burst: int, clock: Clock) -> Middlewar
 
 def open_audit_log(target: str) -> logging.Logger:
     """A logger writing one JSON line per request to `target` (a path, or - for stderr)."""
-    logger = logging.getLogger(AUDIT_LOGGER)
+    # A private logger (not in logging's registry): two apps in one process
+    # (tests) must not write into each other's audit logs.
+    logger = logging.Logger(AUDIT_LOGGER, logging.INFO)
     logger.propagate = False
-    logger.setLevel(logging.INFO)
     handler: logging.Handler
     if target == "-":
         handler = logging.StreamHandler(sys.stderr)

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from nebula_id import __version__, errors
 from nebula_id.core import layout as layouts
 from nebula_id.core import uuids
+from nebula_id.http import errors as http_errors
 from nebula_id.http import keys
 
 ALGORITHM_NAMES = ("snowflake", "segment", "uuid7", "uuid4")
@@ -231,15 +233,33 @@ async def readyz(request: web.Request) -> web.Response:
     return response
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/v1/ids", default)
-    router.add_get("/v1/ids/snowflake", snowflake)
-    router.add_get("/v1/ids/uuid7", uuid7)
-    router.add_get("/v1/ids/uuid4", uuid4)
-    router.add_get("/v1/ids/segment", segment_default)
-    router.add_get("/v1/ids/segment/{tag}", segment)
-    router.add_get("/v1/ids/snowflake/{id}/parse", parse)
-    router.add_get("/v1/ids/{algorithm}", unknown_algorithm)
-    router.add_get("/v1/info", info)
-    router.add_get("/healthz", healthz)
-    router.add_get("/readyz", readyz)
+ROUTES: tuple[tuple[str, Handler], ...] = (
+    ("/v1/ids", default),
+    ("/v1/ids/snowflake", snowflake),
+    ("/v1/ids/uuid7", uuid7),
+    ("/v1/ids/uuid4", uuid4),
+    ("/v1/ids/segment", segment_default),
+    ("/v1/ids/segment/{tag}", segment),
+    ("/v1/ids/snowflake/{id}/parse", parse),
+    ("/v1/ids/{algorithm}", unknown_algorithm),
+    ("/v1/info", info),
+    ("/healthz", healthz),
+    ("/readyz", readyz),
+)
+
+
+def add_routes(
+    router: web.UrlDispatcher,
+    *,
+    guard: bool,
+    extra: tuple[tuple[str, Handler], ...] = (),
+) -> None:
+    """The API's GET routes, JSON 405s for other methods and a JSON 404 for the rest.
+
+    `guard` wraps each handler with the error mapping, for an app that has no
+    error middleware.
+    """
+    for path, handler in (*ROUTES, *extra):
+        router.add_get(path, http_errors.guarded(handler) if guard else handler)
+        router.add_route("*", path, http_errors.method_not_allowed)
+    router.add_route("*", "/{tail:.*}", http_errors.not_found)
