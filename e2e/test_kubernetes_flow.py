@@ -352,7 +352,7 @@ def test_install_pool_inject_serve_and_release(
                 "NEBULA_OPERATOR_PROBE_HOST": "127.0.0.1",
             },
         )
-        assert operator.argv[1:] == ["operator"]
+        assert operator.argv[1:] == ["operator", "--log-level", "info"]
         assert operator.env["NEBULA_ETCD_USERNAME"] == "root"
         sa_config = service_account_kubeconfig(
             plane, kubeconfig, pod_spec["serviceAccountName"], system, tmp_path / "sa.kubeconfig"

@@ -76,7 +76,7 @@ def test_the_chart_renders_every_part(helm_bin: str) -> None:
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     assert deployment["spec"]["replicas"] == 2
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["nebula-id", "operator"]
+    assert container["command"] == ["nebula-id", "operator", "--log-level", "info"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["NEBULA_OPERATOR_NAMESPACES"] == "shop,billing"
     assert env["NEBULA_SIDECAR_ETCD_TLS_SECRET"] == "etcd-sidecar-tls"
