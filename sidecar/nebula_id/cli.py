@@ -81,22 +81,28 @@ def run_serve(args: argparse.Namespace) -> int:
     scheme = "https" if context else "http"
     mode = "cluster" if settings.cluster_mode else f"standalone, data dir {settings.data_dir}"
     log.info(
-        "nebula-id %s serving on %s://%s:%d (%s)",
+        "nebula-id %s starting on %s://%s:%d (%s)",
         __version__,
         scheme,
         settings.host,
         settings.port,
         mode,
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ssl_context=context,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5.0,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            ssl_context=context,
+            access_log=None,
+            print=None,
+            shutdown_timeout=5.0,
+        )
+    except OSError as e:
+        # Binding is the only OS call run_app makes itself; adapters map their own.
+        raise errors.ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
+        ) from e
     return 0
 
 

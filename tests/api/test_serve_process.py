@@ -267,3 +267,22 @@ def test_parse_and_version_commands() -> None:
     assert "not a decimal Snowflake ID" in bad.stderr
     version = subprocess.run([NEBULA_ID, "version"], capture_output=True, text=True, timeout=30)
     assert version.stdout.strip() == "nebula-id 0.1.0"
+
+
+def test_port_in_use_fails_with_a_clear_message(tmp_path: pathlib.Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [NEBULA_ID, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")},
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
