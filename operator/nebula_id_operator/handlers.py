@@ -9,9 +9,11 @@ gathers facts, asks `status` for the patch, and maps an error through
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import kopf
@@ -77,6 +79,22 @@ async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reco
     error = outcome.error
     ctx.metrics.observe(kind, started, error=type(error).__name__ if error else None)
     return outcome
+
+
+async def _until_stopped_or(stopped: Any, waiting: Coroutine[Any, Any, Any]) -> None:
+    """Await `waiting`, but return at once when kopf stops the daemon (e.g. on deletion)."""
+
+    async def until_stopped() -> None:
+        await stopped.wait()
+
+    tasks = {asyncio.ensure_future(waiting), asyncio.ensure_future(until_stopped())}
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()  # re-raise a failed watch
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def build_registry(settings: operator_settings.OperatorSettings) -> kopf.OperatorRegistry:
@@ -160,31 +178,44 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         )
         ctx.metrics.observe("health", started)
 
-    @kopf.timer(
-        *resource, interval=settings.workers_interval_seconds, initial_delay=1.0, registry=registry
-    )
-    async def track_workers(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+    @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)
+    async def track_workers(memo: Any, body: Any, stopped: Any, **_: Any) -> None:
+        """Fold the claims into status and pod annotations at once when etcd says so.
+
+        A daemon, not a timer: it watches the claims prefix and wakes on a change,
+        re-reading every `workers_interval_seconds` x 10 anyway.  kopf does not apply
+        a daemon's patch, so the status goes through `KubeApi.patch_pool_status`.
+        """
         ctx = _ctx(memo)
-        started = time.monotonic()
         meta = body["metadata"]
         keys = ctx.settings.keys(meta["namespace"], meta["name"])
-        applied: dict[workers.PodRef, str] = memo.setdefault("worker_annotations", {})
-        try:
-            stored = await etcd_pools.get(ctx.etcd, keys)
-            if stored is None:
-                return
-            view = await workers.sync(ctx.etcd, ctx.kube, keys, stored.config, applied)
-        except errors.NebulaIdError as e:
-            ctx.metrics.observe("workers", started, error=type(e).__name__)
-            log.warning("worker claims of %s unreadable: %s", keys.root, e.message)
-            return
-        memo["worker_annotations"] = view.annotations
-        ctx.metrics.workers_active.labels(f"{keys.namespace}/{keys.name}").set(view.active)
-        wanted = status.workers_status(view.active, status.worker_capacity(stored.config))
-        old = dict(body.get("status") or {})
-        if dict(old.get("workers") or {}) != wanted:
-            patch.status["workers"] = wanted
-        ctx.metrics.observe("workers", started)
+        gauge = ctx.metrics.workers_active.labels(f"{keys.namespace}/{keys.name}")
+        applied: dict[workers.PodRef, str] = {}
+        interval = ctx.settings.workers_interval_seconds
+        while not stopped:
+            started = time.monotonic()
+            try:
+                stored = await etcd_pools.get(ctx.etcd, keys)
+                if stored is None:
+                    await stopped.wait(interval)
+                    continue
+                view = await workers.sync(ctx.etcd, ctx.kube, keys, stored.config, applied)
+                applied = view.annotations
+                gauge.set(view.active)
+                wanted = status.workers_status(view.active, status.worker_capacity(stored.config))
+                if dict((body.get("status") or {}).get("workers") or {}) != wanted:
+                    await ctx.kube.patch_pool_status(keys.namespace, keys.name, {"workers": wanted})
+                ctx.metrics.observe("workers", started)
+                await _until_stopped_or(
+                    stopped,
+                    workers.wait_for_change(
+                        ctx.etcd, keys, after_revision=view.revision, timeout_s=interval * 10
+                    ),
+                )
+            except errors.NebulaIdError as e:
+                ctx.metrics.observe("workers", started, error=type(e).__name__)
+                log.warning("worker claims of %s: %s", keys.root, e.message)
+                await stopped.wait(interval)
 
     @kopf.on.delete(*resource, registry=registry)
     async def delete_pool(memo: Any, body: Any, retry: int, **_: Any) -> None:

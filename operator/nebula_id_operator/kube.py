@@ -172,3 +172,22 @@ class KubeApi:
         if status != 200:
             raise KubeUnavailable(f"annotating pod {namespace}/{name}: HTTP {status} {body}")
         return True
+
+    async def patch_pool_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        """Merge-patch a NebulaIdPool's status subresource; False if the pool is gone.
+
+        For the workers daemon, which runs outside kopf's one-shot patching.
+        """
+        path = (
+            f"/apis/nebula-id.io/v1alpha1/namespaces/{quote(namespace)}"
+            f"/nebulaidpools/{quote(name)}/status"
+        )
+        code, body = await self._request(
+            "PATCH", path, json={"status": dict(status)},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+        if code == 404:
+            return False
+        if code != 200:
+            raise KubeUnavailable(f"patching status of pool {namespace}/{name}: HTTP {code} {body}")
+        return True

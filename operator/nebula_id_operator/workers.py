@@ -13,6 +13,7 @@ the claim goes away while the pod lives on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -123,14 +124,34 @@ def stale(claims: Sequence[Claim], live_leases: set[int]) -> list[Claim]:
 # --- I/O ------------------------------------------------------------------------------
 
 
-async def read_claims(client: etcd.EtcdClient, keys: pool_keys.PoolKeys) -> list[Claim]:
+async def read_claims(client: etcd.EtcdClient, keys: pool_keys.PoolKeys) -> tuple[list[Claim], int]:
+    """The claims, and the store revision the read saw (to watch from)."""
     result = await client.range(keys.workers_prefix, prefix=True)
     claims = []
     for kv in result.kvs:
         claim = parse_claim(keys, kv.key, kv.value, lease=kv.lease, mod_revision=kv.mod_revision)
         if claim is not None:
             claims.append(claim)
-    return claims
+    return claims, result.revision
+
+
+async def wait_for_change(
+    client: etcd.EtcdClient, keys: pool_keys.PoolKeys, *, after_revision: int, timeout_s: float
+) -> bool:
+    """Block until a claim changes after `after_revision` (True) or `timeout_s` passes (False).
+
+    A watch, so a claim shows in status within moments; the timeout makes the
+    caller re-read now and then anyway (a missed event costs one interval at most).
+    """
+    events = client.watch(keys.workers_prefix, prefix=True, start_revision=after_revision + 1)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await anext(events)
+    except (TimeoutError, StopAsyncIteration):
+        return False
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return True
 
 
 async def reclaim_stale(client: etcd.EtcdClient, claims: Sequence[Claim]) -> list[Claim]:
@@ -172,6 +193,8 @@ class WorkersView:
     active: int
     by_datacenter: dict[str, int]
     annotations: dict[PodRef, str]
+    revision: int
+    """The etcd revision the claims were read at."""
 
 
 async def sync(
@@ -182,7 +205,8 @@ async def sync(
     applied: Mapping[PodRef, str],
 ) -> WorkersView:
     """One pass: reclaim stale claims, count the rest, bring pod annotations up to date."""
-    claims = await reclaim_stale(client, await read_claims(client, keys))
+    found, revision = await read_claims(client, keys)
+    claims = await reclaim_stale(client, found)
     by_dc = count_active(config, claims)
     wanted = desired_annotations(config, claims, pool_namespace=keys.namespace)
     done = await apply_annotations(api, annotation_changes(applied, wanted))
@@ -192,4 +216,9 @@ async def sync(
             now_applied.pop(ref, None)
         else:
             now_applied[ref] = value
-    return WorkersView(active=sum(by_dc.values()), by_datacenter=by_dc, annotations=now_applied)
+    return WorkersView(
+        active=sum(by_dc.values()),
+        by_datacenter=by_dc,
+        annotations=now_applied,
+        revision=revision,
+    )
