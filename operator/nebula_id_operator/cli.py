@@ -38,6 +38,9 @@ def run(args: argparse.Namespace) -> int:
         level=getattr(logging, str(args.log_level).upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.log_level != "debug":
+        # kopf logs every timer run at INFO; our own modules say what matters.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     try:
         settings = operator_settings.load(args)
     except errors.ConfigError as e:

@@ -205,8 +205,12 @@ def reconcile_status(
         patch["datacenters"] = datacenters_status(config, health)
         patch["datacentersHealthy"] = datacenters_summary(config, health)
         patch["retiredDatacenterIds"] = list(config.retired_datacenter_ids)
-        active = int((previous.get("workers") or {}).get("active", 0))
-        patch["workers"] = workers_status(active, worker_capacity(config))
+        # status.workers belongs to the workers daemon; touch it only when the
+        # capacity changes, so a reconcile never writes back a stale count.
+        old_workers = previous.get("workers") or {}
+        if old_workers.get("capacity") != worker_capacity(config):
+            active = int(old_workers.get("active", 0))
+            patch["workers"] = workers_status(active, worker_capacity(config))
     if config_revision is not None:
         patch["configRevision"] = config_revision
     return patch

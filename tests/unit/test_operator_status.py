@@ -58,6 +58,19 @@ def test_reconcile_status_reports_ids_capacity_and_conditions() -> None:
     assert patch["retiredDatacenterIds"] == []
 
 
+def test_reconcile_leaves_the_worker_count_to_the_daemon() -> None:
+    counted = {"workers": {"active": 3, "capacity": 64, "summary": "3/64"}}
+    same = status.reconcile_status(
+        config=config(), etcd=OK, database=NOT_NEEDED, generation=2, now=NOW, previous=counted
+    )
+    assert "workers" not in same
+    grown = config(datacenters=[{"name": "dc-a"}, {"name": "dc-b", "id": 4}, {"name": "dc-c"}])
+    more = status.reconcile_status(
+        config=grown, etcd=OK, database=NOT_NEEDED, generation=3, now=NOW, previous=counted
+    )
+    assert more["workers"] == {"active": 3, "capacity": 96, "summary": "3/96"}
+
+
 def test_transition_time_moves_only_when_status_flips() -> None:
     first = status.reconcile_status(
         config=config(), etcd=OK, database=NOT_NEEDED, generation=1, now=NOW, previous={}
