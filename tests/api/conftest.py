@@ -34,6 +34,12 @@ def make_client(
         flags.setdefault("data_dir", str(tmp_path / "data"))
         settings = settings_mod.load(flags, {})
         app = build_app(settings, clock=clock or SystemClock(), registry=CollectorRegistry())
-        return await aiohttp_client(app)
+        try:
+            return await aiohttp_client(app)
+        except BaseException:
+            # aiohttp leaves the contexts that did start open when a later one
+            # fails; close them (the data-dir lock among them) like a dying process.
+            await app.cleanup()
+            raise
 
     return make

@@ -62,3 +62,17 @@ async def test_mark_on_disk_stays_ahead_of_every_issued_id(
     stored = marks.MarkFile(tmp_path / "data").read()
     assert stored is not None
     assert layouts.SnowflakeLayout().parse(ids[-1]).timestamp_ms <= stored
+
+
+async def test_changing_the_layout_of_a_used_data_dir_refuses(
+    make_client: MakeClient, tmp_path: pathlib.Path
+) -> None:
+    client = await make_client()
+    assert (await client.get("/v1/ids")).status == 200
+    await client.close()
+    with pytest.raises(errors.ConfigError, match="could repeat IDs"):
+        await make_client(snowflake_epoch="2025-01-01T00:00:00Z")
+    with pytest.raises(errors.ConfigError, match="could repeat IDs"):
+        await make_client(snowflake_worker_bits="6", snowflake_sequence_bits="11")
+    again = await make_client()  # the original layout still starts
+    assert (await again.get("/v1/ids")).status == 200

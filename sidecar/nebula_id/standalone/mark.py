@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+from typing import Any
 
 from nebula_id import errors
 
@@ -25,6 +26,11 @@ class MarkFile:
 
     def read(self) -> int | None:
         """The stored mark, None when there is none; a damaged file refuses to start."""
+        stored = self.read_all()
+        return None if stored is None else int(stored["markMs"])
+
+    def read_all(self) -> dict[str, Any] | None:
+        """The whole record (the mark and what was written with it), validated."""
         try:
             text = self.path.read_text()
         except FileNotFoundError:
@@ -32,7 +38,8 @@ class MarkFile:
         except OSError as e:
             raise errors.StorageError(f"cannot read {self.path}: {e.strerror}") from e
         try:
-            value = json.loads(text)["markMs"]
+            record = json.loads(text)
+            value = record["markMs"]
         except (ValueError, KeyError, TypeError) as e:
             raise errors.ConfigError(
                 f"{self.path} is damaged, so it is unknown which Snowflake timestamps were "
@@ -40,7 +47,7 @@ class MarkFile:
             ) from e
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise errors.ConfigError(f"{self.path} holds an invalid mark {value!r}")
-        return value
+        return dict(record)
 
     def write(self, mark_ms: int, **details: object) -> None:
         """Persist `mark_ms` durably; returns only once it is on disk."""

@@ -86,7 +86,9 @@ class StandaloneSnowflake:
 
     async def start(self) -> None:
         """Wait past the stored mark, persist a new one, start the refresher."""
-        previous = self._mark_file.read()
+        stored = self._mark_file.read_all()
+        previous = None if stored is None else int(stored["markMs"])
+        self._check_layout(stored)
         self._previous_mark = previous
         if previous is not None:
             self._generator.wait_past(previous)
@@ -134,10 +136,36 @@ class StandaloneSnowflake:
     # --- internals -------------------------------------------------------------------
 
     def _details(self) -> dict[str, object]:
-        return {"datacenter": self._generator.datacenter, "worker": self._generator.worker}
+        return {
+            "datacenter": self._generator.datacenter,
+            "worker": self._generator.worker,
+            "layout": self._generator.layout.to_json(),
+        }
+
+    def _check_layout(self, stored: Mapping[str, Any] | None) -> None:
+        """Refuse a data dir whose IDs were made with another layout or epoch.
+
+        The same timestamp maps to a different ID under another epoch, so a new
+        layout could re-issue values the old one issued; and the datacenter bits
+        place the segment counters.
+        """
+        if stored is None or "layout" not in stored:
+            return
+        current = self._generator.layout.to_json()
+        if stored["layout"] != current:
+            raise errors.ConfigError(
+                f"the data dir was used with Snowflake layout {stored['layout']}, now "
+                f"{current}; changing the layout or epoch could repeat IDs, so use a new "
+                "--data-dir for the new layout"
+            )
 
     async def _persist(self, mark_ms: int) -> None:
-        """Write the mark to disk, then let the generator use it (never the other way)."""
+        """Write the mark to disk, then let the generator use it (never the other way).
+
+        The stored mark never goes down while serving: after a clock rollback
+        `now + horizon` can be below timestamps already issued.
+        """
+        mark_ms = max(mark_ms, self._mark_ms)
         await asyncio.to_thread(self._mark_file.write, mark_ms, **self._details())
         self._generator.allow_until(mark_ms)
         self._mark_ms = max(self._mark_ms, mark_ms)
