@@ -1,0 +1,197 @@
+"""Serving the webhook over HTTPS with a certificate the operator keeps.
+
+`certs` decides (purely) whether the stored material is still good; this module
+stores it: every replica reads one Secret, the first to find it missing or
+expiring writes a new one (a conflict means another replica won, and its
+material is adopted), each writes it to a file that kopf's server re-reads,
+and the `MutatingWebhookConfiguration` that Helm installed gets the matching
+`caBundle`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import functools
+import logging
+import os
+import pathlib
+import tempfile
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import kopf
+
+from nebula_id import errors
+from nebula_id_operator import certs
+from nebula_id_operator.webhook_api import KubeApi
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """How the operator serves the webhook and keeps its certificate."""
+
+    enabled: bool = True
+    listen_address: str = "0.0.0.0"
+    port: int = 9443
+    namespace: str = "nebula-id"
+    """The operator's namespace: where the certificate Secret and the Service live."""
+    service_name: str = "nebula-id-webhook"
+    secret_name: str = "nebula-id-webhook-tls"
+    configuration_name: str | None = "nebula-id"
+    """The MutatingWebhookConfiguration whose caBundle the operator keeps current."""
+    url: str | None = None
+    """For an operator outside the cluster: the URL the API server calls instead of the Service."""
+    cert_dir: str | None = None
+    """Where the serving certificate is written for the server; a private temp dir if None."""
+    check_interval_seconds: float = 3600.0
+    """How often the certificate is checked for renewal (and other replicas' renewals picked up)."""
+
+    @property
+    def hosts(self) -> list[str]:
+        """The names the serving certificate must cover."""
+        svc, ns = self.service_name, self.namespace
+        names = [f"{svc}.{ns}.svc", svc, f"{svc}.{ns}", f"{svc}.{ns}.svc.cluster.local"]
+        if self.url:
+            host = urllib.parse.urlsplit(self.url).hostname
+            if host and host not in names:
+                names.insert(0, host)
+        return names
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
+        """`NEBULA_WEBHOOK_*` variables (the Helm chart sets them).
+
+        Whether to serve, and on which address and port, are the operator's own
+        settings (`NEBULA_OPERATOR_WEBHOOK_*`); `configure` takes them from there.
+        """
+        env = os.environ if env is None else env
+        get = functools.partial(env_value, env, "NEBULA_WEBHOOK_")
+        d = cls()
+        return cls(
+            namespace=get("NAMESPACE") or env_value(env, "NEBULA_", "POD_NAMESPACE") or d.namespace,
+            service_name=get("SERVICE_NAME") or d.service_name,
+            secret_name=get("SECRET_NAME") or d.secret_name,
+            configuration_name=get("CONFIGURATION_NAME") or d.configuration_name,
+            url=get("URL"),
+            cert_dir=get("CERT_DIR"),
+            check_interval_seconds=float(
+                env_int(
+                    get("CHECK_INTERVAL_SECONDS"),
+                    default=3600,
+                    name="NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS",
+                )
+            ),
+        )
+
+
+def env_value(env: Mapping[str, str], prefix: str, name: str) -> str | None:
+    """`env[prefix + name]`, stripped; None when unset or blank."""
+    value = env.get(prefix + name, "").strip()
+    return value or None
+
+
+def env_int(value: str | None, *, default: int, name: str) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as e:
+        raise errors.ConfigError(f"{name} must be an integer, got {value!r}") from e
+
+
+class CertKeeper:
+    """Keeps the shared certificate Secret, the local PEM file and the caBundle in step."""
+
+    def __init__(
+        self,
+        settings: WebhookSettings,
+        api: KubeApi,
+        *,
+        now: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self._now = now or functools.partial(datetime.datetime.now, datetime.UTC)
+        directory = settings.cert_dir or tempfile.mkdtemp(prefix="nebula-id-webhook-")
+        self.pem_path = pathlib.Path(directory, "tls.pem")
+
+    async def sync(self) -> certs.WebhookCerts:
+        """Read or renew the Secret, then write the PEM file and the caBundle."""
+        s = self.settings
+        for _ in range(5):
+            stored = await self.api.read_secret(s.namespace, s.secret_name)
+            current = certs.WebhookCerts.from_secret_data(stored[0] if stored else None)
+            material = certs.ensure(current, hosts=s.hosts, now=self._now())
+            if material is current:
+                break
+            version = stored[1] if stored else None
+            if await self.api.write_secret(
+                s.namespace, s.secret_name, material.to_secret_data(), version
+            ):
+                logger.info(
+                    "Issued a webhook certificate valid until %s",
+                    certs.not_after(material.tls_cert),
+                )
+                break
+            # Another replica renewed it first: take theirs on the next round.
+        else:
+            raise errors.CoordinationError(f"could not settle Secret {s.namespace}/{s.secret_name}")
+        self._write_pem(material)
+        if s.configuration_name and not await self.api.set_ca_bundle(
+            s.configuration_name, material.ca_bundle
+        ):
+            logger.warning(
+                "MutatingWebhookConfiguration %s does not exist (yet)", s.configuration_name
+            )
+        return material
+
+    def _write_pem(self, material: certs.WebhookCerts) -> None:
+        """One file with key and chain, replaced atomically: a reader never sees half a pair."""
+        content = material.tls_key + material.tls_cert
+        if self.pem_path.exists() and self.pem_path.read_bytes() == content:
+            return
+        self.pem_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.pem_path.parent, prefix=".tls-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        os.replace(tmp, self.pem_path)
+
+
+class WebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS server, with the certificate kept by a `CertKeeper`.
+
+    kopf restarts its server when the certificate file changes; a background
+    task re-syncs the certificate every `check_interval_seconds`.
+    """
+
+    def __init__(self, keeper: CertKeeper, **kwargs: Any) -> None:
+        pem = str(keeper.pem_path)
+        super().__init__(certfile=pem, pkeyfile=pem, **kwargs)
+        self.keeper = keeper
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        material = await self.keeper.sync()
+        self.cadata = material.ca_bundle
+        refresher = asyncio.create_task(self._refresh_forever())
+        try:
+            async for client_config in super().__call__(fn):
+                yield client_config
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.keeper.settings.check_interval_seconds)
+            try:
+                material = await self.keeper.sync()
+                self.cadata = material.ca_bundle
+            except errors.NebulaIdError as e:
+                logger.error("Webhook certificate check failed, retrying later: %s", e)
