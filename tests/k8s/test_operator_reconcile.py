@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nebula_id.clock import SystemClock
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
-from nebula_id.etcd import pools as etcd_pools
-from nebula_id.etcd import worker as etcd_worker
-from nebula_id.settings import ServeSettings
 from tests.k8s import operator_helpers as helpers
+from tests.support import http, processes
 from tests.support.controlplane import ControlPlane
 from tests.support.postgres import PostgresCluster
 
@@ -236,66 +238,97 @@ def test_invalid_spec_that_passes_the_schema_is_reported(
     assert pool["status"]["phase"] == "Failed"
 
 
-async def test_sidecar_claims_show_in_status_and_on_pods(
-    control_plane: ControlPlane, operator: helpers.Operator, etcd_endpoint: str
+def start_sidecar(
+    pod: str, etcd_endpoint: str, workdir: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `nebula-id serve` of pool `claimed`, as the injected sidecar of `pod` runs it."""
+    port = processes.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    env |= {
+        "NEBULA_ETCD_ENDPOINTS": etcd_endpoint,
+        "NEBULA_ETCD_PREFIX": PREFIX,
+        "NEBULA_POOL": f"{NAMESPACE}/claimed",
+        "NEBULA_DATACENTER": "dc-a",
+        "NEBULA_PORT": str(port),
+        "NEBULA_DATA_DIR": str(workdir / pod),
+        "NEBULA_POD_NAME": pod,
+        "NEBULA_POD_NAMESPACE": NAMESPACE,
+        "NEBULA_POD_UID": f"uid-{pod}",
+    }
+    nebula_id = str(Path(sys.executable).parent / "nebula-id")
+    proc = processes.spawn([nebula_id, "serve"], log_path=workdir / f"{pod}.log", env=env)
+    processes.wait_until(
+        lambda: http.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0)[0] == 200,
+        what=f"sidecar of {pod}",
+        proc=proc,
+        log_path=workdir / f"{pod}.log",
+        timeout=20,
+        interval=0.1,
+    )
+    return proc, port
+
+
+def test_sidecar_claims_show_in_status_and_on_pods(
+    control_plane: ControlPlane,
+    operator: helpers.Operator,
+    etcd_endpoint: str,
+    tmp_path: Path,
 ) -> None:
     apply_pool(control_plane, "claimed", "datacenters: [{name: dc-a}]\nlease: {ttlSeconds: 3}")
-    await asyncio.to_thread(wait_condition, control_plane, operator, "claimed", "Ready", "True")
+    wait_condition(control_plane, operator, "claimed", "Ready", "True")
     for pod in ("app-0", "app-1"):
         control_plane.kubectl(
             "run", pod, "-n", NAMESPACE, "--image=registry.invalid/app:1", "--restart=Never"
         )
-    async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(etcd_endpoint,))) as client:
-        stored = await etcd_pools.get(client, keys("claimed"))
-        assert stored is not None
-        # A stale claim record (no lease) must not keep worker 30 forever.
-        stale_key = keys("claimed").worker(0, 30)
-        await client.put(stale_key, json.dumps({"pod": "gone"}).encode())
 
-    def sidecar(pod: str) -> ServeSettings:
-        return ServeSettings(
-            pool=f"{NAMESPACE}/claimed",
-            etcd_endpoints=(etcd_endpoint,),
-            etcd_prefix=PREFIX,
-            datacenter="dc-a",
-            pod_name=pod,
-            pod_namespace=NAMESPACE,
-            pod_uid=f"uid-{pod}",
-            node_name="node-1",
-        )
+    async def put_stale_claim() -> str:
+        # A claim record without a lease must not block worker 30 forever.
+        async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(etcd_endpoint,))) as client:
+            key = keys("claimed").worker(0, 30)
+            await client.put(key, json.dumps({"pod": "gone"}).encode())
+            return key
 
-    clock = SystemClock()
-    async with (
-        etcd_worker.open_snowflake(sidecar("app-0"), stored.config, clock=clock) as first,
-        etcd_worker.open_snowflake(sidecar("app-1"), stored.config, clock=clock) as second,
-    ):
-        assert first.next_id() != second.next_id()
+    stale_key = asyncio.run(put_stale_claim())
+    sidecars = {pod: start_sidecar(pod, etcd_endpoint, tmp_path) for pod in ("app-0", "app-1")}
+    try:
+        ids = {
+            http.get(f"http://127.0.0.1:{port}/v1/ids/snowflake", timeout=2.0)[1]
+            for _, port in sidecars.values()
+        }
+        assert len(ids) == 2
 
-        def counted() -> dict[str, Any] | None:
-            pool = helpers.get_json(control_plane, "nip", "claimed", "-n", NAMESPACE)
-            workers = (pool or {}).get("status", {}).get("workers", {})
-            return pool if workers.get("active") == 2 else None
+        def workers_active(count: int) -> Callable[[], dict[str, Any] | None]:
+            def probe() -> dict[str, Any] | None:
+                pool = helpers.get_json(control_plane, "nip", "claimed", "-n", NAMESPACE)
+                active = ((pool or {}).get("status") or {}).get("workers", {}).get("active")
+                return pool if active == count else None
 
-        pool = await asyncio.to_thread(
-            helpers.eventually, counted, timeout=15, what="status.workers.active == 2"
-        )
+            return probe
+
+        pool = helpers.eventually(workers_active(2), timeout=15, what="2 active workers")
         assert pool["status"]["workers"]["summary"] == "2/32"
-        annotations = {}
-        for pod in ("app-0", "app-1"):
+
+        def annotation(pod: str) -> str | None:
             found = helpers.get_json(control_plane, "pod", pod, "-n", NAMESPACE)
-            annotations[pod] = found["metadata"]["annotations"]["nebula-id.io/worker-id"]
-        assert sorted(annotations.values()) == ["dc-a/0", "dc-a/1"]
-        remaining = await _range(etcd_endpoint, keys("claimed").workers_prefix, True)
-        assert stale_key not in {kv.key for kv in remaining}
+            return (found["metadata"].get("annotations") or {}).get("nebula-id.io/worker-id")
+
+        shown = {
+            pod: helpers.eventually(functools.partial(annotation, pod), timeout=10, what=pod)
+            for pod in sidecars
+        }
+        assert sorted(shown.values()) == ["dc-a/0", "dc-a/1"]
+        remaining = etcd_values(etcd_endpoint, keys("claimed").workers_prefix, prefix=True)
+        assert stale_key not in remaining
         assert len(remaining) == 2
 
-    def released() -> dict[str, Any] | None:
-        pool = helpers.get_json(control_plane, "nip", "claimed", "-n", NAMESPACE)
-        return pool if pool["status"]["workers"]["active"] == 0 else None
-
-    await asyncio.to_thread(helpers.eventually, released, timeout=15, what="claims released")
-    pod = helpers.get_json(control_plane, "pod", "app-0", "-n", NAMESPACE)
-    assert "nebula-id.io/worker-id" not in (pod["metadata"].get("annotations") or {})
+        # The sidecar of app-0 stops (revoking its lease): status and annotation follow.
+        processes.stop(sidecars["app-0"][0])
+        helpers.eventually(workers_active(1), timeout=15, what="1 active worker")
+        helpers.eventually(lambda: annotation("app-0") is None, timeout=10, what="cleared")
+        assert annotation("app-1") == shown["app-1"]
+    finally:
+        for proc, _ in sidecars.values():
+            processes.stop(proc)
 
 
 def test_delete_cleans_etcd_and_keeps_tables_unless_asked(
