@@ -177,7 +177,9 @@ async def _lead(
     )
     lost = holding in done and not stop.is_set()
     if lost:
-        log.error("leadership lost: stopping kopf and exiting")
+        # No graceful stop: a standby may lead within moments, so stop acting now.
+        log.error("leadership lost: cancelling kopf and exiting")
+        operating.cancel()
     await _stop(operating, kopf_stop)
     for task in (holding, stopping, signals):
         task.cancel()
