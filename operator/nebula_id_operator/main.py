@@ -65,14 +65,22 @@ async def _serve_probes(app: web.Application, host: str, port: int) -> web.AppRu
 
 
 async def _stop(task: asyncio.Task[None] | None, flag: asyncio.Event) -> None:
+    """Raise `flag`, give `task` a while to finish, then cancel it; never raises."""
     if task is None:
         return
     flag.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), timeout=STOP_TIMEOUT_S)
-    except (TimeoutError, Exception) as e:  # kopf logs its own failures; we are exiting
-        log.warning("%s stopped with %r", task.get_name(), e)
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    if not done:
+        log.warning("%s did not stop in %.0f s; cancelling it", task.get_name(), STOP_TIMEOUT_S)
         task.cancel()
+        await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    _report(task)
+
+
+def _report(task: asyncio.Task[None]) -> None:
+    """Log how a finished task ended (this also marks its exception as retrieved)."""
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        log.warning("%s ended with %r", task.get_name(), task.exception())
 
 
 def _start_webhook(
@@ -183,6 +191,8 @@ async def _lead(
     await _stop(operating, kopf_stop)
     for task in (holding, stopping, signals):
         task.cancel()
+    await asyncio.wait({holding, stopping, signals})
+    _report(holding)
     if lost:
         return EXIT_LEADERSHIP_LOST
     await election.resign()

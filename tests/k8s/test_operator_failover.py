@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support.controlplane import ControlPlane
+from tests.support.etcd import EtcdServer
 
 NAMESPACE = "operator-failover"
 PREFIX = "/nebula-id-operator-failover"
@@ -104,3 +106,35 @@ def test_standby_takes_over_when_the_leader_dies(
     assert standby.is_leader()
     assert asyncio.run(_leader_key(etcd_endpoint)) == standby.identity
     assert standby.metric("nebula_operator_reconciles_total", kind="spec") >= 1
+
+
+def test_leader_that_cannot_renew_its_lease_stops_and_exits(
+    control_plane: ControlPlane,
+    kubeconfig: str,
+    etcd_factory: Callable[[], EtcdServer],
+    tmp_path: Path,
+) -> None:
+    """etcd gone: the leader cannot prove its lease, so it stops reconciling and exits 3."""
+    helpers.install_crd(control_plane)
+    private = etcd_factory()
+    op = helpers.Operator(
+        kubeconfig=kubeconfig,
+        etcd_endpoint=private.endpoint,
+        workdir=tmp_path,
+        identity="lonely",
+        prefix=PREFIX,
+        extra_env={"NEBULA_OPERATOR_NAMESPACES": NAMESPACE},
+    ).start()
+    try:
+        helpers.eventually(op.is_leader, timeout=20, what="lonely leads")
+        stopped = time.monotonic()
+        private.stop()
+        assert op.proc is not None
+        code = op.proc.wait(timeout=20)
+        took = time.monotonic() - stopped
+        print(f"\nleader exited {took:.1f} s after etcd stopped (lease TTL 3 s)")
+        assert code == 3, op.log_tail()
+        assert took <= 3 + 5
+        assert "leadership lost" in op.log_path.read_text()
+    finally:
+        op.stop()
