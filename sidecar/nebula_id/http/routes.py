@@ -75,11 +75,16 @@ def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
 
 
 async def snowflake(request: web.Request) -> web.Response:
+    return _snowflake_answer(request)
+
+
+def _snowflake_answer(request: web.Request) -> web.Response:
+    """Synchronous, so `/v1/ids` can call it without another coroutine."""
     app = request.app
     count = _count(request) if request.query_string else None
     if count is None:
         value = app[keys.SNOWFLAKE].next_id()
-        app[keys.STATS].served("snowflake", 1)
+        app[keys.STATS].singles["snowflake"] += 1
         if _wants_text(request):
             return web.Response(body=b"%d\n" % value, headers=_TEXT_HEADERS)
         return web.Response(body=b'{"id":"%d"}' % value, headers=_JSON_HEADERS)
@@ -97,7 +102,7 @@ def _uuid_handler(
         stats = request.app[keys.STATS]
         count = _count(request) if request.query_string else None
         if count is None:
-            stats.served(name, 1)
+            stats.singles[name] += 1
             return _one(request, one())
         stats.served(name, count)
         return _many(request, batch(count))
@@ -114,9 +119,11 @@ async def _segment_ids(request: web.Request, tag: str) -> web.Response:
     source = request.app[keys.SEGMENTS]
     count = _count(request)
     ids = await source.next_ids(tag, count or 1)
-    request.app[keys.STATS].served("segment", len(ids))
+    stats = request.app[keys.STATS]
     if count is None:
+        stats.singles["segment"] += 1
         return _one(request, str(ids[0]))
+    stats.served("segment", count)
     return _many(request, map(str, ids))
 
 
@@ -140,7 +147,7 @@ async def default(request: web.Request) -> web.Response:
     """`/v1/ids`: the pool's default algorithm."""
     algorithm = request.app[keys.POOL].algorithm
     if algorithm == "snowflake":
-        return await snowflake(request)
+        return _snowflake_answer(request)
     if algorithm == "uuid7":
         return await uuid7(request)
     if algorithm == "uuid4":

@@ -13,16 +13,29 @@ import collections
 class RequestStats:
     """IDs issued and errors answered, by algorithm and by code/reason."""
 
-    __slots__ = ("errors", "ids", "requests")
+    __slots__ = ("batch_ids", "batches", "errors", "singles")
 
     def __init__(self) -> None:
-        self.ids: collections.Counter[str] = collections.Counter()
-        self.requests: collections.Counter[str] = collections.Counter()
+        # Single-ID requests are the hot path: one dict increment each.
+        self.singles: collections.Counter[str] = collections.Counter()
+        self.batches: collections.Counter[str] = collections.Counter()
+        self.batch_ids: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[tuple[int, str, str]] = collections.Counter()
 
     def served(self, algorithm: str, count: int) -> None:
-        self.ids[algorithm] += count
-        self.requests[algorithm] += 1
+        """A batch request (single IDs go straight to `singles`)."""
+        self.batches[algorithm] += 1
+        self.batch_ids[algorithm] += count
+
+    @property
+    def ids(self) -> dict[str, int]:
+        """IDs issued per algorithm."""
+        return dict(self.singles + self.batch_ids)
+
+    @property
+    def requests(self) -> dict[str, int]:
+        """Successful ID requests per algorithm."""
+        return dict(self.singles + self.batches)
 
     def failed(self, status: int, code: str, reason: str) -> None:
         self.errors[(status, code, reason)] += 1
