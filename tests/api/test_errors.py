@@ -35,7 +35,14 @@ async def error_of(response: Any, status: int, code: str, reason: str | None = N
 
 @pytest.mark.parametrize(
     ("query", "named"),
-    [("abc", "got 'abc'"), ("0", "got 0"), ("-1", "got '-1'"), ("1001", "maxBatchSize is 1000")],
+    [
+        ("abc", "got 'abc'"),
+        ("0", "got 0"),
+        ("-1", "got '-1'"),
+        ("1001", "maxBatchSize is 1000"),
+        ("%C2%B2", "got '²'"),
+        ("", "got ''"),
+    ],
 )
 async def test_bad_count_is_400_naming_the_problem(
     make_client: MakeClient, query: str, named: str
@@ -53,7 +60,7 @@ async def test_configured_max_batch_size_is_the_limit(make_client: MakeClient) -
     assert "maxBatchSize is 10" in message
 
 
-@pytest.mark.parametrize("bad", ["abc", "-5", "99999999999999999999", "1.5"])
+@pytest.mark.parametrize("bad", ["abc", "-5", "99999999999999999999", "1.5", "%C2%B2"])
 async def test_malformed_id_to_parse_is_400(make_client: MakeClient, bad: str) -> None:
     client = await make_client()
     message = await error_of(

@@ -178,7 +178,7 @@ class SnowflakeLayout:
     def parse_text(self, text: str) -> ParsedId:
         """Parse a decimal ID as given in a URL or on the command line."""
         stripped = text.strip()
-        if not stripped.isdigit() or len(stripped) > 19:
+        if not (stripped.isascii() and stripped.isdigit()) or len(stripped) > 19:
             raise errors.InvalidArgument(f"{text!r} is not a decimal Snowflake ID")
         return self.parse(int(stripped))
 

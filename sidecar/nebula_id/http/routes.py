@@ -37,7 +37,7 @@ def _count(request: web.Request) -> int | None:
         return None
     limit = request.app[keys.POOL].sidecar.max_batch_size
     text = raw.strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise errors.InvalidArgument(f"count must be an integer from 1 to {limit}, got {raw!r}")
     count = int(text)
     if not 1 <= count <= limit:
