@@ -71,6 +71,7 @@ def pair(
         for op in ops.values():
             op.start()
         yield ops
+        control_plane.kubectl("delete", "nip", "--all", "-n", NAMESPACE, "--timeout=60s")
     finally:
         for op in ops.values():
             op.stop()

@@ -97,7 +97,10 @@ def test_the_account_gets_only_what_the_operator_needs(
 
 @pytest.fixture(scope="module")
 def operator(
-    restricted_kubeconfig: Path, etcd_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    restricted_kubeconfig: Path,
+    etcd_endpoint: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[helpers.Operator]:
     op = helpers.Operator(
         kubeconfig=str(restricted_kubeconfig),
@@ -110,6 +113,8 @@ def operator(
     try:
         helpers.eventually(op.is_leader, timeout=20, what="the restricted operator to lead")
         yield op
+        # Deleting under the restricted account also proves the finalizer needs no more RBAC.
+        control_plane.kubectl("delete", "nip", "--all", "-n", NAMESPACE, "--timeout=60s")
     finally:
         op.stop()
 
