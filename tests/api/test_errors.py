@@ -42,6 +42,7 @@ async def error_of(response: Any, status: int, code: str, reason: str | None = N
         ("1001", "maxBatchSize is 1000"),
         ("%C2%B2", "got '²'"),
         ("", "got ''"),
+        ("1" * 5000, "got '11111111111111111111...'"),
     ],
 )
 async def test_bad_count_is_400_naming_the_problem(

@@ -37,8 +37,9 @@ def _count(request: web.Request) -> int | None:
         return None
     limit = request.app[keys.POOL].sidecar.max_batch_size
     text = raw.strip()
-    if not (text.isascii() and text.isdigit()):
-        raise errors.InvalidArgument(f"count must be an integer from 1 to {limit}, got {raw!r}")
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
+        shown = raw if len(raw) <= 20 else raw[:20] + "..."
+        raise errors.InvalidArgument(f"count must be an integer from 1 to {limit}, got {shown!r}")
     count = int(text)
     if not 1 <= count <= limit:
         raise errors.InvalidArgument(
