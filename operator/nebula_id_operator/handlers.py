@@ -39,20 +39,20 @@ def _spec(body: Any) -> dict[str, Any]:
     return dict(body.get("spec") or {})
 
 
-def _post_transition(body: Any, old: Any, new: dict[str, Any]) -> None:
-    """A Kubernetes Event when Ready flips or its reason changes.
+def _post_transition(body: Any, old: Any, new: dict[str, Any], type_: str) -> None:
+    """A Kubernetes Event when condition `type_` flips or its reason changes.
 
     `kopf.event`, not `kopf.info`: the latter obeys `posting.level`, which is
     raised to WARNING so kopf's own per-handler chatter stays out of Events.
     """
     before: dict[str, Any] = next(
-        (c for c in (old.get("conditions") or []) if c.get("type") == status.READY), {}
+        (c for c in (old.get("conditions") or []) if c.get("type") == type_), {}
     )
-    after = next(c for c in new["conditions"] if c["type"] == status.READY)
+    after = next(c for c in new["conditions"] if c["type"] == type_)
     if (before.get("status"), before.get("reason")) == (after["status"], after["reason"]):
         return
     if after["status"] == "True":
-        kopf.event(body, type="Normal", reason="Ready", message=after["message"])
+        kopf.event(body, type="Normal", reason=type_, message=after["message"])
     else:
         kopf.event(body, type="Warning", reason=after["reason"], message=after["message"][:1000])
 
@@ -73,7 +73,7 @@ async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reco
         config_revision=outcome.revision,
     )
     patch.status.update(new_status)
-    _post_transition(body, previous, new_status)
+    _post_transition(body, previous, new_status, status.READY)
     if outcome.changed and outcome.config is not None:
         kopf.event(body, type="Normal", reason="ConfigWritten", message=outcome.etcd.message)
     error = outcome.error
@@ -167,15 +167,16 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
             ctx.metrics.observe("health", started, error=type(e).__name__)
             log.warning("health check of %s/%s failed: %s", namespace, name, e.message)
             return
-        patch.status.update(
-            status.health_status(
-                config=stored.config,
-                health=found,
-                generation=int(meta.get("generation", 0)),
-                now=now,
-                previous=dict(body.get("status") or {}),
-            )
+        previous = dict(body.get("status") or {})
+        new_status = status.health_status(
+            config=stored.config,
+            health=found,
+            generation=int(meta.get("generation", 0)),
+            now=now,
+            previous=previous,
         )
+        patch.status.update(new_status)
+        _post_transition(body, previous, new_status, status.DATACENTERS_HEALTHY)
         ctx.metrics.observe("health", started)
 
     @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)

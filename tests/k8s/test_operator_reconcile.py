@@ -417,6 +417,16 @@ def test_unreachable_database_retries_shows_in_conditions_and_heals(
     health = json.loads(etcd_values(etcd_endpoint, keys("flaky").health)[keys("flaky").health])
     assert health["datacenters"]["dc-b"]["healthy"] is False
     assert health["datacenters"]["dc-a"]["healthy"] is True
+
+    def warnings() -> set[str] | None:
+        events = helpers.get_json(
+            control_plane, "events", "-n", NAMESPACE,
+            "--field-selector", "involvedObject.name=flaky,type=Warning",
+        )  # fmt: skip
+        reasons = {event["reason"] for event in (events or {}).get("items", [])}
+        return reasons if {"DatabaseUnavailable", "Unhealthy"} <= reasons else None
+
+    helpers.eventually(warnings, timeout=10, what="Warning events for the transitions")
     errors_seen = operator.metric(
         "nebula_operator_reconcile_errors_total", kind="spec", reason="StorageError"
     )
