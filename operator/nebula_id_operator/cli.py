@@ -7,7 +7,6 @@ operator are imported only when this subcommand runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from typing import Any
@@ -46,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     except errors.ConfigError as e:
         logging.getLogger("nebula_id_operator").error("%s", e.message)
         return 2
+    import asyncio
+
     from nebula_id_operator import main  # kopf is heavy: only here
 
     return asyncio.run(main.run(settings))

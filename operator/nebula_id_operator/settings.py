@@ -15,11 +15,13 @@ import dataclasses
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nebula_id import errors
 from nebula_id.core import keys as pool_keys
-from nebula_id.etcd import client as etcd_client
+
+if TYPE_CHECKING:  # the etcd client pulls in aiohttp: load it only in `load`
+    from nebula_id.etcd import client as etcd_client
 
 ENV_PREFIX = "NEBULA_"
 
@@ -165,6 +167,8 @@ def load(
     env: Mapping[str, str] | None = None,
 ) -> OperatorSettings:
     """Build the settings: flags > ``NEBULA_*`` env > defaults."""
+    from nebula_id.etcd import client as etcd_client
+
     given = dict(vars(flags) if isinstance(flags, argparse.Namespace) else (flags or {}))
     environ = os.environ if env is None else env
 
