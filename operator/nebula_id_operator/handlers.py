@@ -97,24 +97,26 @@ async def _until_stopped_or(stopped: Any, waiting: Coroutine[Any, Any, Any]) -> 
             task.cancel()
 
 
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for the reconciling instance, set before it starts."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="nebula-id.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="nebula-id.io", key="last-handled-configuration"
+    )
+    settings.scanning.disabled = True  # no CRD or namespace listing: less RBAC
+    settings.posting.level = logging.WARNING  # our own Events say what matters
+    settings.watching.server_timeout = 300
+    # A pool's deletion waits for its running timers (a health check in flight);
+    # kopf's default re-checks only every 60 s, which would hold the finalizer that long.
+    settings.background.cancellation_polling = 1.0
+    # The sidecar webhook is not served from here: every replica serves it, leader or
+    # not, from its own small kopf instance (main.run -> webhook.run).
+
+
 def build_registry(settings: operator_settings.OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
-
-    @kopf.on.startup(registry=registry)
-    async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="nebula-id.io"
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="nebula-id.io", key="last-handled-configuration"
-        )
-        settings.scanning.disabled = True  # no CRD/namespace listing: less RBAC
-        settings.posting.level = logging.WARNING
-        settings.watching.server_timeout = 300
-        # The sidecar webhook is not served from here: every replica serves it, leader or
-        # not, from its own small kopf instance (main.run -> webhook.run).
 
     @kopf.on.login(registry=registry)
     def login(memo: Any, **_: Any) -> Any:

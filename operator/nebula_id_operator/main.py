@@ -100,6 +100,7 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
     registry = prometheus_client.CollectorRegistry()
     operator_metrics = metrics.OperatorMetrics.create(registry)
     kopf_settings = kopf.OperatorSettings()
+    handlers.configure_kopf(kopf_settings)
     info = connection(kopf_settings)
     api = kube.KubeApi(info)
     stop = asyncio.Event()

@@ -132,6 +132,7 @@ def test_snowflake_pool_becomes_ready_with_its_config_in_etcd(
     pool = wait_condition(control_plane, operator, "flakes", "Ready", "True")
 
     status = pool["status"]
+    assert pool["metadata"]["finalizers"] == ["nebula-id.io/finalizer"]
     assert helpers.condition(pool, "EtcdConfigured")["status"] == "True"
     assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "NotRequired"
     assert status["observedGeneration"] == pool["metadata"]["generation"]

@@ -38,3 +38,14 @@ def test_permanent_errors_do_not_retry(error: errors.NebulaIdError) -> None:
     mapped = failures.to_kopf(error, retry=0)
     assert isinstance(mapped, kopf.PermanentError)
     assert str(mapped) == error.message
+
+
+def test_kopf_settings_keep_our_names_and_need_little_rbac() -> None:
+    from nebula_id_operator import handlers
+
+    settings = kopf.OperatorSettings()
+    handlers.configure_kopf(settings)
+    assert settings.persistence.finalizer == "nebula-id.io/finalizer"
+    assert settings.scanning.disabled is True
+    assert settings.background.cancellation_polling <= 1.0
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
