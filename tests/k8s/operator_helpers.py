@@ -68,7 +68,7 @@ def apply(
 
 
 class Operator:
-    """One `python -m nebula_id_operator` process with its own probe port and log."""
+    """One `nebula-id operator` process with its own probe port and log."""
 
     def __init__(
         self,
@@ -102,7 +102,7 @@ class Operator:
 
     def start(self) -> Operator:
         self.proc = processes.spawn(
-            [sys.executable, "-m", "nebula_id_operator", "--log-level", "debug"],
+            [str(Path(sys.executable).parent / "nebula-id"), "operator", "--log-level", "debug"],
             log_path=self.log_path,
             env=self.env,
         )
