@@ -160,7 +160,7 @@ async def reclaim_stale(client: etcd.EtcdClient, claims: Sequence[Claim]) -> lis
     live: set[int] = set()
     for lease in leases:
         info = await client.time_to_live(lease)
-        if info.ttl > 0:
+        if info.ttl >= 0:  # -1 means gone; 0 is a live lease at the end of its TTL
             live.add(lease)
     dead = stale(claims, live)
     for claim in dead:

@@ -356,7 +356,9 @@ class EtcdClient:
         )
         return LeaseInfo(
             id=lease,
-            ttl=int(payload.get("TTL", -1)),
+            # The JSON gateway omits zero fields: a missing TTL is 0 (about to
+            # expire, still live); a lease that is gone reports -1 explicitly.
+            ttl=int(payload.get("TTL", 0)),
             granted_ttl=int(payload.get("grantedTTL", 0)),
             keys=tuple(
                 values.unb64(k).decode("utf-8", errors="replace") for k in payload.get("keys", [])
