@@ -92,6 +92,14 @@ class StandaloneSnowflake:
         self._previous_mark = previous
         if previous is not None:
             self._generator.wait_past(previous)
+            ahead = previous - self._clock.wall_ms()
+            if ahead >= 0:
+                log.info(
+                    "Snowflake waits %d ms for the clock to pass the stored high-water mark %d "
+                    "(an earlier run used timestamps up to it); UUIDs and segments serve now",
+                    ahead + 1,
+                    previous,
+                )
         first = max(self._clock.wall_ms(), previous or 0) + self._horizon_ms
         await self._persist(first)
         self._refresher = asyncio.create_task(self._refresh_forever(), name="snowflake-mark")
