@@ -4,15 +4,16 @@ Each resource lives in one `cleanup_ctx`, opened in order and closed in
 reverse: the pool config (in standalone mode together with the data-dir
 lock), the Snowflake source, the segment source.  Standalone or cluster mode is
 decided here once, from `settings.etcd_endpoints`; routes never know which.
-Middlewares beyond the error mapper are installed only when configured, so the
-default sidecar pays nothing for auth, rate limiting or auditing.
+Middlewares are installed only when auth, a rate limit or the audit log is
+configured (and then with the error mapper in front of them); the default
+sidecar has none and pays nothing per request for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,8 @@ from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
 from nebula_id.http import guards, keys, metrics, routes
 from nebula_id.http import stats as stats_mod
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def build_app(
@@ -116,7 +119,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-def _snowflake_ctx(collector: metrics.StatsCollector) -> Any:
+def _snowflake_ctx(collector: metrics.StatsCollector) -> CleanupContext:
     async def snowflake_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, pool = app[keys.SETTINGS], app[keys.POOL]
         clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
@@ -138,7 +141,7 @@ def _snowflake_ctx(collector: metrics.StatsCollector) -> Any:
     return snowflake_ctx
 
 
-def _segments_ctx(collector: metrics.StatsCollector) -> Any:
+def _segments_ctx(collector: metrics.StatsCollector) -> CleanupContext:
     async def segments_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, pool = app[keys.SETTINGS], app[keys.POOL]
         clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
