@@ -10,7 +10,7 @@ process's lifetime (`lock`), the Snowflake high-water mark lives in a file
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -28,7 +28,7 @@ from nebula_id.standalone.snowflake import StandaloneSnowflake
 
 
 @contextlib.contextmanager
-def locked_data_dir(settings: settings_mod.ServeSettings) -> Any:
+def locked_data_dir(settings: settings_mod.ServeSettings) -> Iterator[locks.DataDirLock]:
     """Hold the data-dir lock while the context is open."""
     held = locks.acquire(settings.data_dir)
     try:
