@@ -188,6 +188,13 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
     if sidecar.auth_secret_ref is not None:
         ref = sidecar.auth_secret_ref
         env.append(_secret("NEBULA_AUTH_API_KEYS", ref.name, ref.key))
+    if sidecar.rate_limit is not None:
+        # The sidecar builds its app before it reads the pool from etcd, so the
+        # pool's rate limit reaches it as settings.
+        env += [
+            _value("NEBULA_RATE_LIMIT_RPS", f"{sidecar.rate_limit.requests_per_second:g}"),
+            _value("NEBULA_RATE_LIMIT_BURST", str(sidecar.rate_limit.burst)),
+        ]
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,

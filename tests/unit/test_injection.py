@@ -146,6 +146,15 @@ def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() ->
     assert env["NEBULA_AUTH_API_KEYS"] == {"secretKeyRef": {"name": "keys", "key": "api-keys"}}
 
 
+def test_the_pools_rate_limit_reaches_the_sidecar_as_settings() -> None:
+    pool = make_pool(rateLimit={"requestsPerSecond": 250, "burst": 50})
+    env = env_of(injected(make_pod(), pool)["spec"]["initContainers"][0])
+    assert env["NEBULA_RATE_LIMIT_RPS"] == "250"
+    assert env["NEBULA_RATE_LIMIT_BURST"] == "50"
+    unlimited = env_of(injected(make_pod())["spec"]["initContainers"][0])
+    assert "NEBULA_RATE_LIMIT_RPS" not in unlimited
+
+
 def test_default_resources_when_the_pool_names_none() -> None:
     sidecar = injected(make_pod())["spec"]["initContainers"][0]
     assert sidecar["resources"] == dict(injection.DEFAULT_RESOURCES)
