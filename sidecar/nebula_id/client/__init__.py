@@ -1,0 +1,15 @@
+"""The Python client of the sidecar: buffered IDs for an asyncio application.
+
+    from nebula_id.client import IdClient
+
+    async with IdClient("http://127.0.0.1:8080", algorithm="snowflake") as ids:
+        order_id = await ids.next_id()
+
+`buffered` holds the client, `answers` reads the sidecar's answers back into
+IDs or `nebula_id.errors` exceptions.
+"""
+
+from nebula_id.client.answers import BadAnswer, SidecarUnreachable
+from nebula_id.client.buffered import BufferEmpty, ClientClosed, Id, IdClient
+
+__all__ = ["BadAnswer", "BufferEmpty", "ClientClosed", "Id", "IdClient", "SidecarUnreachable"]
