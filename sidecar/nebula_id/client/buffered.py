@@ -102,10 +102,8 @@ class IdClient:
         self._session = session
         self._owns_session = session is None
         self._buffer: collections.deque[Id] = collections.deque()
+        # Above the low mark a pop leaves at least the mark: no check is needed.
         self._low_mark = int(batch_size * low_water)
-        # `next_id` pops without more checks while the buffer holds more than this:
-        # at or above the low mark and not empty.
-        self._fast_above = max(self._low_mark - 1, 0)
         self._inflight: asyncio.Task[errors.NebulaIdError | None] | None = None
         self._quiet_until = 0.0
         self._closed = False
@@ -117,7 +115,7 @@ class IdClient:
     async def next_id(self) -> Id:
         """The next ID; waits for a batch only when the buffer is empty."""
         buffer = self._buffer
-        if len(buffer) > self._fast_above:
+        if len(buffer) > self._low_mark:
             return buffer.popleft()
         while not buffer:
             await self._refill()
@@ -132,7 +130,7 @@ class IdClient:
         must be called from the event loop's thread.
         """
         buffer = self._buffer
-        if len(buffer) > self._fast_above:
+        if len(buffer) > self._low_mark:
             return buffer.popleft()
         if not buffer:
             self._check_open()
