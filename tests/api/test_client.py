@@ -152,6 +152,32 @@ async def test_prefetch_starts_below_low_water_before_the_buffer_is_empty(
         await session.close()
 
 
+async def test_a_tight_next_id_loop_sends_the_next_request_before_the_buffer_is_empty(
+    make_client: MakeClient,
+) -> None:
+    """A loop that never awaits anything else still overlaps the fetch with its own work."""
+    server = await make_client()
+    left_at_send: list[int] = []
+    client: IdClient | None = None
+
+    async def on_sent(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+    ) -> None:
+        assert client is not None
+        left_at_send.append(client.buffered)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(on_sent)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        client = IdClient(base_of(server), batch_size=100, low_water=0.25, session=session)
+        got = [await client.next_id() for _ in range(1_000)]
+        await client.close()
+    assert len(left_at_send) >= 10
+    assert left_at_send[0] == 0  # the first batch: nothing to overlap with
+    assert all(left > 0 for left in left_at_send[1:]), left_at_send
+    assert strictly_increasing(got)
+
+
 async def test_take_on_an_empty_buffer_raises_and_starts_a_fetch(make_client: MakeClient) -> None:
     server = await make_client()
     client = IdClient(base_of(server), batch_size=10)
@@ -342,7 +368,8 @@ async def test_close_cancels_the_fetch_in_flight_and_the_waiters_get_client_clos
     server = await make_client()
     client = IdClient(base_of(server), batch_size=10)
     waiter = asyncio.create_task(client.next_id())
-    await asyncio.sleep(0)  # the waiter started the fetch and waits on it
+    for _ in range(2):  # the waiter starts the fetch, yields once, then waits on it
+        await asyncio.sleep(0)
     assert len(prefetch_tasks()) == 1
     await client.close()
     assert prefetch_tasks() == []

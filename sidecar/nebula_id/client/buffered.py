@@ -117,28 +117,30 @@ class IdClient:
         buffer = self._buffer
         if len(buffer) > self._low_mark:
             return buffer.popleft()
+        if self._maybe_prefetch():
+            # The fetch is a task: in a loop that never suspends it would not even
+            # send its request before the buffer ran dry.  One yield sends it, and
+            # the sidecar works in parallel while the app uses what is left.
+            await asyncio.sleep(0)
         while not buffer:
             await self._refill()
-        value = buffer.popleft()
-        self._maybe_prefetch()
-        return value
+        return buffer.popleft()
 
     def take(self) -> Id:
         """The next buffered ID without awaiting; `BufferEmpty` when there is none.
 
         Like `next_id`, it starts the next fetch when the buffer runs low, so it
-        must be called from the event loop's thread.
+        must be called from the event loop's thread; the fetch progresses only
+        while the caller awaits something.
         """
         buffer = self._buffer
         if len(buffer) > self._low_mark:
             return buffer.popleft()
-        if not buffer:
-            self._check_open()
-            self._maybe_prefetch()
-            raise BufferEmpty(f"no {self.algorithm} ID is buffered; await next_id() instead")
-        value = buffer.popleft()
+        self._check_open()
         self._maybe_prefetch()
-        return value
+        if not buffer:
+            raise BufferEmpty(f"no {self.algorithm} ID is buffered; await next_id() instead")
+        return buffer.popleft()
 
     async def next_ids(self, n: int) -> list[Id]:
         """The next `n` IDs, in order.  IDs taken before a failure are dropped."""
@@ -156,7 +158,8 @@ class IdClient:
                 buffer.clear()
             else:
                 taken.extend([buffer.popleft() for _ in range(want)])
-            self._maybe_prefetch()
+            if self._maybe_prefetch():
+                await asyncio.sleep(0)  # as in next_id: let the fetch send its request
         return taken
 
     @property
@@ -170,18 +173,20 @@ class IdClient:
 
     # --- fetching -------------------------------------------------------------------------
 
-    def _maybe_prefetch(self) -> None:
-        """Start the next fetch in the background when the buffer is below the low mark.
+    def _maybe_prefetch(self) -> bool:
+        """Start the next fetch in the background once the buffer is at the low mark or below.
 
-        After a failed fetch the background waits `_QUIET_AFTER_FAILURE` (or the
-        answer's Retry-After), so a sidecar in trouble is not asked on every
-        call; an empty buffer still asks at once (`_refill`).
+        True when it started one.  After a failed fetch the background waits
+        `_QUIET_AFTER_FAILURE` (or the answer's Retry-After), so a sidecar in
+        trouble is not asked on every call; an empty buffer still asks at once
+        (`_refill`).
         """
-        if self._inflight is not None or self._closed or len(self._buffer) >= self._low_mark:
-            return
+        if self._inflight is not None or self._closed or len(self._buffer) > self._low_mark:
+            return False
         if self._quiet_until and asyncio.get_running_loop().time() < self._quiet_until:
-            return
+            return False
         self._start_fetch()
+        return True
 
     def _start_fetch(self) -> asyncio.Task[errors.NebulaIdError | None]:
         task = asyncio.get_running_loop().create_task(self._fetch(), name="nebula-id-prefetch")
