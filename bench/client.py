@@ -1,0 +1,233 @@
+"""The Python client with its prefetch buffer: IDs per second the application sees.
+
+Starts `nebula-id serve` (standalone, throwaway data dir) pinned to core 0; this
+process is the application, pinned to core 1.  It calls ``await
+client.next_id()`` one ID at a time in a loop, as an app would, while the
+client fetches batches of 1000 in the background.  DESIGN.md's target is
+>= 1 M IDs/s (Tinyid's client); the peers, measured in the same run and timed
+round-robin with it, are the in-process Snowflake generator (what the app would
+get with no sidecar at all) and one HTTP request per ID (what it would get
+without the buffer).  Each figure is the median of the repeats, by wall time
+and by the CPU time this process got.
+
+    python -m bench.client [--seconds 1] [--repeats 5] [--json] [--check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from bench.http import free_port, pinned, start, stop, wait_for
+from nebula_id.client import IdClient
+from nebula_id.clock import SystemClock
+from nebula_id.core.layout import SnowflakeLayout
+from nebula_id.core.snowflake import SnowflakeGenerator
+
+TARGET = 1_000_000
+CHUNK = 20_000  # calls per timed chunk
+NEBULA_ID = pathlib.Path(sys.executable).with_name("nebula-id")
+
+
+@dataclasses.dataclass
+class Samples:
+    wall: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_rate(self) -> float:
+        return statistics.median(self.cpu)
+
+
+async def timed(
+    run: Callable[[int], Awaitable[None]], seconds: float, chunk: int
+) -> tuple[float, float]:
+    """IDs per wall second and per CPU second of `run(chunk)` repeated for about `seconds`."""
+    made = 0
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    deadline = started + seconds
+    while True:
+        await run(chunk)
+        made += chunk
+        now = time.perf_counter()
+        if now >= deadline:
+            cpu = max(time.process_time() - cpu_started, 1e-9)
+            return made / (now - started), made / cpu
+
+
+def next_id_loop(client: IdClient) -> Callable[[int], Awaitable[None]]:
+    async def run(n: int) -> None:
+        next_id = client.next_id
+        for _ in range(n):
+            await next_id()
+
+    return run
+
+
+def take_loop(client: IdClient) -> Callable[[int], Awaitable[None]]:
+    """The synchronous `take()`, falling back to `next_id()` when the buffer is empty."""
+
+    async def run(n: int) -> None:
+        take = client.take
+        for _ in range(n):
+            try:
+                take()
+            except Exception:
+                await client.next_id()
+
+    return run
+
+
+def in_process_loop() -> Callable[[int], Awaitable[None]]:
+    """The generator the sidecar runs, in the app itself (mark bound lifted as in bench.core)."""
+    clock = SystemClock()
+    generator = SnowflakeGenerator(SnowflakeLayout(), datacenter=1, worker=1, clock=clock)
+    generator.allow_until(clock.wall_ms() + 3_600_000)
+
+    async def run(n: int) -> None:
+        next_id = generator.next_id
+        for _ in range(n):
+            next_id()
+
+    return run
+
+
+def unbuffered_loop(session: aiohttp.ClientSession, base: str) -> Callable[[int], Awaitable[None]]:
+    async def run(n: int) -> None:
+        for _ in range(n):
+            async with session.get(base + "/v1/ids/snowflake") as response:
+                int((await response.json())["id"])
+
+    return run
+
+
+async def measure_with(base: str, seconds: float, repeats: int) -> dict[str, float]:
+    snowflake = IdClient(base, algorithm="snowflake", batch_size=1000)
+    early = IdClient(base, algorithm="snowflake", batch_size=1000, low_water=0.9)
+    uuid7 = IdClient(base, algorithm="uuid7", batch_size=1000)
+    segment = IdClient(base, algorithm="segment/bench", batch_size=1000)
+    session = aiohttp.ClientSession()
+    try:
+        candidates: dict[str, tuple[Callable[[int], Awaitable[None]], int]] = {
+            "client_next_id": (next_id_loop(snowflake), CHUNK),
+            "client_next_id_low_water_0_9": (next_id_loop(early), CHUNK),
+            "client_take": (take_loop(snowflake), CHUNK),
+            "in_process_snowflake": (in_process_loop(), CHUNK),
+            "client_uuid7_next_id": (next_id_loop(uuid7), CHUNK),
+            "client_segment_next_id": (next_id_loop(segment), CHUNK),
+            "unbuffered_request_per_id": (unbuffered_loop(session, base), 200),
+        }
+        samples = {name: Samples() for name in candidates}
+        for run, chunk in candidates.values():  # warm up: connections, first batches
+            await timed(run, 0.2, chunk)
+        requests_before = snowflake.requests
+        for _ in range(repeats):
+            for name, (run, chunk) in candidates.items():
+                wall, cpu = await timed(run, seconds, chunk)
+                samples[name].wall.append(wall)
+                samples[name].cpu.append(cpu)
+        figures = {name: s.rate for name, s in samples.items()}
+        figures |= {f"{name}_per_cpu_s": s.cpu_rate for name, s in samples.items()}
+        figures["client_next_id_vs_target"] = figures["client_next_id"] / TARGET
+        figures["client_next_id_vs_in_process"] = (
+            figures["client_next_id"] / figures["in_process_snowflake"]
+        )
+        figures["snowflake_batches_fetched"] = float(snowflake.requests - requests_before)
+    finally:
+        for client in (snowflake, early, uuid7, segment):
+            await client.close()
+        await session.close()
+    return figures
+
+
+def measure(seconds: float, repeats: int, workdir: pathlib.Path) -> dict[str, float]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [*pinned(0), str(NEBULA_ID), "serve", "--port", str(port), "--log-level", "warning"]
+    argv += ["--data-dir", str(workdir / "data"), "--tags", "bench:100000:1000000"]
+    sidecar = start(argv, workdir / "sidecar.log")
+    try:
+        wait_for(base + "/readyz", sidecar)
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) >= 2:
+            os.sched_setaffinity(0, {1})  # the app on core 1, the sidecar on core 0
+        return asyncio.run(measure_with(base, seconds, repeats))
+    finally:
+        stop(sidecar)
+
+
+ROWS = [
+    ("client_next_id", "await client.next_id(), Snowflake (defaults)", True),
+    ("client_next_id_low_water_0_9", "the same, low_water=0.9 (Leaf's 10 %)", False),
+    ("client_take", "client.take(), next_id() when empty", False),
+    ("client_uuid7_next_id", "await client.next_id(), UUIDv7", False),
+    ("client_segment_next_id", "await client.next_id(), Segment", False),
+    ("in_process_snowflake", "peer: in-process SnowflakeGenerator", False),
+    ("unbuffered_request_per_id", "peer: one HTTP request per ID", False),
+]
+
+
+def report(figures: dict[str, float], *, seconds: float, repeats: int) -> list[str]:
+    """Print the table; return the targets missed."""
+    print(
+        f"{'IDs/s the app sees (app core 1, sidecar core 0)':46} {'wall':>12} {'per CPU s':>12}"
+        "  target"
+    )
+    missed = []
+    for key, name, targeted in ROWS:
+        wall, cpu = figures[key], figures[f"{key}_per_cpu_s"]
+        mark = ""
+        if targeted:
+            ok = wall >= TARGET
+            mark = f"  >= {TARGET:,} " + ("ok" if ok else "MISSED")
+            if not ok:
+                missed.append(name)
+        print(f"{name:46} {wall:>12,.0f} {cpu:>12,.0f}{mark}")
+    print(
+        f"next_id / 1 M target: {figures['client_next_id_vs_target']:.2f}x; "
+        f"next_id / in-process Snowflake: {figures['client_next_id_vs_in_process']:.2f}x; "
+        f"{figures['snowflake_batches_fetched']:,.0f} batches of 1000 fetched by the default client"
+    )
+    print(
+        f"(median of {repeats} runs of {seconds:g} s; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores: other work on the machine skews the wall figures)"
+    )
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.client", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=1.0, help="length of each run")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per figure (median)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
+    args, _ = parser.parse_known_args(argv)
+    # Short parts' defaults (e.g. --seconds 0.2 for bench.core) leave too few batches here.
+    seconds = max(0.5, args.seconds)
+    repeats = max(1, args.repeats)
+    with tempfile.TemporaryDirectory(prefix="nebula-bench-client-") as tmp:
+        figures = measure(seconds, repeats, pathlib.Path(tmp))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    missed = report(figures, seconds=seconds, repeats=repeats)
+    return 1 if (args.check and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
