@@ -4,8 +4,9 @@ One HTTP request per ID costs about 50 us; one per thousand IDs costs almost
 nothing per ID.  So the client asks for a batch (``?count=batch_size``), keeps
 it in a deque, and fetches the next batch in a background task once the deque
 falls below `low_water` of a batch, before the application runs dry (Tinyid's
-client and Leaf's double buffer work the same way).  While the deque holds
-IDs, `next_id` is a pop: it never suspends.
+client and Leaf's double buffer work the same way).  Above that low mark,
+`next_id` is a pop that never suspends; once per batch it yields to the event
+loop, so the next request goes out even from a loop that awaits nothing else.
 
 At most one fetch is in flight and batches are appended in the order they were
 asked for, so the client never returns an ID twice and keeps the sidecar's
@@ -55,7 +56,8 @@ class IdClient:
     for at a time (at most the pool's ``maxBatchSize``, 1000 by default); the
     next batch is fetched once fewer than ``low_water * batch_size`` remain.
     `session` is used as given and left open; without one the client makes its
-    own and closes it.  Use it from one event loop::
+    own, with `timeout` seconds per batch request, and closes it.  Use it from
+    one event loop::
 
         async with IdClient(algorithm="snowflake") as ids:
             order_id = await ids.next_id()
