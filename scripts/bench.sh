@@ -26,6 +26,8 @@ if [ -z "${PYTHON:-}" ]; then
     PYTHON=python3
   fi
 fi
+# Benchmark this checkout, whichever checkout the venv was installed from.
+export PYTHONPATH="$ROOT/sidecar:$ROOT/operator:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 "$PYTHON" -c 'import nebula_id, uuid_utils' 2>/dev/null \
   || { echo "scripts/bench.sh: $PYTHON cannot import nebula_id; run scripts/test.sh once (it makes the venv) or set PYTHON" >&2; exit 1; }
 
