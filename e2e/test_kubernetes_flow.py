@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.support.controlplane import ControlPlane, run_cli
+from tests.support.matching import is_subset
 
 from e2e import kubelet
 from nebula_id.core import keys as pool_keys
@@ -251,20 +252,6 @@ def pod_from_template(namespace: str, pool: str) -> dict[str, Any]:
     metadata["generateName"] = f"{deployment['metadata']['name']}-{pool}-"
     metadata["namespace"] = namespace
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-
-
-def is_subset(expected: Any, actual: Any) -> bool:
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and is_subset(v, actual[k]) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(expected) == len(actual)
-            and all(is_subset(e, a) for e, a in zip(expected, actual, strict=True))
-        )
-    return bool(expected == actual)
 
 
 def test_install_pool_inject_serve_and_release(

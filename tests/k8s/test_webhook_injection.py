@@ -27,6 +27,7 @@ import yaml
 from nebula_id.core import pool as pools
 from nebula_id_operator import certs, injection, webhook
 from tests.support.controlplane import CommandFailed, ControlPlane
+from tests.support.matching import is_subset
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "nebula-id"
@@ -104,21 +105,6 @@ def app_pod(pool: str | None, *, inject: bool = True, **spec: Any) -> dict[str, 
         "metadata": metadata,
         "spec": {"containers": [container], **spec},
     }
-
-
-def is_subset(expected: Any, actual: Any) -> bool:
-    """`expected` is contained in `actual` (the API server adds defaults)."""
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and is_subset(v, actual[k]) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(expected) == len(actual)
-            and all(is_subset(e, a) for e, a in zip(expected, actual, strict=True))
-        )
-    return bool(expected == actual)
 
 
 @dataclasses.dataclass
