@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 
 from nebula_id_operator import certs, webhook
@@ -58,7 +57,8 @@ def setup(
             for i in range(2)
         ],
     }
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(mwc))
+    # JSON, not YAML: a hex tag such as 712e14 would reach the server as a number.
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(mwc))
     settings = webhook.WebhookSettings(
         namespace=namespace,
         secret_name="webhook-tls",
