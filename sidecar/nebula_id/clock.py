@@ -35,7 +35,15 @@ class SystemClock:
         return time.monotonic()
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+        try:
+            time.sleep(seconds)
+        except OSError:
+            # EINVAL was seen under libfaketime when the faked clock jumped
+            # during the sleep.  Sleeps here last a few milliseconds (a small
+            # rollback, the next millisecond), so spin instead of failing the request.
+            deadline = time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                pass
 
 
 class FakeClock:
