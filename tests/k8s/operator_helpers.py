@@ -3,6 +3,7 @@ as a real process, wait for conditions, read its metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -155,3 +156,32 @@ class Operator:
         if self.proc is not None:
             processes.stop(self.proc)
             self.proc = None
+
+
+@contextlib.contextmanager
+def leading_operator(
+    plane: ControlPlane,
+    *,
+    kubeconfig: str,
+    etcd_endpoint: str,
+    workdir: Path,
+    identity: str,
+    prefix: str,
+    namespace: str,
+) -> Iterator[Operator]:
+    """One operator watching `namespace`, leading; on exit its pools are deleted
+    while it still runs the finalizers, then it stops."""
+    op = Operator(
+        kubeconfig=kubeconfig,
+        etcd_endpoint=etcd_endpoint,
+        workdir=workdir,
+        identity=identity,
+        prefix=prefix,
+        extra_env={"NEBULA_OPERATOR_NAMESPACES": namespace},
+    ).start()
+    try:
+        eventually(op.is_leader, timeout=20, what=f"the {identity} operator to lead")
+        yield op
+        plane.kubectl("delete", "nip", "--all", "-n", namespace, "--timeout=60s")
+    finally:
+        op.stop()

@@ -102,21 +102,17 @@ def operator(
     etcd_endpoint: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[helpers.Operator]:
-    op = helpers.Operator(
+    # Deleting under the restricted account also proves the finalizer needs no more RBAC.
+    with helpers.leading_operator(
+        control_plane,
         kubeconfig=str(restricted_kubeconfig),
         etcd_endpoint=etcd_endpoint,
         workdir=tmp_path_factory.mktemp("rbac-operator"),
         identity="restricted",
         prefix=PREFIX,
-        extra_env={"NEBULA_OPERATOR_NAMESPACES": NAMESPACE},
-    ).start()
-    try:
-        helpers.eventually(op.is_leader, timeout=20, what="the restricted operator to lead")
+        namespace=NAMESPACE,
+    ) as op:
         yield op
-        # Deleting under the restricted account also proves the finalizer needs no more RBAC.
-        control_plane.kubectl("delete", "nip", "--all", "-n", NAMESPACE, "--timeout=60s")
-    finally:
-        op.stop()
 
 
 def test_restricted_operator_reconciles_a_segment_pool(

@@ -58,21 +58,17 @@ def operator(
 ) -> Iterator[helpers.Operator]:
     helpers.install_crd(control_plane)
     control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    op = helpers.Operator(
+    # Leave nothing for other tests' operators: pools go while ours runs the finalizers.
+    with helpers.leading_operator(
+        control_plane,
         kubeconfig=kubeconfig,
         etcd_endpoint=etcd_endpoint,
         workdir=tmp_path_factory.mktemp("operator"),
         identity="solo",
         prefix=PREFIX,
-        extra_env={"NEBULA_OPERATOR_NAMESPACES": NAMESPACE},
-    ).start()
-    try:
-        helpers.eventually(op.is_leader, timeout=20, what="the operator to lead")
+        namespace=NAMESPACE,
+    ) as op:
         yield op
-        # Leave nothing for other tests' operators: delete while ours runs the finalizers.
-        control_plane.kubectl("delete", "nip", "--all", "-n", NAMESPACE, "--timeout=60s")
-    finally:
-        op.stop()
 
 
 def apply_pool(plane: ControlPlane, name: str, spec: str, annotations: str = "{}") -> None:
