@@ -88,6 +88,10 @@ def test_the_defaults_and_every_option_pass_lint(helm_bin: str) -> None:
         "podMonitor.namespaces={shop}",
         "crds.keep=false",
         "tests.namespace=shop",
+        "prometheusRule.enabled=true",
+        "grafanaDashboard.enabled=true",
+        "operator.logFormat=json",
+        "sidecar.logFormat=json",
     ]
     for values in ([], on):
         args = ["lint", str(CHART), "--strict"]
@@ -295,3 +299,26 @@ def test_crds_install_false_leaves_the_crd_out(helm_bin: str) -> None:
         d for d in render(helm_bin, "crds.keep=false") if d["kind"] == "CustomResourceDefinition"
     ]
     assert "helm.sh/resource-policy" not in (crd["metadata"].get("annotations") or {})
+
+
+def test_the_alerts_and_the_dashboard_ship_as_the_monitoring_files(helm_bin: str) -> None:
+    monitoring = CHART / "monitoring"
+    docs = render(helm_bin, "prometheusRule.enabled=true", "grafanaDashboard.enabled=true")
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load((monitoring / "nebula-id.rules.yaml").read_text())
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["nebula-id.json"])
+    assert dashboard == json.loads((monitoring / "nebula-id-dashboard.json").read_text())
+    assert not {"PrometheusRule", "ConfigMap"} & {d["kind"] for d in render(helm_bin)}
+
+
+def test_the_log_formats_reach_the_operator_and_the_sidecars(helm_bin: str) -> None:
+    docs = render(helm_bin, "operator.logFormat=json", "sidecar.logFormat=json")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["NEBULA_LOG_FORMAT"] == "json"
+    assert env["NEBULA_SIDECAR_LOG_FORMAT"] == "json"
