@@ -403,7 +403,7 @@ def test_unreachable_database_retries_shows_in_conditions_and_heals(
     pool = wait_condition(control_plane, operator, "flaky", "DatabaseProvisioned", "False")
     provisioned = helpers.condition(pool, "DatabaseProvisioned")
     assert provisioned["reason"] == "DatabaseUnavailable"
-    assert provisioned["message"].startswith("dc-b: cannot provision segments")
+    assert provisioned["message"].startswith("Datacenter dc-b: cannot provision segments")
     assert pool["status"]["phase"] == "Pending"  # transient: kopf retries with backoff
     assert segment_rows(postgres, "nebula", f"{NAMESPACE}/flaky") == ["parcels:dc-a"]
 
