@@ -44,8 +44,10 @@ timed() {  # timed NAME CMD...: run and record the wall time
 
 gobuild() {  # gobuild NAME ARGS...: go build into BIN_DIR; never leave a half-written binary
   local name=$1; shift
-  go build -trimpath -o "$BIN_DIR/.$name.partial" "$@"
-  mv -f "$BIN_DIR/.$name.partial" "$BIN_DIR/$name"
+  # A partial name per build: two runs building the same binary must not
+  # move each other's file.
+  go build -trimpath -o "$BIN_DIR/.$name.partial.$$" "$@"
+  mv -f "$BIN_DIR/.$name.partial.$$" "$BIN_DIR/$name"
 }
 
 build_etcd() {

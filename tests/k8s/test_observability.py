@@ -217,6 +217,39 @@ def test_promlint_finds_a_broken_name(promlint: str) -> None:
     assert "base unit" in proc.stdout or "abbreviated" in proc.stdout, proc.stdout
 
 
+def test_a_standalone_sidecar_passes_promlint_too(promlint: str, tmp_path: Path) -> None:
+    port = processes.free_port()
+    log_path = tmp_path / "standalone.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEBULA_")}
+    proc = processes.spawn(
+        [str(NEBULA_ID), "serve", "--port", str(port), "--data-dir", str(tmp_path / "data"),
+         "--tags", "orders"],
+        log_path=log_path,
+        env=env,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        processes.wait_until(
+            lambda: http.get(base + "/readyz")[0] == 200,
+            what="the standalone sidecar",
+            proc=proc,
+            log_path=log_path,
+            timeout=30,
+            interval=0.2,
+        )
+        for path in ("/v1/ids", "/v1/ids/segment/orders"):
+            assert http.get(base + path)[0] == 200
+        text = http.get(base + "/metrics")[1].decode()
+    finally:
+        processes.stop(proc)
+    assert "nebula_id_snowflake_high_water_mark_seconds" in text
+    mark = re.search(r"^nebula_id_snowflake_high_water_mark_seconds (\S+)$", text, re.M)
+    assert mark is not None
+    assert 1.7e9 < float(mark.group(1)) < 1e10, "Unix seconds, not milliseconds"
+    proc_lint = lint(promlint, text)
+    assert proc_lint.returncode == 0, proc_lint.stdout + proc_lint.stderr
+
+
 @pytest.mark.parametrize("process", ["sidecar", "operator"])
 def test_the_metric_names_follow_the_prometheus_rules(
     scrapes: Scrapes, promlint: str, process: str
