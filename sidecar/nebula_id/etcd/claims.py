@@ -136,18 +136,16 @@ def floor_for_new_holder(
 ) -> int:
     """The timestamp a new holder must wait past before issuing.
 
-    Normally the stored mark.  When the mark was written under our own previous lease of
-    this same worker ID, nobody else has issued with it since (every holder persists a
-    mark before its first ID), so our own last timestamp is the true floor and a
-    re-claim after an etcd outage does not wait out the whole horizon.
+    The stored mark, or this process's own last timestamp of the same worker ID when
+    that is higher (a mark that was lost or lowered must not let it repeat its own IDs).
+    When the mark was written under our own previous lease of this worker ID, nobody
+    else has issued with it since (every holder persists a mark before its first ID),
+    so our own last timestamp is the true floor and a re-claim after an etcd outage
+    does not wait out the whole horizon.
     """
+    own = previous_last_ms if previous_lease is not None and previous_last_ms is not None else 0
     if mark is None:
-        return 0
-    if (
-        previous_lease is not None
-        and previous_last_ms is not None
-        and mark.lease == previous_lease
-        and previous_last_ms <= mark.ms
-    ):
-        return previous_last_ms
-    return mark.ms
+        return own
+    if mark.lease == previous_lease and previous_last_ms is not None and own <= mark.ms:
+        return own
+    return max(mark.ms, own)

@@ -208,7 +208,7 @@ class WorkerHolder:
             return
         try:
             if worker is not None and retired is not None:
-                await self._write_mark(lease, worker, retired.last_timestamp_ms)
+                await self._write_mark(lease, worker, retired.last_timestamp_ms, lowering=True)
             await self._client.revoke(lease, call_timeout=self._call_timeout)
         except errors.CoordinationError as e:
             log.warning("worker ID: could not release it cleanly (%s); it expires by TTL", e)
@@ -273,14 +273,8 @@ class WorkerHolder:
         )
 
     async def _start_serving(self, lease: int, worker: int) -> None:
-        stored = await self._client.get(self._keys.clock(self._dc, worker))
-        try:
-            mark = claims.HighWaterMark.from_json(stored.value) if stored else None
-        except ValueError as e:
-            raise errors.CoordinationError(
-                f"the high-water mark at {self._keys.clock(self._dc, worker)} is unreadable "
-                f"({e}); refusing to guess"
-            ) from e
+        key = self._keys.clock(self._dc, worker)
+        mark = _read_mark(await self._client.get(key), key)
         previous = self._previous if self._previous and self._previous[0] == worker else None
         floor = claims.floor_for_new_holder(
             mark,
@@ -336,15 +330,42 @@ class WorkerHolder:
         except etcd.LeaseNotFound as e:
             raise _ClaimLost(f"lease {lease:x} expired") from e
 
-    async def _write_mark(self, lease: int, worker: int, mark_ms: int) -> bool:
-        """Persist `mark_ms`, only while the claim key still carries `lease`."""
-        mark = claims.HighWaterMark(ms=mark_ms, lease=lease)
-        result = await self._client.txn(
-            [etcd.Compare.lease_equals(self._keys.worker(self._dc, worker), lease)],
-            [etcd.Put(self._keys.clock(self._dc, worker), mark.to_json())],
-            call_timeout=self._call_timeout,
-        )
-        return result.succeeded
+    async def _write_mark(
+        self, lease: int, worker: int, mark_ms: int, *, lowering: bool = False
+    ) -> bool:
+        """Persist `mark_ms`, only while the claim key still carries `lease`.
+
+        The stored mark never goes down: the write is a compare-and-swap on the mark's
+        mod_revision and stores the max of both, so a write that etcd applies late
+        (its client had given up on it) fails instead of undoing a newer one.  Only
+        `lowering` (the release) may store a lower value, and only over a mark of its
+        own lease: every ID it issued is at or below its last timestamp.
+        """
+        claim_key = self._keys.worker(self._dc, worker)
+        clock_key = self._keys.clock(self._dc, worker)
+        stored = await self._client.get(clock_key, call_timeout=self._call_timeout)
+        for _ in range(claims.CLAIM_ATTEMPTS):
+            current = _read_mark(stored, clock_key)
+            value = mark_ms
+            if current is not None and not (lowering and current.lease == lease):
+                value = max(mark_ms, current.ms)
+            mark = claims.HighWaterMark(ms=value, lease=lease)
+            result = await self._client.txn(
+                [
+                    etcd.Compare.lease_equals(claim_key, lease),
+                    etcd.Compare.mod_revision(clock_key, stored.mod_revision if stored else 0),
+                ],
+                [etcd.Put(clock_key, mark.to_json())],
+                [etcd.Get(claim_key), etcd.Get(clock_key)],
+                call_timeout=self._call_timeout,
+            )
+            if result.succeeded:
+                return True
+            claim_kvs, clock_kvs = result.ranges
+            if not claim_kvs or claim_kvs[0].lease != lease:
+                return False
+            stored = clock_kvs[0] if clock_kvs else None
+        raise errors.CoordinationError(f"the mark at {clock_key} kept changing under us")
 
     async def _lost(self, why: str) -> None:
         retired = self._source.stop(sources.LEASE_LOST, f"re-claiming a worker ID: {why}")
@@ -358,6 +379,15 @@ class WorkerHolder:
             # The lease may still live while the claim was taken: do not keep it around.
             with contextlib.suppress(errors.CoordinationError):
                 await self._client.revoke(old_lease, call_timeout=self._call_timeout)
+
+
+def _read_mark(stored: etcd.KeyValue | None, key: str) -> claims.HighWaterMark | None:
+    try:
+        return claims.HighWaterMark.from_json(stored.value) if stored else None
+    except ValueError as e:
+        raise errors.CoordinationError(
+            f"the high-water mark at {key} is unreadable ({e}); refusing to guess"
+        ) from e
 
 
 def _with(record: claims.ClaimRecord, *, lease: int, claimed_at_ms: int) -> claims.ClaimRecord:
