@@ -229,7 +229,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         drop = str(annotations.get(reconcile.DROP_DATA_ANNOTATION, "")).lower() == "true"
         try:
             result, skipped = await reconcile.delete(
-                ctx, meta["namespace"], meta["name"], drop=drop
+                ctx, meta["namespace"], meta["name"], drop=drop, spec=_spec(body)
             )
         except errors.NebulaIdError as e:
             ctx.metrics.observe("delete", started, error=type(e).__name__)

@@ -45,13 +45,30 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     max_id        bigint      NOT NULL,
     step          bigint      NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
+    generation    bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (pool, tag, datacenter)
 )
 """
 
+# Tables made before rows carried the pool's generation.
+ADD_GENERATION = (
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0"
+)
+
+# A re-created pool (same identity, data kept) takes its old rows over: they carry the
+# newest generation, so a drop of an earlier life cannot delete them.
+STAMP_GENERATION = f"""
+UPDATE {TABLE} SET generation = GREATEST(generation, $4::bigint)
+ WHERE pool = $1 AND tag = $2 AND datacenter = $3
+"""
+
+# Only rows of this life or earlier ones: a drop that was overtaken by a re-creation
+# (a deposed operator leader resuming) leaves the new life's rows alone.
+DROP_ROWS = f"DELETE FROM {TABLE} WHERE pool = $1 AND generation <= $2::bigint"
+
 INSERT_TAG = f"""
-INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
-VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5)
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5, $6)
 ON CONFLICT (pool, tag, datacenter) DO NOTHING
 RETURNING tag
 """
@@ -152,9 +169,16 @@ async def _create_rows(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
         await conn.execute(CREATE_TABLE)
+        await conn.execute(ADD_GENERATION)
         for tag in pool.tags:
             inserted = await conn.fetchval(
-                INSERT_TAG, pool.ref, tag.name, datacenter.name, datacenter.id, tag.step
+                INSERT_TAG,
+                pool.ref,
+                tag.name,
+                datacenter.name,
+                datacenter.id,
+                tag.step,
+                pool.generation,
             )
             if inserted is not None:
                 created.append(tag.name)
@@ -166,6 +190,9 @@ async def _create_rows(
                     f"was created for datacenter id {row['datacenter_id']}, the pool now says "
                     f"{datacenter.id}; refusing, because its counters could collide"
                 )
+            await conn.execute(
+                STAMP_GENERATION, pool.ref, tag.name, datacenter.name, pool.generation
+            )
             existing.append(tag.name)
     return ProvisionResult(datacenter.name, tuple(created), tuple(existing))
 
@@ -200,6 +227,33 @@ async def provision(
             f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
             f"at {redact(dsn)}: {type(e).__name__}: {e}"
         ) from e
+
+
+async def drop_rows(
+    dsn: str, pool_ref: str, generation: int, *, settings: PostgresSettings | None = None
+) -> int:
+    """Delete the segment rows of `pool_ref` up to `generation`; returns how many."""
+    settings = settings or PostgresSettings()
+    try:
+        async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
+            conn = await asyncpg.connect(
+                dsn,
+                timeout=settings.connect_timeout_s,
+                command_timeout=settings.command_timeout_s,
+                server_settings=SESSION_SETTINGS,
+            )
+            try:
+                if await conn.fetchval("SELECT to_regclass($1)", TABLE) is None:
+                    return 0
+                await conn.execute(ADD_GENERATION)
+                status = await conn.execute(DROP_ROWS, pool_ref, generation)
+            finally:
+                await conn.close(timeout=settings.command_timeout_s)
+    except _DB_ERRORS as e:
+        raise errors.StorageError(
+            f"cannot drop the segments of {pool_ref} at {redact(dsn)}: {type(e).__name__}: {e}"
+        ) from e
+    return int(status.split()[-1]) if status.startswith("DELETE") else 0
 
 
 class PostgresSegmentStore:
