@@ -1,9 +1,14 @@
 """The etcd keyspace of DESIGN.md, in one place.
 
 {prefix}/pools/{ns}/{name}/config                 written by the operator or `pool apply`
+{prefix}/pools/{ns}/{name}/identity               layout, epoch, datacenter IDs and generation;
+                                                  kept after deletion until the data is dropped
 {prefix}/pools/{ns}/{name}/health                 written by the operator
 {prefix}/pools/{ns}/{name}/workers/{dc}/{worker}  a claim, attached to the holder's lease
 {prefix}/pools/{ns}/{name}/clock/{dc}/{worker}    the high-water mark, kept without a lease
+{prefix}/pools/{ns}/{name}/floors/{dc}/{tag}      a segment floor: the highest ID any range of
+                                                  (tag, dc) may have handed out, kept apart
+                                                  from the database row as a second witness
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class PoolKeys:
         return f"{self.root}/config"
 
     @property
+    def identity(self) -> str:
+        return f"{self.root}/identity"
+
+    @property
     def health(self) -> str:
         return f"{self.root}/health"
 
@@ -61,3 +70,10 @@ class PoolKeys:
 
     def clock(self, datacenter: int, worker: int) -> str:
         return f"{self.root}/clock/{datacenter}/{worker}"
+
+    @property
+    def floors_prefix(self) -> str:
+        return f"{self.root}/floors/"
+
+    def floor(self, datacenter: int, tag: str) -> str:
+        return f"{self.root}/floors/{datacenter}/{tag}"
