@@ -91,6 +91,9 @@ fi
 pip_quiet --no-deps --no-build-isolation -e . || die "pip install -e . (log: $PIP_LOG)"
 flock -u 9
 PY="$VENV/bin/python"
+# Other checkouts on this machine may re-point the shared venv's editable install
+# while this run is going: this checkout's sources come first for every process.
+export PYTHONPATH="$ROOT/sidecar:$ROOT/operator:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # -- 3. Go binaries (cached) ----------------------------------------------------------------
 command -v go >/dev/null || die "Go is not installed (needed to build etcd, kube-apiserver, kubectl, helm)"
