@@ -153,3 +153,21 @@ def test_snowflake_bug_is_found(bug: str, tmp_path: pathlib.Path) -> None:
     report(f"snowflake/{bug}", result)
     assert result.errors > 0, f"spin found no counterexample with {bug}:\n{result.output}"
     assert "assertion violated" in result.output or result.trail_steps, result.output
+
+
+SEGMENT_BOUNDS = ("-DMAXC=6", "-DALLOCS=5")
+SEGMENT_BUGS = ("BUG_STALE_LEADER", "BUG_ROW_AT_ONE", "BUG_FLOOR_MAX")
+
+
+def test_segment_protocol_verifies(tmp_path: pathlib.Path) -> None:
+    result = check("segment", SEGMENT_BOUNDS, tmp_path)
+    report("segment", result)
+    assert result.errors == 0, result.output
+    assert result.states > 10_000, "the search explored suspiciously little"
+
+
+@pytest.mark.parametrize("bug", SEGMENT_BUGS)
+def test_segment_bug_is_found(bug: str, tmp_path: pathlib.Path) -> None:
+    result = check("segment", (*SEGMENT_BOUNDS, f"-D{bug}=1"), tmp_path)
+    report(f"segment/{bug}", result)
+    assert result.errors > 0, f"spin found no counterexample with {bug}:\n{result.output}"
