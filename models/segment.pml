@@ -4,8 +4,8 @@
  * One (pool, tag, datacenter): its counter row in the datacenter's PostgreSQL and its
  * floor in etcd (floors/{dc}/{tag}), two independent witnesses of how far ranges went.
  *   - an allocator takes a range with one atomic `UPDATE ... SET max_id = max_id + step
- *     RETURNING max_id`, keyed by the pool's generation; a missing row is an error (only
- *     provisioning creates rows);
+ *     RETURNING max_id`, keyed by the pool's generation; a missing row is re-created at
+ *     the etcd floor, never at 1 (only provisioning creates a first row);
  *   - it reads the etcd floor; when the range starts below it, it repairs the row
  *     (max_id = max(max_id, floor)) and allocates again;
  *   - it moves the floor from below the range's start to the range's end (a CAS on
@@ -113,6 +113,10 @@ again:
      atomic {
        if
        :: row && row_gen == gen && row_max + 1 < MAXC -> row_max++; got = row_max
+#if !BUG_ROW_AT_ONE
+       :: !row && floor_set && cfg && cfg_gen == gen ->
+          row = true; row_gen = gen; row_max = floor; goto again   /* re-created at the floor */
+#endif
 #if BUG_ROW_AT_ONE
        :: !row -> row = true; row_gen = gen; row_max = 1; got = 1
 #endif

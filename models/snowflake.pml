@@ -14,7 +14,8 @@
  *   - the operator deletes a pool (the config becomes a tombstone that keeps the pool's
  *     identity: epoch and generation), drops its data (fence first, then wait until every
  *     claim is gone and every lease has lapsed, then delete the marks), and re-creates it
- *     (continuing from the tombstone's identity, or fresh after a drop).  Its destructive
+ *     (over a tombstone only with the same identity: another epoch is refused; fresh,
+ *     with any epoch, after a drop).  Its destructive
  *     writes are fenced on the leader key and on the pool's generation in the same txn.
  *
  * Faults, all nondeterministic: crashes (a restart forgets everything), SIGSTOP (any
@@ -55,8 +56,9 @@
  *
  * Bug switches (spin -DBUG_X), each brings back one known bug:
  *   BUG_DROP_LIVE     drop-data deletes marks, config and claims at once, under live holders
- *   BUG_NO_IDENTITY   marks are bare milliseconds without the pool's identity; claims and
- *                     holders do not check the pool's generation; sidecars never re-read it
+ *   BUG_NO_IDENTITY   a re-created pool may take another epoch over its tombstone, marks
+ *                     are bare milliseconds without the pool's identity, claims and
+ *                     holders do not check the pool's generation, sidecars never re-read it
  *   BUG_STALE_LEADER  the operator's drop is not fenced on the leader key nor the generation
  *   BUG_NO_RECHECK    the lease is checked before a blocking wait, not after it
  *   BUG_MARK_DOWN     mark writes are plain puts (a late write lowers the mark) and a new
@@ -116,6 +118,7 @@ byte nleases;                     /* leases granted so far (ids 1..nleases) */
 byte claim;                       /* the lease carried by workers/0/0; 0: absent */
 bool mark_set;                    /* clock/0/0 exists */
 short mark;                       /* its value: an ID value (ts - epoch), or bare ms with BUG_NO_IDENTITY */
+byte mark_lease;                  /* the lease that wrote it */
 bool cfg;                         /* config key present */
 byte cfg_gen;                     /* its generation (identity) */
 byte cfg_epoch;
@@ -171,19 +174,19 @@ inline apply_write(wv, wl, wlower, wexpect, result) {
   if
   :: claim == wl && claim != 0 ->
 #if BUG_MARK_DOWN
-     mark = wv; mark_set = true; result = true
+     mark = wv; mark_set = true; mark_lease = wl; result = true
 #else
      if
      :: wlower ->
-        /* lowering compares the stored value (a mod_revision compare in etcd) */
+        /* the release may lower only a mark written under its own lease */
         if
-        :: mark_set && mark == wexpect -> mark = wv; result = true
+        :: mark_set && mark_lease == wl -> mark = wv; result = true
         :: else -> result = false
         fi
      :: else ->
         /* raising never lowers: a CAS loop on mod_revision keeps the higher value */
         if
-        :: !mark_set || wv > mark -> mark = wv; mark_set = true
+        :: !mark_set || wv > mark -> mark = wv; mark_set = true; mark_lease = wl
         :: else -> skip
         fi;
         result = true
@@ -275,7 +278,7 @@ end:
 #if BUG_DROP_LIVE
      atomic { ops_delete == 0 && leader == me && cfg ->
        ops_delete++;
-       mark_set = false; mark = 0;
+       mark_set = false; mark = 0; mark_lease = 0;
        cfg = false; cfg_gen = 0; claim = 0; tidy();
        life++; mon_lease = 0; mon_value = 0 }
 #else
@@ -301,17 +304,22 @@ end:
              life++; mon_lease = 0; mon_value = 0
           :: else -> skip
           fi;
-          mark_set = false; mark = 0; tomb = false; tomb_gen = 0
+          mark_set = false; mark = 0; mark_lease = 0; tomb = false; tomb_gen = 0
        :: else -> skip
        fi;
        gen = 0; snapshot = 0 }
 #endif
-  :: /* (re-)create the pool, continuing the tombstone's identity, maybe with another epoch */
+  :: /* (re-)create the pool: over a tombstone only with its identity (another epoch is
+      * refused), fresh after a drop with any epoch */
      atomic { ops_create == 0 && leader == me && !cfg ->
        ops_create++;
+#if BUG_NO_IDENTITY
+       if :: cfg_epoch = 0 :: cfg_epoch = EPOCH2 fi;
+#else
+       if :: tomb -> skip :: else -> if :: cfg_epoch = 0 :: cfg_epoch = EPOCH2 fi fi;
+#endif
        gens++; cfg = true; cfg_gen = gens;
-       tomb = false; tomb_gen = 0;
-       if :: cfg_epoch = 0 :: cfg_epoch = EPOCH2 fi }
+       tomb = false; tomb_gen = 0 }
   od
 }
 
