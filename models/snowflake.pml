@@ -41,7 +41,7 @@
  *   and checks every later issue of the same value.
  *
  * Configurations (compile-time): the whole model at once is too large to search
- * exhaustively in CI, so tests/models/test_spin.py checks it in three slices, each
+ * exhaustively in CI, so tests/models/test_spin.py checks it in four slices, each
  * exhaustively within its bounds:
  *   delays     -DNO_OPERATOR            delayed/reordered/lost mark writes, lost answers,
  *                                       one clock jump, pauses
@@ -49,7 +49,11 @@
  *                                       and the clock read, one clock jump, pauses
  *   lifecycle  -DNO_DELAY -DCLOCK_EVENTS=0        operator delete / drop / re-create with
  *                                       another epoch, a deposed leader, pauses
- * The bounds used there: TMAX=4, TTL=2, MARGIN=0, MAXSKEW=1, MAXLEASE=2, RESTARTS=0.
+ *   restarts   -DNO_OPERATOR -DNO_DELAY -DCLOCK_EVENTS=0 -DMAXLEASE=3 -DRESTARTS=1
+ *                                       a crash (restart with no memory) or a graceful
+ *                                       stop, a re-claim by the same process, pauses
+ * The bounds used there: TMAX=4, TTL=2, MARGIN=0, MAXSKEW=1, and MAXLEASE=2, RESTARTS=0
+ * except in `restarts`.
  * MARGIN is 0 because the model has one time base: the real margin covers the rate
  * difference between the sidecar's monotonic clock and etcd's, which is not modelled;
  * a wall-clock skew of one tick then already lets an unprotected successor collide.

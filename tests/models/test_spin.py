@@ -26,19 +26,14 @@ pytestmark = pytest.mark.models
 MODELS = pathlib.Path(__file__).resolve().parents[2] / "models"
 PAN_TIMEOUT_S = 300
 
-# The bounds shared by every slice of the Snowflake model.
-SNOWFLAKE_BOUNDS = (
-    "-DTMAX=4",
-    "-DTTL=2",
-    "-DMARGIN=0",
-    "-DMAXSKEW=1",
-    "-DMAXLEASE=2",
-    "-DRESTARTS=0",
-)
+# The bounds shared by every slice of the Snowflake model (see its header).
+SNOWFLAKE_BOUNDS = ("-DTMAX=4", "-DTTL=2", "-DMARGIN=0", "-DMAXSKEW=1")
+ONE_CLAIM_EACH = ("-DMAXLEASE=2", "-DRESTARTS=0")
 SNOWFLAKE_SLICES = {
-    "delays": ("-DNO_OPERATOR", "-DCLOCK_EVENTS=1"),
-    "waits": ("-DNO_OPERATOR", "-DNO_DELAY", "-DWAITS", "-DCLOCK_EVENTS=1"),
-    "lifecycle": ("-DNO_DELAY", "-DCLOCK_EVENTS=0"),
+    "delays": (*ONE_CLAIM_EACH, "-DNO_OPERATOR", "-DCLOCK_EVENTS=1"),
+    "waits": (*ONE_CLAIM_EACH, "-DNO_OPERATOR", "-DNO_DELAY", "-DWAITS", "-DCLOCK_EVENTS=1"),
+    "lifecycle": (*ONE_CLAIM_EACH, "-DNO_DELAY", "-DCLOCK_EVENTS=0"),
+    "restarts": ("-DMAXLEASE=3", "-DRESTARTS=1", "-DNO_OPERATOR", "-DNO_DELAY", "-DCLOCK_EVENTS=0"),
 }
 # Each bug switch and the slice in which spin must find its counterexample.
 SNOWFLAKE_BUGS = {
