@@ -2,7 +2,7 @@
 # The one test command, for developers and CI (`.ci/run` execs it).
 #
 # On a fresh Debian 12 machine with Python 3.11 and Go it installs what is
-# missing (Debian's postgresql and faketime), makes a venv keyed by the hash of
+# missing (Debian's postgresql, faketime and spin), makes a venv keyed by the hash of
 # pyproject.toml, builds etcd, kube-apiserver, kubectl and helm from Go modules
 # (cached), then runs ruff, ruff format, mypy and pytest over every tier.
 # A dependency that cannot start fails the run; nothing is skipped.
@@ -11,7 +11,7 @@
 #   NEBULA_TEST_TIERS=unit,api bash scripts/test.sh     # opt out of the other tiers
 #   bash scripts/test.sh -k lease                       # extra args go to pytest
 #
-# Environment: NEBULA_TEST_TIERS (default unit,api,integration,k8s,e2e),
+# Environment: NEBULA_TEST_TIERS (default models,unit,api,integration,k8s,e2e),
 # NEBULA_TEST_TIMEOUT (seconds per test, default 300), KUBEBUILDER_ASSETS,
 # USE_EXISTING_CLUSTER=true + KUBECONFIG, NEBULA_CACHE_DIR, PYTHON.
 set -uo pipefail
@@ -20,7 +20,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
-TIERS="${NEBULA_TEST_TIERS:-unit,api,integration,k8s,e2e}"
+TIERS="${NEBULA_TEST_TIERS:-models,unit,api,integration,k8s,e2e}"
 TIMEOUT="${NEBULA_TEST_TIMEOUT:-300}"
 PYTHON="${PYTHON:-python3}"
 STARTED=$SECONDS
@@ -37,6 +37,8 @@ exec 9>"$CACHE_ROOT/.setup.lock"
 need_pkgs=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
 command -v faketime >/dev/null || need_pkgs+=(faketime)
+command -v spin >/dev/null || need_pkgs+=(spin)  # the models tier: Promela model checker
+command -v gcc >/dev/null || need_pkgs+=(gcc)    # spin compiles its verifiers with gcc
 APT_UPDATED=
 apt_install() {  # apt_install PKG...: apt-get update once, then install
   local sudo=()
@@ -62,6 +64,7 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt_install "${need_pkgs[@]}"
   flock -u 9
 fi
+command -v spin >/dev/null && command -v gcc >/dev/null || die "spin or gcc is missing (models tier)"
 
 # -- 2. Python venv, keyed by pyproject.toml ---------------------------------------------
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "$PYTHON is older than 3.11"
@@ -125,9 +128,9 @@ paths=()
 IFS=',' read -r -a tiers <<<"$TIERS"
 for tier in "${tiers[@]}"; do
   case "$tier" in
-    unit | api | integration | k8s) dir="tests/$tier" ;;
+    models | unit | api | integration | k8s) dir="tests/$tier" ;;
     e2e) dir="e2e" ;;
-    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: unit,api,integration,k8s,e2e)" ;;
+    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: models,unit,api,integration,k8s,e2e)" ;;
   esac
   if [ -d "$dir" ]; then paths+=("$dir"); else echo "note: tier $tier has no directory $dir"; fi
 done
