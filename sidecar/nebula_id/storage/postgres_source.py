@@ -34,7 +34,6 @@ from nebula_id.storage import health, postgres
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_S = 2.0
 # Loads may try several datacenters, each within its own connect + command budget.
 LOAD_TIMEOUT_S = 20.0
 
@@ -178,6 +177,20 @@ class _BufferCollector(Collector):
             "1 when the datacenter is usable for new ranges",
             labels=["datacenter"],
         )
+        tag_datacenter = GaugeMetricFamily(
+            "nebula_id_segment_tag_datacenter",
+            "1 for the datacenter the tag's current range came from",
+            labels=["tag", "datacenter"],
+        )
+        current = GaugeMetricFamily(
+            "nebula_id_segment_datacenter_current",
+            "1 for the datacenter new ranges come from, labelled with why it was chosen",
+            labels=["datacenter", "reason"],
+        )
+        switched = GaugeMetricFamily(
+            "nebula_id_segment_datacenter_switch_timestamp_seconds",
+            "Unix time of the last change of the datacenter new ranges come from (0: none yet)",
+        )
         info = self._source.info()
         for tag in self._source.tags():
             entry = info["tags"].get(tag)
@@ -186,9 +199,14 @@ class _BufferCollector(Collector):
             remaining.add_metric([tag], float(entry.get("remaining") or 0))
             step.add_metric([tag], float(entry.get("step") or 0))
             ready.add_metric([tag], 1.0 if entry.get("next_ready") else 0.0)
-        for name, state in info["failover"]["datacenters"].items():
-            usable.add_metric([name], 1.0 if state["usable"] else 0.0)
-        return [remaining, step, ready, usable]
+            if entry.get("datacenter"):
+                tag_datacenter.add_metric([tag, str(entry["datacenter"])], 1.0)
+        state = info["failover"]
+        for name, dc_state in state["datacenters"].items():
+            usable.add_metric([name], 1.0 if dc_state["usable"] else 0.0)
+        current.add_metric([str(state["current"]), str(state["reason"])], 1.0)
+        switched.add_metric([], (state["switchedAtMs"] or 0) / 1000)
+        return [remaining, step, ready, usable, tag_datacenter, current, switched]
 
 
 def datacenter_dsns(settings: ServeSettings, pool: pools.PoolConfig) -> dict[str, str]:
@@ -218,12 +236,20 @@ async def open_segments(
     registry: CollectorRegistry,
     failover_settings: failover.FailoverSettings | None = None,
     postgres_settings: postgres.PostgresSettings | None = None,
-    probe_interval_s: float = PROBE_INTERVAL_S,
-    health_interval_s: float = health.DEFAULT_INTERVAL_S,
+    health_recheck_s: float = health.RECHECK_S,
     prefetch_ratio: float = 0.1,
 ) -> AsyncIterator[ClusterSegments]:
-    """Segment IDs from PostgreSQL, for as long as the context is open."""
-    failover_settings = failover_settings or failover.FailoverSettings()
+    """Segment IDs from PostgreSQL, for as long as the context is open.
+
+    The failover settings are the pool's (`spec.failover`, each datacenter's own
+    overrides) with the sidecar's local overrides on top; `failover_settings`,
+    when given, replaces the pool's for every datacenter (tests).
+    """
+    per_datacenter = {
+        dc.name: settings.failover(failover_settings or pool.failover_for(dc.name))
+        for dc in pool.datacenters
+    }
+    failover_settings = settings.failover(failover_settings or pool.failover)
     dsns = datacenter_dsns(settings, pool)
     own = pool.datacenter(settings.datacenter).name
     order = [dc.name for dc in pool.datacenters if dc.name in dsns]
@@ -237,7 +263,13 @@ async def open_segments(
         for dc in pool.datacenters
         if dc.name in dsns
     }
-    policy = failover.Failover(order, preferred=preferred, clock=clock, settings=failover_settings)
+    policy = failover.Failover(
+        order,
+        preferred=preferred,
+        clock=clock,
+        settings=failover_settings,
+        per_datacenter={name: per_datacenter[name] for name in order},
+    )
     store = FailoverSegmentStore(stores, policy, metrics=SegmentMetrics(registry))
     allocator = segment.SegmentAllocator(
         store,
@@ -254,21 +286,18 @@ async def open_segments(
         stack.push_async_callback(allocator.close)
         stack.callback(registry.unregister, collector)
         registry.register(collector)
-        tasks.append(asyncio.create_task(_probe_loop(store, probe_interval_s)))
+        tasks.append(asyncio.create_task(_probe_loop(store, failover_settings.probe_interval_s)))
         if settings.cluster_mode and settings.pool is not None:
             client = await stack.enter_async_context(_etcd_client(settings))
-            tasks.append(
-                asyncio.create_task(
-                    health.follow_health(
-                        client,
-                        settings.pool_keys().health,
-                        policy,
-                        clock=clock,
-                        max_age_s=failover_settings.health_max_age_s,
-                        interval_s=health_interval_s,
-                    )
-                )
+            follower = health.HealthFollower(
+                client,
+                settings.pool_keys().health,
+                policy,
+                clock=clock,
+                max_age_s=failover_settings.health_max_age_s,
+                recheck_s=health_recheck_s,
             )
+            tasks.append(asyncio.create_task(follower.run()))
         stack.push_async_callback(_cancel, tasks)
         await allocator.start()
         yield source
