@@ -127,7 +127,7 @@ class Failover:
         self._states = {name: _DatacenterState(healthy_since=now) for name in self._names}
         self._current = preferred
         self._switches = 0
-        self._switch_reason = "preferred datacenter"
+        self._switch_reason = "preferred"
         self._switched_at_ms: int | None = None
 
     @property
