@@ -83,6 +83,15 @@ UPDATE {TABLE}
 RETURNING max_id
 """
 
+# A repair from the etcd floor: the row goes up to the floor, or is created at it.
+RAISE_ROW = f"""
+INSERT INTO {TABLE} AS t (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES ($1, $2, $3, $4, $5::bigint, 1, $6)
+ON CONFLICT (pool, tag, datacenter) DO UPDATE
+   SET max_id = GREATEST(t.max_id, EXCLUDED.max_id), updated_at = now()
+ WHERE t.datacenter_id = EXCLUDED.datacenter_id
+"""
+
 READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
 """
@@ -256,8 +265,17 @@ async def drop_rows(
     return int(status.split()[-1]) if status.startswith("DELETE") else 0
 
 
+class RowMissing(errors.StorageError):
+    """The tag's row does not exist, and this store may not create it at 1."""
+
+
 class PostgresSegmentStore:
-    """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database."""
+    """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database.
+
+    With ``create_rows=False`` (cluster mode, where provisioning creates the rows and
+    `storage.floored` repairs them from etcd) a missing row raises `RowMissing`
+    instead of being created at 1.
+    """
 
     def __init__(
         self,
@@ -266,7 +284,9 @@ class PostgresSegmentStore:
         pool: pools.PoolConfig,
         datacenter: pools.Datacenter,
         settings: PostgresSettings | None = None,
+        create_rows: bool = True,
     ) -> None:
+        self._create_rows = create_rows
         self._dsn = dsn
         self._pool_config = pool
         self._datacenter = datacenter
@@ -290,6 +310,25 @@ class PostgresSegmentStore:
     def limit(self) -> int:
         """Counters stay below this; the slice is ``[base, base + limit)``."""
         return self._limit
+
+    @property
+    def datacenter_id(self) -> int:
+        return self._datacenter.id
+
+    async def raise_row(self, tag: str, max_id: int) -> None:
+        """Raise the row of `tag` to at least `max_id`, creating it there if missing."""
+        pool, dc = self._pool_config, self._datacenter
+
+        async def once(conn: _Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
+                await conn.execute(CREATE_TABLE)
+                await conn.execute(ADD_GENERATION)
+                await conn.execute(
+                    RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation
+                )
+
+        await self._call(f"repair the row of {tag!r}", once)
 
     async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
         """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
@@ -348,6 +387,11 @@ class PostgresSegmentStore:
         if row is None:
             if all(t.name != tag for t in pool.tags):
                 raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
+            if not self._create_rows:
+                raise RowMissing(
+                    f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
+                    "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
+                )
             try:
                 await _create_rows(conn, pool, dc)
             except errors.InvalidPool as e:
