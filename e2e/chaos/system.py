@@ -124,9 +124,15 @@ class Sidecar:
                 os.killpg(self.proc.pid, sig)
 
     def set_clock_offset(self, seconds: float) -> None:
-        """libfaketime's offset of this sidecar's wall clock (negative: in the past)."""
+        """libfaketime's offset of this sidecar's wall clock (negative: in the past).
+
+        Written aside and renamed: libfaketime re-reads the file at every clock
+        call, and a half-written file would read as a jump of its own.
+        """
         assert self.clock_file is not None
-        self.clock_file.write_text(f"{seconds:+.3f}s\n")
+        staged = self.clock_file.with_suffix(".new")
+        staged.write_text(f"{seconds:+.3f}s\n")
+        os.replace(staged, self.clock_file)
 
     def stop(self) -> None:
         if self.proc is not None:

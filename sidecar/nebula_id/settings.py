@@ -90,7 +90,6 @@ class ServeSettings:
     node_name: str | None = None
     failover_failure_threshold: int | None = None
     failover_hold_down_seconds: float | None = None
-    failover_recovery_seconds: float | None = None
     failover_probe_interval_seconds: float | None = None
     failover_health_max_age_seconds: float | None = None
 
@@ -164,7 +163,6 @@ class ServeSettings:
             for attr, value in (
                 ("failure_threshold", self.failover_failure_threshold),
                 ("hold_down_s", self.failover_hold_down_seconds),
-                ("recovery_s", self.failover_recovery_seconds),
                 ("probe_interval_s", self.failover_probe_interval_seconds),
                 ("health_max_age_s", self.failover_health_max_age_seconds),
             )
@@ -378,12 +376,6 @@ FIELDS: tuple[Field, ...] = (
         _float,
         ("failover.hold_down_seconds",),
         "healthy time before returning to the own datacenter (default: the pool's)",
-    ),
-    Field(
-        "failover_recovery_seconds",
-        _float,
-        ("failover.recovery_seconds",),
-        "operator: passing time before a datacenter is healthy again (default: the pool's)",
     ),
     Field(
         "failover_probe_interval_seconds",
