@@ -257,7 +257,9 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 if stored is None:
                     await stopped.wait(interval)
                     continue
-                view = await workers.sync(ctx.etcd, ctx.kube, keys, stored.config, applied)
+                view = await workers.sync(
+                    ctx.etcd, ctx.kube, keys, stored.config, applied, fence=ctx.fence()
+                )
                 applied = view.annotations
                 gauge.set(view.active)
                 wanted = status.workers_status(view.active, status.worker_capacity(stored.config))

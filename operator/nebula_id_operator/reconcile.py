@@ -30,6 +30,7 @@ from typing import Any
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.core import identity as identities
 from nebula_id.core import pool as pools
 from nebula_id.core.keys import PoolKeys
 from nebula_id.etcd import client as etcd
@@ -97,6 +98,9 @@ async def write_config(
     keys = ctx.settings.keys(namespace, name)
     try:
         result = await etcd_pools.apply(ctx.etcd, keys, spec, now_ms=ctx.clock.wall_ms())
+    except identities.RecreationRefused as e:
+        # The pool was deleted, its IDs are remembered, and this spec could repeat them.
+        return None, status.Check.failed("RecreationRefused", e.message, permanent=True), e
     except errors.InvalidPool as e:
         return None, status.Check.failed("InvalidSpec", e.message, permanent=True), e
     except errors.ConfigError as e:

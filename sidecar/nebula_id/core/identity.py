@@ -123,9 +123,13 @@ def of_config(
     )
 
 
-def refusal(ref: str, identity: PoolIdentity, why: str) -> errors.InvalidPool:
+class RecreationRefused(errors.InvalidPool):
+    """A deleted pool was created again with another layout, epoch or datacenter IDs."""
+
+
+def refusal(ref: str, identity: PoolIdentity, why: str) -> RecreationRefused:
     """The error for a re-creation that does not match the kept identity."""
-    return errors.InvalidPool(
+    return RecreationRefused(
         f"pool {ref} was deleted, but the IDs it issued are remembered (generation "
         f"{identity.generation}, layout {identity.layout.to_json()}, epoch "
         f"{layouts.format_epoch(identity.layout.epoch_ms)}, datacenters "

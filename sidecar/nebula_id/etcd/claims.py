@@ -107,9 +107,17 @@ class HighWaterMark:
     ms: int
     lease: int = 0
     """The lease of the holder that wrote it (0 when unknown)."""
+    generation: int = 0
+    """The life of the pool it was written in (`core.identity`; 0 when unknown)."""
 
     def to_json(self) -> bytes:
-        doc = {"ms": self.ms, "lease": f"{self.lease:x}", "at": layouts.format_epoch(self.ms)}
+        doc: dict[str, Any] = {
+            "ms": self.ms,
+            "lease": f"{self.lease:x}",
+            "at": layouts.format_epoch(self.ms),
+        }
+        if self.generation:
+            doc["generation"] = self.generation
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -125,7 +133,12 @@ class HighWaterMark:
         if not isinstance(doc, dict) or not isinstance(doc.get("ms"), int):
             raise ValueError(f"not a high-water mark: {text[:100]!r}")
         lease = doc.get("lease", "0")
-        return cls(ms=doc["ms"], lease=int(lease, 16) if isinstance(lease, str) and lease else 0)
+        generation = doc.get("generation", 0)
+        return cls(
+            ms=doc["ms"],
+            lease=int(lease, 16) if isinstance(lease, str) and lease else 0,
+            generation=generation if isinstance(generation, int) else 0,
+        )
 
 
 def floor_for_new_holder(

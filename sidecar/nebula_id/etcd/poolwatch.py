@@ -51,6 +51,7 @@ class PoolWatch:
         self._clock = clock
         self._timing = claims.LeaseTiming(pool.lease_ttl_seconds)
         self._create_revision: int | None = None
+        self._generation = pool.generation
         self._deadline = 0.0
         self._reason = "reading the pool's config"
         self.known = asyncio.Event()
@@ -63,6 +64,11 @@ class PoolWatch:
     def create_revision(self) -> int | None:
         """The create revision of the matching config (None while there is none)."""
         return self._create_revision
+
+    @property
+    def generation(self) -> int:
+        """The generation of the config last seen matching (the pool's current life)."""
+        return self._generation
 
     @property
     def reason(self) -> str:
@@ -146,6 +152,8 @@ class PoolWatch:
             config = pool_store.decode(kv.value, self._keys)
         except errors.ConfigError as e:
             return e.message
+        if config.layout == self._pool.layout:
+            self._generation = config.generation
         if config.layout != self._pool.layout:
             return (
                 f"pool {ref} now has another layout or epoch ({config.layout.to_json()}); "

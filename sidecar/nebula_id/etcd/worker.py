@@ -417,7 +417,7 @@ class WorkerHolder:
             value = mark_ms
             if current is not None and not (lowering and current.lease == lease):
                 value = max(mark_ms, current.ms)
-            mark = claims.HighWaterMark(ms=value, lease=lease)
+            mark = claims.HighWaterMark(ms=value, lease=lease, generation=self._watch.generation)
             result = await self._client.txn(
                 [
                     etcd.Compare.lease_equals(claim_key, lease),

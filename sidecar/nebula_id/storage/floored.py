@@ -21,7 +21,11 @@ from nebula_id.core import keys as pool_keys
 from nebula_id.core import segment
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import floors
-from nebula_id.storage.postgres import RowMissing
+
+
+class RowMissing(errors.StorageError):
+    """A tag's row does not exist, and the store may not create it at 1 (any store raises it)."""
+
 
 REPAIR_ROUNDS = 8
 """Ranges tried per call: a range is also refused when another sidecar's later range

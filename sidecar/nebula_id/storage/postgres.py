@@ -29,6 +29,7 @@ from asyncpg.pool import PoolConnectionProxy
 from nebula_id import errors
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
+from nebula_id.storage.floored import RowMissing
 
 TABLE = "nebula_segments"
 FIRST_COUNTER = 1
@@ -263,10 +264,6 @@ async def drop_rows(
             f"cannot drop the segments of {pool_ref} at {redact(dsn)}: {type(e).__name__}: {e}"
         ) from e
     return int(status.split()[-1]) if status.startswith("DELETE") else 0
-
-
-class RowMissing(errors.StorageError):
-    """The tag's row does not exist, and this store may not create it at 1."""
 
 
 class PostgresSegmentStore:
