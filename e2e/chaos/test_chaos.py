@@ -43,6 +43,7 @@ PAUSE_S = 0.1
 REQUEST_TIMEOUT_S = 2.0
 MIN_IDS = 200_000
 SETTLE_GRACE_S = 30.0
+QUIET_S = chaos.TTL_S + 1.0
 LAYOUT = layouts.SnowflakeLayout()  # the pool's layout: the defaults (41/5/5/12)
 
 
@@ -142,20 +143,28 @@ async def client(
 async def settled(
     ledger: ledgers.Ledger, system: chaos.System, since: float, *, within: float
 ) -> float:
-    """Wait until every sidecar has served both algorithms after `since`."""
+    """Wait until every sidecar has served both algorithms after `since`, then quiet.
+
+    Quiet: no failed answer on any sidecar for `QUIET_S` (longer than a lease
+    TTL), so an after-effect of this fault (a lease etcd expires only once it
+    runs again) is charged to it, not to the next one.
+    """
     wanted = {
         (s.index, algorithm) for s in system.sidecars for algorithm in ("snowflake", "segment")
     }
     deadline = time.monotonic() + within
     checked = 0
     served: set[tuple[int, str]] = set()
+    last_failure = since
     while time.monotonic() < deadline:
         answers = ledger.answers
         for answer in answers[checked:]:
             if answer.ids and answer.sent >= since:
                 served.add((answer.sidecar, answer.algorithm))
+            elif not answer.ids:
+                last_failure = max(last_failure, answer.received)
         checked = len(answers)
-        if served >= wanted:
+        if served >= wanted and time.monotonic() - last_failure >= QUIET_S:
             return time.monotonic()
         await asyncio.sleep(0.1)
     missing = sorted(wanted - served)
@@ -163,7 +172,10 @@ async def settled(
         f"--- {system.sidecars[i].name}\n{system.sidecars[i].log_path.read_text()[-1500:]}"
         for i in sorted({i for i, _ in missing})
     )
-    raise AssertionError(f"not serving again within {within:.0f} s: {missing}\n{logs}")
+    raise AssertionError(
+        f"not serving again (or not quiet for {QUIET_S:.0f} s) within {within:.0f} s: "
+        f"{missing}\n{logs}"
+    )
 
 
 async def inject(system: chaos.System, step: Planned) -> tuple[str, float]:
@@ -236,7 +248,8 @@ def table(ledger: ledgers.Ledger, seed: int, wall_s: float) -> tuple[str, list[s
         if fault is not None and gap.seconds > fault.bound:
             over.append(
                 f"{fault.kind} on {fault.target}: sidecar {gap.sidecar} gave no {gap.algorithm} "
-                f"ID for {gap.seconds:.2f} s (bound {fault.bound:.1f} s; "
+                f"ID for {gap.seconds:.2f} s, {gap.start - fault.injected:+.2f} s to "
+                f"{gap.end - fault.injected:+.2f} s from the injection (bound {fault.bound:.1f} s; "
                 f"answers {collections.Counter(gap.reasons).most_common()})"
             )
     duplicates = ledger.duplicates_by_fault()
@@ -306,6 +319,15 @@ async def test_chaos(
     ledger = ledgers.Ledger()
     stop = asyncio.Event()
     started = time.monotonic()
+    offset = time.time() - started
+
+    def wall(moment: float) -> str:
+        """A monotonic moment as the wall-clock time the process logs show."""
+        return time.strftime("%H:%M:%S", time.localtime(moment + offset)) + (
+            f".{int((moment + offset) % 1 * 1000):03d}"
+        )
+
+    timeline = (tmp_path / "faults.log").open("w")
     async with aiohttp.ClientSession() as session:
         clients = [
             asyncio.create_task(client(session, sidecar, algorithm, ledger, stop))
@@ -324,6 +346,11 @@ async def test_chaos(
                 fault.target, hold = await inject(system, step)
                 fault.healed = time.monotonic()
                 fault.bound = step.kind.bound(hold)
+                timeline.write(
+                    f"{wall(fault.injected)} inject {fault.kind} on {fault.target} "
+                    f"(hold {hold:.2f} s); healed {wall(fault.healed)}\n"
+                )
+                timeline.flush()
                 fault.settled = await settled(
                     ledger, system, fault.healed, within=fault.bound + SETTLE_GRACE_S
                 )
@@ -335,9 +362,10 @@ async def test_chaos(
         finally:
             stop.set()
             await asyncio.gather(*clients, return_exceptions=True)
-    wall = time.monotonic() - started
+    timeline.close()
+    elapsed = time.monotonic() - started
 
-    report, over = table(ledger, seed, wall)
+    report, over = table(ledger, seed, elapsed)
     (tmp_path / "chaos-table.md").write_text(report)
     with capsys.disabled():
         print("\n" + report + f"(written to {tmp_path / 'chaos-table.md'})", file=sys.stderr)
@@ -345,7 +373,10 @@ async def test_chaos(
     assert ledger.duplicates() == {"snowflake": 0, "segment": 0}, f"seed {seed}"
     assert ledger.snowflake_order_violations(LAYOUT) == [], f"seed {seed}"
     assert ledger.segment_order_violations(LAYOUT.datacenter_bits) == [], f"seed {seed}"
-    assert over == [], f"seed {seed}: unavailable longer than the bound:\n" + "\n".join(over)
+    assert over == [], (
+        f"seed {seed}: unavailable longer than the bound (faults with wall-clock times in "
+        f"{tmp_path / 'faults.log'}, process logs beside it):\n" + "\n".join(over)
+    )
     assert {f.kind for f in ledger.faults} == {k.name for k in KINDS}
     assert len(ledger.faults) >= 30
     assert ledger.ids_issued() >= MIN_IDS
