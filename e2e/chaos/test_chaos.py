@@ -67,8 +67,8 @@ KINDS = (
     Kind("etcd kill -9", (1.0, 3.0), lambda hold: hold + 12, "down + 12"),
     Kind("etcd SIGSTOP/SIGCONT", (1.0, 3.0), lambda hold: hold + 12, "paused + 12"),
     Kind("database kill -9", (2.0, 4.0), lambda hold: 5.0, "5"),
-    Kind("operator leader kill -9", (1.0, 3.0), lambda hold: 2.0, "2"),
-    Kind("pool config change", (0.0, 0.0), lambda hold: 2.0, "2"),
+    Kind("operator leader kill -9", (1.0, 3.0), lambda hold: 3.0, "3"),
+    Kind("pool config change", (0.0, 0.0), lambda hold: 3.0, "3"),
     Kind("pool delete + re-create", (0.0, 1.0), lambda hold: 45.0, "45"),
 )
 
