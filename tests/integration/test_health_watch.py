@@ -5,12 +5,14 @@
 second; after etcd is killed and started again the watch resumes by itself;
 after a compaction past everything it had seen it still follows; and a document
 that stops being refreshed turns into "unknown" after `healthMaxAgeSeconds`.
+Changed failover settings in the pool's config apply at once, too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -20,8 +22,12 @@ import aiohttp
 
 from nebula_id.clock import SystemClock
 from nebula_id.core import failover
+from nebula_id.core import layout as layouts
+from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
-from nebula_id.storage import health
+from nebula_id.etcd import pools as pool_store
+from nebula_id.settings import ServeSettings
+from nebula_id.storage import health, postgres_source
 from tests.support.etcd import EtcdServer
 
 KEY = "/nebula-id-health-watch/pools/it/watched/health"
@@ -142,3 +148,55 @@ async def test_a_document_no_longer_refreshed_becomes_unknown(
         took = await until(lambda: policy.usable("dc-a"), within=3, what="the verdict to age out")
         assert policy.info()["datacenters"]["dc-a"]["publishedHealthy"] is None
         print(f"an unrefreshed verdict was dropped {took:.2f} s after it was seen")
+
+
+async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
+    etcd_factory: Callable[[], EtcdServer],
+) -> None:
+    server = etcd_factory()
+
+    def config(threshold: int, hold_down: float) -> pools.PoolConfig:
+        spec = {
+            "failover": {"failureThreshold": threshold, "holdDownSeconds": hold_down},
+            "datacenters": [
+                {"name": "dc-a", "id": 1, "failover": {"failureThreshold": threshold + 1}},
+                {"name": "dc-b", "id": 2},
+            ],
+        }
+        return pools.parse_spec(spec, namespace="it", name="live")
+
+    settings = ServeSettings(
+        pool="it/live", etcd_endpoints=(server.endpoint,), etcd_prefix="/nebula-id-live"
+    )
+    first = config(3, 30)
+    policy = failover.Failover(
+        ["dc-a", "dc-b"],
+        preferred="dc-a",
+        clock=SystemClock(),
+        settings=first.failover,
+        per_datacenter={dc.name: first.failover_for(dc.name) for dc in first.datacenters},
+    )
+    key = settings.pool_keys().config
+    take = postgres_source.follow_settings(settings, first, policy)
+    async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(server.endpoint,))) as c:
+        await c.put(key, pool_store.encode(first))
+        task = asyncio.create_task(health.follow_config(c, key, take))
+        try:
+            await asyncio.sleep(0.2)
+            assert policy.settings_for("dc-a").failure_threshold == 4
+            await c.put(key, pool_store.encode(config(1, 2)))
+            took = await until(
+                lambda: policy.settings.hold_down_s == 2.0, within=1.0, what="the new settings"
+            )
+            assert policy.settings_for("dc-a").failure_threshold == 2
+            assert policy.settings_for("dc-b").failure_threshold == 1
+            print(f"changed failover settings applied {took * 1000:.0f} ms after the put")
+            # Another layout is another pool: its settings are not taken.
+            other = dataclasses.replace(config(5, 9), layout=layouts.SnowflakeLayout(epoch_ms=1))
+            await c.put(key, pool_store.encode(other))
+            await asyncio.sleep(0.3)
+            assert policy.settings.hold_down_s == 2.0
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

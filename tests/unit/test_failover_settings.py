@@ -127,3 +127,22 @@ def test_the_switch_reason_says_published_health_or_recovery() -> None:
     assert policy.current() == "dc-a"
     assert policy.info()["reason"] == "preferred_recovered"
     assert policy.switches == 2
+
+
+def test_new_settings_keep_the_counts_and_apply_the_new_threshold() -> None:
+    policy = failover.Failover(
+        ["dc-a", "dc-b"],
+        preferred="dc-a",
+        clock=FakeClock(),
+        settings=failover.FailoverSettings(failure_threshold=3),
+    )
+    policy.record_failure("dc-a")
+    policy.record_failure("dc-a")
+    assert policy.current() == "dc-a"
+    policy.update_settings(
+        failover.FailoverSettings(failure_threshold=3),
+        {"dc-a": failover.FailoverSettings(failure_threshold=2)},
+    )
+    assert policy.per_datacenter == {"dc-a": failover.FailoverSettings(failure_threshold=2)}
+    assert policy.current() == "dc-b"
+    assert policy.switch_reason == "failure_threshold"

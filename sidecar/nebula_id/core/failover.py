@@ -153,6 +153,28 @@ class Failover:
         """Wall time (ms) of the last switch; None while the first choice holds."""
         return self._switched_at_ms
 
+    @property
+    def settings(self) -> FailoverSettings:
+        """The pool-wide settings (probe interval and health age come from here)."""
+        return self._settings
+
+    @property
+    def per_datacenter(self) -> dict[str, FailoverSettings]:
+        """Each datacenter's own settings, where it has them."""
+        return dict(self._per_datacenter)
+
+    def update_settings(
+        self,
+        settings: FailoverSettings,
+        per_datacenter: Mapping[str, FailoverSettings] | None = None,
+    ) -> None:
+        """New settings from a changed pool config; failure counts and timers are kept."""
+        self._settings = settings
+        self._per_datacenter = dict(per_datacenter or {})
+        for name, state in self._states.items():
+            if state.consecutive_failures >= self.settings_for(name).failure_threshold:
+                state.down = True
+
     def settings_for(self, name: str) -> FailoverSettings:
         """The settings of one datacenter: its own, else the pool's."""
         return self._per_datacenter.get(name, self._settings)

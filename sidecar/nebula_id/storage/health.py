@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from nebula_id import errors
@@ -94,10 +94,11 @@ class HealthFollower:
         policy: failover.Failover,
         *,
         clock: Clock,
-        max_age_s: float,
+        max_age_s: float | None = None,
         recheck_s: float = RECHECK_S,
         call_timeout: float = 2.0,
     ) -> None:
+        """`max_age_s` None: the policy's current `health_max_age_s` (it may change)."""
         self._client = client
         self._key = key
         self._policy = policy
@@ -126,6 +127,10 @@ class HealthFollower:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
+    @property
+    def max_age_s(self) -> float:
+        return self._max_age_s or self._policy.settings.health_max_age_s
+
     def _take(self, value: bytes | None, revision: int) -> None:
         if revision < self._revision:
             return  # a backstop read that raced a newer watch event
@@ -138,7 +143,7 @@ class HealthFollower:
         while True:
             self._policy.observe_health(
                 failover.parse_health(
-                    self._doc, now_ms=self._clock.wall_ms(), max_age_s=self._max_age_s
+                    self._doc, now_ms=self._clock.wall_ms(), max_age_s=self.max_age_s
                 )
             )
             self._changed.clear()
@@ -164,10 +169,31 @@ class HealthFollower:
 
     async def _backstop(self) -> None:
         while True:
-            await asyncio.sleep(self._max_age_s / 3)
+            await asyncio.sleep(self.max_age_s / 3)
             try:
                 kv = await self._client.get(self._key, call_timeout=self._call_timeout)
             except errors.CoordinationError:
                 continue
             if kv is not None:
                 self._take(kv.value, kv.mod_revision)
+
+
+async def follow_config(client: HealthReader, key: str, apply: Callable[[bytes], None]) -> None:
+    """Hand every value of the pool's config key to `apply` (settings that may change).
+
+    The same watch-and-resume loop as the health's; `apply` decides what to take.
+    """
+    backoff = 0.1
+    while True:
+        try:
+            current = await client.range(key, call_timeout=2.0)
+            if current.kvs:
+                apply(current.kvs[0].value)
+            async for event in client.watch(key, start_revision=current.revision + 1):
+                if event.type == "PUT":
+                    apply(event.kv.value)
+                backoff = 0.1
+        except errors.CoordinationError as e:
+            log.debug("config watch of %s broke (%s); resuming", key, e.message)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 2.0)

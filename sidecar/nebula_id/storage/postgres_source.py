@@ -30,6 +30,7 @@ from nebula_id.clock import Clock
 from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
+from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import poolwatch
 from nebula_id.settings import ServeSettings
 from nebula_id.storage import floored, health, postgres
@@ -313,14 +314,13 @@ async def open_segments(
     """Segment IDs from PostgreSQL, for as long as the context is open.
 
     The failover settings are the pool's (`spec.failover`, each datacenter's own
-    overrides) with the sidecar's local overrides on top; `failover_settings`,
-    when given, replaces the pool's for every datacenter (tests).
+    overrides) with the sidecar's local overrides on top, followed as the pool's
+    config changes; `failover_settings`, when given, replaces the pool's for
+    every datacenter, for good (tests).
     """
-    per_datacenter = {
-        dc.name: settings.failover(failover_settings or pool.failover_for(dc.name))
-        for dc in pool.datacenters
-    }
-    failover_settings = settings.failover(failover_settings or pool.failover)
+    fixed = failover_settings
+    per_datacenter = _failover_per_datacenter(settings, pool, fixed)
+    failover_settings = settings.failover(fixed or pool.failover)
     dsns = datacenter_dsns(settings, pool)
     own = pool.datacenter(settings.datacenter).name
     order = [dc.name for dc in pool.datacenters if dc.name in dsns]
@@ -386,17 +386,21 @@ async def open_segments(
         stack.push_async_callback(source.close)
         stack.callback(registry.unregister, collector)
         registry.register(collector)
-        tasks.append(asyncio.create_task(_probe_loop(store, failover_settings.probe_interval_s)))
+        tasks.append(asyncio.create_task(_probe_loop(store)))
         if client is not None and watch is not None:
             follower = health.HealthFollower(
-                client,
-                settings.pool_keys().health,
-                policy,
-                clock=clock,
-                max_age_s=failover_settings.health_max_age_s,
-                recheck_s=health_recheck_s,
+                client, settings.pool_keys().health, policy, clock=clock, recheck_s=health_recheck_s
             )
             tasks.append(asyncio.create_task(follower.run(), name="health watch"))
+            if fixed is None:
+                keys = settings.pool_keys()
+                take_settings = follow_settings(settings, pool, policy)
+                tasks.append(
+                    asyncio.create_task(
+                        health.follow_config(client, keys.config, take_settings),
+                        name="failover settings watch",
+                    )
+                )
             tasks.append(asyncio.create_task(watch.run(), name="pool config watch"))
             with contextlib.suppress(errors.CoordinationError):
                 await watch.check()
@@ -405,10 +409,45 @@ async def open_segments(
         yield source
 
 
-async def _probe_loop(store: FailoverSegmentStore, interval_s: float) -> None:
+async def _probe_loop(store: FailoverSegmentStore) -> None:
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(store.policy.settings.probe_interval_s)
         await store.probe_down()
+
+
+def follow_settings(
+    settings: ServeSettings, pool: pools.PoolConfig, policy: failover.Failover
+) -> Callable[[bytes], None]:
+    """What to do with each value of the pool's config key: take its failover settings.
+
+    Only the settings: a config of another life or layout is the pool watch's to
+    judge (it stops serving), and a bad one is ignored here.
+    """
+    keys = settings.pool_keys()
+
+    def take(raw: bytes) -> None:
+        try:
+            changed = pool_store.decode(raw, keys)
+        except errors.ConfigError:
+            return
+        if changed.layout != pool.layout:
+            return
+        per = _failover_per_datacenter(settings, changed, None)
+        new = settings.failover(changed.failover)
+        mine = {name: per[name] for name in policy.datacenters if name in per}
+        if (new, mine) != (policy.settings, policy.per_datacenter):
+            log.info("failover settings follow the pool's config: %s", new)
+            policy.update_settings(new, mine)
+
+    return take
+
+
+def _failover_per_datacenter(
+    settings: ServeSettings, pool: pools.PoolConfig, fixed: failover.FailoverSettings | None
+) -> dict[str, failover.FailoverSettings]:
+    return {
+        dc.name: settings.failover(fixed or pool.failover_for(dc.name)) for dc in pool.datacenters
+    }
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
