@@ -11,7 +11,7 @@
 #   NEBULA_TEST_TIERS=unit,api bash scripts/test.sh     # opt out of the other tiers
 #   bash scripts/test.sh -k lease                       # extra args go to pytest
 #
-# Environment: NEBULA_TEST_TIERS (default models,unit,api,integration,k8s,e2e),
+# Environment: NEBULA_TEST_TIERS (default models,unit,api,integration,k8s,e2e,chaos),
 # NEBULA_TEST_TIMEOUT (seconds per test, default 300), KUBEBUILDER_ASSETS,
 # USE_EXISTING_CLUSTER=true + KUBECONFIG, NEBULA_CACHE_DIR, PYTHON.
 set -uo pipefail
@@ -20,7 +20,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
-TIERS="${NEBULA_TEST_TIERS:-models,unit,api,integration,k8s,e2e}"
+TIERS="${NEBULA_TEST_TIERS:-models,unit,api,integration,k8s,e2e,chaos}"
 TIMEOUT="${NEBULA_TEST_TIMEOUT:-300}"
 PYTHON="${PYTHON:-python3}"
 STARTED=$SECONDS
@@ -125,19 +125,26 @@ say "mypy (strict)"
 
 # -- 5. pytest over the selected tiers --------------------------------------------------------
 paths=()
+ignores=()
 IFS=',' read -r -a tiers <<<"$TIERS"
 for tier in "${tiers[@]}"; do
   case "$tier" in
     models | unit | api | integration | k8s) dir="tests/$tier" ;;
-    e2e) dir="e2e" ;;
-    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: models,unit,api,integration,k8s,e2e)" ;;
+    e2e)  # e2e/chaos is its own tier
+      dir="e2e"
+      [[ ",$TIERS," == *",chaos,"* ]] || ignores+=(--ignore=e2e/chaos) ;;
+    chaos)
+      [[ ",$TIERS," == *",e2e,"* ]] && continue  # already under e2e
+      dir="e2e/chaos" ;;
+    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: models,unit,api,integration,k8s,e2e,chaos)" ;;
   esac
   if [ -d "$dir" ]; then paths+=("$dir"); else echo "note: tier $tier has no directory $dir"; fi
 done
 [ ${#paths[@]} -gt 0 ] || die "no test directories for NEBULA_TEST_TIERS=$TIERS"
 
 say "pytest ${paths[*]} (timeout ${TIMEOUT} s per test)"
-"$PY" -m pytest -p no:cacheprovider --timeout="$TIMEOUT" -ra --durations=15 "${paths[@]}" "$@"
+"$PY" -m pytest -p no:cacheprovider --timeout="$TIMEOUT" -ra --durations=15 \
+  "${ignores[@]}" "${paths[@]}" "$@"
 rc=$?
 case $rc in
   0) ;;

@@ -18,14 +18,18 @@ from typing import Any
 import kopf
 
 from nebula_id import errors
+from nebula_id.core import failover
 from nebula_id.etcd import pools as etcd_pools
-from nebula_id_operator import failures, health, reconcile, status, workers
+from nebula_id_operator import detector, failures, health, reconcile, status, workers
 from nebula_id_operator import settings as operator_settings
 
 GROUP, VERSION, PLURAL = "nebula-id.io", "v1alpha1", "nebulaidpools"
 FINALIZER = "nebula-id.io/finalizer"
 
 log = logging.getLogger(__name__)
+
+STATUS_REFRESH_S = 30.0
+"""Health status is patched on every change, and at least this often (fresh `checkedAt`)."""
 
 
 def _ctx(memo: Any) -> reconcile.Context:
@@ -54,6 +58,39 @@ def _post_transition(body: Any, old: Any, new: dict[str, Any], type_: str) -> No
         kopf.event(body, type="Normal", reason=type_, message=after["message"])
     else:
         kopf.event(body, type="Warning", reason=after["reason"], message=after["message"][:1000])
+
+
+def _post_datacenter_event(body: Any, change: detector.Transition) -> None:
+    """`DatacenterUnhealthy` (Warning) or `DatacenterHealthy` (Normal) for one datacenter."""
+    if change.healthy:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="DatacenterHealthy",
+            message=f"datacenter {change.name} is healthy again: {change.reason}"[:1000],
+        )
+    else:
+        kopf.event(
+            body,
+            type="Warning",
+            reason="DatacenterUnhealthy",
+            message=f"datacenter {change.name} is unhealthy: {change.reason}"[:1000],
+        )
+
+
+def _health_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+    """True when the status patch would change more than the probe timestamps."""
+
+    def strip(rows: Any) -> list[Any]:
+        return [
+            {k: v for k, v in row.items() if k != "checkedAt"}
+            for row in (rows or [])
+            if isinstance(row, dict)
+        ]
+
+    if strip(previous.get("datacenters")) != strip(new.get("datacenters")):
+        return True
+    return any(previous.get(key) != new.get(key) for key in new if key != "datacenters")
 
 
 async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reconcile.Outcome:
@@ -142,52 +179,70 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
             return
         await _reconcile("resync", memo, body, patch)
 
-    @kopf.timer(
-        *resource, interval=settings.health_interval_seconds, initial_delay=1.0, registry=registry
-    )
-    async def check_health(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+    @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)
+    async def check_health(memo: Any, body: Any, stopped: Any, **_: Any) -> None:
+        """Probe every datacenter each `probeIntervalSeconds`, judge, publish, report.
+
+        A daemon, not a timer: the interval is the pool's (`spec.failover`), read
+        again at every round, and the `detector` keeps its counts between rounds.
+        Transitions of a datacenter are posted as Events; status goes through
+        `KubeApi.patch_pool_status` because kopf does not apply a daemon's patch.
+        """
         ctx = _ctx(memo)
-        started = time.monotonic()
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         keys = ctx.settings.keys(namespace, name)
-        try:
-            stored = await etcd_pools.get(ctx.etcd, keys)
-            if stored is None:
-                return
-            now = ctx.now()
+        judge = detector.Detector(monotonic=time.monotonic)
+        patched = 0.0
+        interval = ctx.settings.health_interval_seconds or failover.DEFAULT_PROBE_INTERVAL_S
+        while not stopped:
+            started = time.monotonic()
+            try:
+                stored = await etcd_pools.get(ctx.etcd, keys)
+                if stored is None:
+                    await stopped.wait(interval)
+                    continue
+                interval = ctx.settings.health_interval_seconds or (
+                    stored.config.failover.probe_interval_s
+                )
+                now = ctx.now()
 
-            async def read(dc: Any) -> str:
-                return await reconcile.read_dsn(ctx, namespace, dc)
+                async def read(dc: Any) -> str:
+                    return await reconcile.read_dsn(ctx, namespace, dc)
 
-            found = await health.check_pool(
-                stored.config, read, timeout_s=ctx.settings.database_timeout_seconds, now=now
-            )
-            await health.publish(ctx.etcd, keys, found, now=now)
-            ctx.metrics.datacenter_health(
-                f"{namespace}/{name}", {dc.name: dc.healthy for dc in found}
-            )
-        except errors.NebulaIdError as e:
-            ctx.metrics.observe("health", started, error=type(e).__name__)
-            log.warning(
-                "health check of %s/%s failed: %s",
-                namespace,
-                name,
-                e.message,
-                extra={"pool": f"{namespace}/{name}"},
-            )
-            return
-        previous = dict(body.get("status") or {})
-        new_status = status.health_status(
-            config=stored.config,
-            health=found,
-            generation=int(meta.get("generation", 0)),
-            now=now,
-            previous=previous,
-        )
-        patch.status.update(new_status)
-        _post_transition(body, previous, new_status, status.DATACENTERS_HEALTHY)
-        ctx.metrics.observe("health", started)
+                probes = await health.check_pool(
+                    stored.config, read, timeout_s=ctx.settings.database_timeout_seconds, now=now
+                )
+                found, flipped = judge.observe(stored.config, probes)
+                await health.publish(ctx.etcd, keys, found, now=now)
+                ctx.metrics.datacenter_health(
+                    f"{namespace}/{name}", {dc.name: dc.healthy for dc in found}
+                )
+                previous = dict(body.get("status") or {})
+                new_status = status.health_status(
+                    config=stored.config,
+                    health=found,
+                    generation=int(meta.get("generation", 0)),
+                    now=now,
+                    previous=previous,
+                )
+                if _health_changed(previous, new_status) or started - patched > STATUS_REFRESH_S:
+                    await ctx.kube.patch_pool_status(namespace, name, new_status)
+                    patched = started
+                    _post_transition(body, previous, new_status, status.DATACENTERS_HEALTHY)
+                for change in flipped:
+                    _post_datacenter_event(body, change)
+                ctx.metrics.observe("health", started)
+            except errors.NebulaIdError as e:
+                ctx.metrics.observe("health", started, error=type(e).__name__)
+                log.warning(
+                    "health check of %s/%s failed: %s",
+                    namespace,
+                    name,
+                    e.message,
+                    extra={"pool": f"{namespace}/{name}"},
+                )
+            await stopped.wait(max(0.0, interval - (time.monotonic() - started)))
 
     @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)
     async def track_workers(memo: Any, body: Any, stopped: Any, **_: Any) -> None:

@@ -48,8 +48,9 @@ class OperatorSettings:
     """Port of the /healthz, /readyz and /metrics server (0: do not serve)."""
     resync_seconds: float = 30.0
     """How often a pool that is not Ready is reconciled again (e.g. a Secret appeared)."""
-    health_interval_seconds: float = 10.0
-    """How often each datacenter's database is checked and the health published."""
+    health_interval_seconds: float | None = None
+    """Overrides every pool's `spec.failover.probeIntervalSeconds` (how often each
+    datacenter's database is probed and the health published); None: the pool's."""
     workers_interval_seconds: float = 3.0
     """How often the worker claims are folded into status and pod annotations."""
     database_timeout_seconds: float = 5.0
@@ -69,7 +70,7 @@ class OperatorSettings:
         if not 0 <= self.probe_port <= 65535:
             raise errors.ConfigError(f"probe_port must be 0..65535, got {self.probe_port}")
         for name in ("resync_seconds", "health_interval_seconds", "workers_interval_seconds"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise errors.ConfigError(f"{name} must be positive")
         if self.database_timeout_seconds <= 0:
             raise errors.ConfigError("database_timeout_seconds must be positive")

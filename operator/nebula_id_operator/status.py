@@ -68,6 +68,8 @@ class DatacenterHealth:
     healthy: bool
     reason: str
     checked_at: str
+    consecutive_failures: int = 0
+    last_transition_time: str = ""
 
 
 def rfc3339(wall_ms: int) -> str:
@@ -167,6 +169,9 @@ def datacenters_status(
         known = by_name.get(dc.name)
         if known is not None:
             row |= {"healthy": known.healthy, "reason": known.reason, "checkedAt": known.checked_at}
+            row["consecutiveFailures"] = known.consecutive_failures
+            if known.last_transition_time:
+                row["lastTransitionTime"] = known.last_transition_time
         if active_by_datacenter is not None:
             row["activeWorkers"] = active_by_datacenter.get(dc.name, 0)
         rows.append(row)
@@ -263,6 +268,8 @@ def health_from_status(status: Mapping[str, Any]) -> list[DatacenterHealth]:
             healthy=bool(row["healthy"]),
             reason=str(row.get("reason", "")),
             checked_at=str(row.get("checkedAt", "")),
+            consecutive_failures=int(row.get("consecutiveFailures", 0)),
+            last_transition_time=str(row.get("lastTransitionTime", "")),
         )
         for row in status.get("datacenters") or []
         if isinstance(row, Mapping) and "healthy" in row and "name" in row

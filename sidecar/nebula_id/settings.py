@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors, logs
+from nebula_id.core import failover as failovers
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
@@ -88,6 +89,10 @@ class ServeSettings:
     pod_namespace: str | None = None
     pod_uid: str | None = None
     node_name: str | None = None
+    failover_failure_threshold: int | None = None
+    failover_hold_down_seconds: float | None = None
+    failover_probe_interval_seconds: float | None = None
+    failover_health_max_age_seconds: float | None = None
 
     @property
     def cluster_mode(self) -> bool:
@@ -151,6 +156,20 @@ class ServeSettings:
                     dsns[entry.name] = entry.read_text().strip()
         dsns.update(self.database_urls)
         return dsns
+
+    def failover(self, pool_settings: failovers.FailoverSettings) -> failovers.FailoverSettings:
+        """`pool_settings` (the pool's, or a datacenter's) with the locally given overrides."""
+        overrides: dict[str, Any] = {
+            attr: value
+            for attr, value in (
+                ("failure_threshold", self.failover_failure_threshold),
+                ("hold_down_s", self.failover_hold_down_seconds),
+                ("probe_interval_s", self.failover_probe_interval_seconds),
+                ("health_max_age_s", self.failover_health_max_age_seconds),
+            )
+            if value is not None
+        }
+        return dataclasses.replace(pool_settings, **overrides) if overrides else pool_settings
 
     def standalone_pool(self) -> pools.PoolConfig:
         """The pool of standalone mode, built from these settings."""
@@ -348,6 +367,30 @@ FIELDS: tuple[Field, ...] = (
     Field("audit_log", _optional_text, ("audit.log",), "audit log path, or - for stderr"),
     Field("log_level", _choice(LOG_LEVELS), ("app.log_level",), "log level"),
     Field("log_format", _choice(logs.FORMATS), ("app.log_format",), "text, or json lines"),
+    Field(
+        "failover_failure_threshold",
+        _int,
+        ("failover.failure_threshold",),
+        "failed calls before a datacenter is down (default: the pool's)",
+    ),
+    Field(
+        "failover_hold_down_seconds",
+        _float,
+        ("failover.hold_down_seconds",),
+        "healthy time before returning to the own datacenter (default: the pool's)",
+    ),
+    Field(
+        "failover_probe_interval_seconds",
+        _float,
+        ("failover.probe_interval_seconds",),
+        "time between probes of a down datacenter (default: the pool's)",
+    ),
+    Field(
+        "failover_health_max_age_seconds",
+        _float,
+        ("failover.health_max_age_seconds",),
+        "ignore published health older than this (default: the pool's)",
+    ),
     Field("pod_name", _optional_text, (), "downward API"),
     Field("pod_namespace", _optional_text, (), "downward API"),
     Field("pod_uid", _optional_text, (), "downward API"),
@@ -448,6 +491,10 @@ def check(settings: ServeSettings) -> None:
             "clock_backward_tolerance_ms must be 0..1000, "
             f"got {settings.clock_backward_tolerance_ms}"
         )
+    try:
+        settings.failover(failovers.FailoverSettings())
+    except errors.ConfigError as e:
+        raise errors.ConfigError(f"failover settings: {e.message}") from e
     if settings.pool is not None:
         settings.pool_ref()
     try:

@@ -81,7 +81,6 @@ async def open_source(
         registry=CollectorRegistry(),
         failover_settings=failover.FailoverSettings(hold_down_s=0.5, health_max_age_s=30),
         postgres_settings=pg_store.PostgresSettings(connect_timeout_s=1, command_timeout_s=1),
-        health_interval_s=0.1,
     ) as source:
         yield source
 

@@ -59,10 +59,9 @@ async def open_source(
         clock=clock or SystemClock(),
         registry=registry or CollectorRegistry(),
         failover_settings=failover.FailoverSettings(
-            failure_threshold=threshold, hold_down_s=hold_down_s
+            failure_threshold=threshold, hold_down_s=hold_down_s, probe_interval_s=0.2
         ),
         postgres_settings=FAST_DB,
-        probe_interval_s=0.2,
     ) as source:
         yield source
 

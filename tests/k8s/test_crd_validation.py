@@ -102,6 +102,18 @@ INVALID_ON_CREATE = {
         "lease: {ttlSeconds: 1}",
         "should be greater than or equal to 2",
     ),
+    "health-age-below-two-probes": (
+        "failover: {probeIntervalSeconds: 5, healthMaxAgeSeconds: 6}",
+        "healthMaxAgeSeconds must be at least twice probeIntervalSeconds",
+    ),
+    "failure-threshold-zero": (
+        "failover: {failureThreshold: 0}",
+        "should be greater than or equal to 1",
+    ),
+    "datacenter-failover-unknown-field": (
+        "datacenters: [{name: dc-a, failover: {probeIntervalSeconds: 1}}]",
+        'unknown field "spec.datacenters[0].failover.probeIntervalSeconds"',
+    ),
 }
 
 

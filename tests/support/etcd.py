@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -102,6 +104,11 @@ class EtcdServer:
         if self._proc is not None:
             processes.kill(self._proc)
             self._proc = None
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Signal the running etcd (SIGSTOP/SIGCONT: a pause, as a stalled host shows it)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.kill(self._proc.pid, sig)
 
     def restart(self) -> EtcdServer:
         self.stop()

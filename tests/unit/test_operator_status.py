@@ -98,7 +98,7 @@ def test_transition_time_moves_only_when_status_flips() -> None:
 def test_health_status_and_summary() -> None:
     health = [
         status.DatacenterHealth("dc-a", True, "ok", NOW),
-        status.DatacenterHealth("dc-b", False, "connection refused", NOW),
+        status.DatacenterHealth("dc-b", False, "connection refused", NOW, 3, NOW),
     ]
     reconciled = status.reconcile_status(
         config=config(), etcd=OK, database=NOT_NEEDED, generation=1, now=NOW, previous={}
@@ -117,6 +117,8 @@ def test_health_status_and_summary() -> None:
         "healthy": False,
         "reason": "connection refused",
         "checkedAt": NOW,
+        "consecutiveFailures": 3,
+        "lastTransitionTime": NOW,
     }
     # The next reconcile carries the health over.
     again = status.reconcile_status(

@@ -32,31 +32,60 @@ from typing import Any
 from nebula_id import errors
 from nebula_id.clock import Clock
 
+DEFAULT_FAILURE_THRESHOLD = 3
+DEFAULT_HOLD_DOWN_S = 30.0
+DEFAULT_RECOVERY_S = 10.0
+DEFAULT_PROBE_INTERVAL_S = 2.0
+DEFAULT_HEALTH_MAX_AGE_S = 60.0
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FailoverSettings:
-    """How eagerly the sidecar leaves and returns to its preferred datacenter."""
+    """How eagerly a datacenter is given up and taken back (`spec.failover` of a pool).
 
-    failure_threshold: int = 3
-    """Consecutive failed calls after which a datacenter counts as down."""
+    The sidecar uses the threshold, the hold-down, the probe interval and the
+    health age; the operator's detector uses the threshold, the recovery window
+    and the probe interval.
+    """
 
-    hold_down_s: float = 30.0
-    """How long a recovered datacenter must stay healthy before it is preferred again."""
+    failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
+    """Consecutive failed calls (or probes) after which a datacenter counts as down."""
 
-    health_max_age_s: float = 60.0
+    hold_down_s: float = DEFAULT_HOLD_DOWN_S
+    """How long a recovered datacenter must stay healthy before a sidecar prefers it again."""
+
+    recovery_s: float = DEFAULT_RECOVERY_S
+    """How long the operator must see a down datacenter pass every probe before it is healthy."""
+
+    probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S
+    """Time between two probes of a datacenter (operator) or of a down one (sidecar)."""
+
+    health_max_age_s: float = DEFAULT_HEALTH_MAX_AGE_S
     """Published health older than this is ignored (the operator may be down)."""
 
     def __post_init__(self) -> None:
-        if self.failure_threshold < 1:
+        if not 1 <= self.failure_threshold <= 100:
             raise errors.ConfigError(
-                f"failover failure_threshold must be at least 1, got {self.failure_threshold}"
+                f"failover failure_threshold must be 1..100, got {self.failure_threshold}"
             )
-        if self.hold_down_s < 0:
-            raise errors.ConfigError(f"failover hold_down_s must be >= 0, got {self.hold_down_s}")
-        if self.health_max_age_s <= 0:
+        if not 0 <= self.hold_down_s <= 3600:
             raise errors.ConfigError(
-                f"failover health_max_age_s must be positive, got {self.health_max_age_s}"
+                f"failover hold_down_s must be 0..3600, got {self.hold_down_s}"
             )
+        if not 0 <= self.recovery_s <= 3600:
+            raise errors.ConfigError(f"failover recovery_s must be 0..3600, got {self.recovery_s}")
+        if not 0.05 <= self.probe_interval_s <= 300:
+            raise errors.ConfigError(
+                f"failover probe_interval_s must be 0.05..300, got {self.probe_interval_s}"
+            )
+        if not 0 < self.health_max_age_s <= 3600:
+            raise errors.ConfigError(
+                f"failover health_max_age_s must be in (0, 3600], got {self.health_max_age_s}"
+            )
+
+    def detection_window_s(self) -> float:
+        """The longest time from a datacenter's failure until it is detected as down."""
+        return self.failure_threshold * self.probe_interval_s
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,6 +107,7 @@ class Failover:
         preferred: str,
         clock: Clock,
         settings: FailoverSettings | None = None,
+        per_datacenter: Mapping[str, FailoverSettings] | None = None,
     ) -> None:
         if not datacenters:
             raise errors.ConfigError("failover needs at least one datacenter")
@@ -91,11 +121,14 @@ class Failover:
         self._preferred = preferred
         self._clock = clock
         self._settings = settings or FailoverSettings()
+        self._per_datacenter = dict(per_datacenter or {})
         now = clock.monotonic()
         # Until told otherwise every datacenter is presumed healthy since start.
         self._states = {name: _DatacenterState(healthy_since=now) for name in self._names}
         self._current = preferred
         self._switches = 0
+        self._switch_reason = "preferred"
+        self._switched_at_ms: int | None = None
 
     @property
     def preferred(self) -> str:
@@ -110,6 +143,42 @@ class Failover:
         """How often the active datacenter has changed (for a metric)."""
         return self._switches
 
+    @property
+    def switch_reason(self) -> str:
+        """Why the current datacenter was chosen (the reason of the last switch)."""
+        return self._switch_reason
+
+    @property
+    def switched_at_ms(self) -> int | None:
+        """Wall time (ms) of the last switch; None while the first choice holds."""
+        return self._switched_at_ms
+
+    @property
+    def settings(self) -> FailoverSettings:
+        """The pool-wide settings (probe interval and health age come from here)."""
+        return self._settings
+
+    @property
+    def per_datacenter(self) -> dict[str, FailoverSettings]:
+        """Each datacenter's own settings, where it has them."""
+        return dict(self._per_datacenter)
+
+    def update_settings(
+        self,
+        settings: FailoverSettings,
+        per_datacenter: Mapping[str, FailoverSettings] | None = None,
+    ) -> None:
+        """New settings from a changed pool config; failure counts and timers are kept."""
+        self._settings = settings
+        self._per_datacenter = dict(per_datacenter or {})
+        for name, state in self._states.items():
+            if state.consecutive_failures >= self.settings_for(name).failure_threshold:
+                state.down = True
+
+    def settings_for(self, name: str) -> FailoverSettings:
+        """The settings of one datacenter: its own, else the pool's."""
+        return self._per_datacenter.get(name, self._settings)
+
     def usable(self, name: str) -> bool:
         state = self._states[name]
         return not state.down and state.published_healthy is not False
@@ -118,6 +187,8 @@ class Failover:
         """The datacenter to allocate from now; re-evaluated on every call."""
         chosen = self._choose()
         if chosen != self._current:
+            self._switch_reason = self._why(self._current, chosen)
+            self._switched_at_ms = self._clock.wall_ms()
             self._current = chosen
             self._switches += 1
         return chosen
@@ -144,7 +215,7 @@ class Failover:
         state = self._states[name]
         state.consecutive_failures += 1
         state.healthy_since = None
-        if state.consecutive_failures >= self._settings.failure_threshold:
+        if state.consecutive_failures >= self.settings_for(name).failure_threshold:
             state.down = True
 
     def observe_health(self, health: Mapping[str, tuple[bool, str] | None]) -> None:
@@ -171,6 +242,8 @@ class Failover:
             "preferred": self._preferred,
             "current": self._current,
             "switches": self._switches,
+            "reason": self._switch_reason,
+            "switchedAtMs": self._switched_at_ms,
             "datacenters": {
                 name: {
                     "usable": self.usable(name),
@@ -187,7 +260,19 @@ class Failover:
 
     def _held_down(self, name: str) -> bool:
         since = self._states[name].healthy_since
-        return since is not None and self._clock.monotonic() - since >= self._settings.hold_down_s
+        hold_down = self.settings_for(name).hold_down_s
+        return since is not None and self._clock.monotonic() - since >= hold_down
+
+    def _why(self, old: str, new: str) -> str:
+        """A short reason for leaving `old` for `new`, for /v1/info and a metric label."""
+        state = self._states[old]
+        if new == self._preferred:
+            return "preferred_recovered"
+        if state.published_healthy is False:
+            return "published_unhealthy"
+        if state.down:
+            return "failure_threshold"
+        return "preferred_unusable"
 
     def _choose(self) -> str:
         preferred, current = self._preferred, self._current

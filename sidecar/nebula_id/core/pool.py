@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.core import failover as failovers
 from nebula_id.core import layout as layouts
 
 ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
@@ -41,6 +42,8 @@ class Datacenter:
     name: str
     id: int
     database_secret_ref: SecretRef | None = None
+    failover: failovers.FailoverSettings | None = None
+    """This datacenter's failover settings (the pool's with its overrides); None: the pool's."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +87,10 @@ class PoolConfig:
     # Which life of the pool this is: raised each time the pool is created again after
     # a deletion, and stored with every mark and segment row (see `core.identity`).
     generation: int = 0
+    failover: failovers.FailoverSettings = dataclasses.field(
+        default_factory=failovers.FailoverSettings
+    )
+    """`spec.failover`: how sidecars and the operator give up and take back a datacenter."""
 
     @property
     def ref(self) -> str:
@@ -98,6 +105,11 @@ class PoolConfig:
                 return dc
         known = ", ".join(dc.name for dc in self.datacenters)
         raise errors.ConfigError(f"pool {self.ref} has no datacenter {name!r} (it has: {known})")
+
+    def failover_for(self, name: str) -> failovers.FailoverSettings:
+        """The failover settings of the named datacenter."""
+        own = self.datacenter(name).failover
+        return own if own is not None else self.failover
 
     def tag(self, name: str) -> Tag:
         for tag in self.tags:
@@ -140,6 +152,7 @@ class PoolConfig:
                     if dc.database_secret_ref
                     else {}
                 )
+                | ({"failover": _failover_overrides(dc.failover)} if dc.failover else {})
                 for dc in self.datacenters
             ],
             "segment": {
@@ -149,7 +162,23 @@ class PoolConfig:
             "sidecar": sidecar,
             "retiredDatacenterIds": list(self.retired_datacenter_ids),
             "generation": self.generation,
+            "failover": _failover_json(self.failover),
         }
+
+
+def _failover_overrides(settings: failovers.FailoverSettings) -> dict[str, Any]:
+    return {
+        "failureThreshold": settings.failure_threshold,
+        "holdDownSeconds": settings.hold_down_s,
+        "recoverySeconds": settings.recovery_s,
+    }
+
+
+def _failover_json(settings: failovers.FailoverSettings) -> dict[str, Any]:
+    return _failover_overrides(settings) | {
+        "probeIntervalSeconds": settings.probe_interval_s,
+        "healthMaxAgeSeconds": settings.health_max_age_s,
+    }
 
 
 # --- parsing -----------------------------------------------------------------------
@@ -189,6 +218,56 @@ def _secret_ref(raw: Any, where: str) -> SecretRef | None:
     if not isinstance(key, str) or not key:
         raise errors.InvalidPool(f"{where}.key must be a non-empty string")
     return SecretRef(name=name, key=key)
+
+
+def _seconds(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.InvalidPool(f"{where}.{key} must be a number of seconds, got {value!r}")
+    return float(value)
+
+
+# Keys of `spec.failover`, and the subset a datacenter may override.
+_FAILOVER_KEYS = {
+    "failureThreshold": "failure_threshold",
+    "holdDownSeconds": "hold_down_s",
+    "recoverySeconds": "recovery_s",
+    "probeIntervalSeconds": "probe_interval_s",
+    "healthMaxAgeSeconds": "health_max_age_s",
+}
+_DATACENTER_FAILOVER_KEYS = ("failureThreshold", "holdDownSeconds", "recoverySeconds")
+
+
+def parse_failover(
+    raw: Mapping[str, Any],
+    where: str,
+    *,
+    base: failovers.FailoverSettings | None = None,
+    keys: tuple[str, ...] = tuple(_FAILOVER_KEYS),
+) -> failovers.FailoverSettings:
+    """`spec.failover` (or a datacenter's overrides of `base`) as settings."""
+    base = base or failovers.FailoverSettings()
+    unknown = sorted(set(raw) - set(keys))
+    if unknown:
+        raise errors.InvalidPool(f"{where} has no field {unknown[0]!r} (known: {', '.join(keys)})")
+    values: dict[str, Any] = {}
+    for key in keys:
+        attr = _FAILOVER_KEYS[key]
+        if key == "failureThreshold":
+            values[attr] = _int(raw, key, base.failure_threshold, where)
+        else:
+            values[attr] = _seconds(raw, key, getattr(base, attr), where)
+    try:
+        settings = dataclasses.replace(base, **values)
+    except errors.ConfigError as e:
+        raise errors.InvalidPool(f"{where}: {e.message}") from e
+    if settings.health_max_age_s < 2 * settings.probe_interval_s:
+        raise errors.InvalidPool(
+            f"{where}.healthMaxAgeSeconds ({settings.health_max_age_s:g}) must be at least twice "
+            f"probeIntervalSeconds ({settings.probe_interval_s:g}), or published health "
+            "would always look stale"
+        )
+    return settings
 
 
 def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
@@ -253,7 +332,8 @@ def parse_spec(
         except errors.InvalidLayout as e:
             raise errors.InvalidPool(f"spec.snowflake: {e.message}") from e
 
-    datacenters = _parse_datacenters(spec, layout, previous)
+    failover = parse_failover(_mapping(spec.get("failover"), "spec.failover"), "spec.failover")
+    datacenters = _parse_datacenters(spec, layout, previous, failover)
     tags = _parse_tags(spec)
     if algorithm == "segment" and not tags:
         raise errors.InvalidPool("a segment pool needs at least one tag in spec.segment.tags")
@@ -274,6 +354,7 @@ def parse_spec(
         lease_ttl_seconds=ttl,
         sidecar=_parse_sidecar(_mapping(spec.get("sidecar"), "spec.sidecar")),
         retired_datacenter_ids=_retired(previous, datacenters),
+        failover=failover,
     )
     if previous is not None:
         check_update(previous, config)
@@ -281,7 +362,10 @@ def parse_spec(
 
 
 def _parse_datacenters(
-    spec: Mapping[str, Any], layout: layouts.SnowflakeLayout, previous: PoolConfig | None
+    spec: Mapping[str, Any],
+    layout: layouts.SnowflakeLayout,
+    previous: PoolConfig | None,
+    failover: failovers.FailoverSettings,
 ) -> tuple[Datacenter, ...]:
     raw_dcs = _list(spec.get("datacenters"), "spec.datacenters") or [{"name": "default"}]
     old_ids = {dc.name: dc.id for dc in previous.datacenters} if previous else {}
@@ -289,7 +373,7 @@ def _parse_datacenters(
     taken |= set(old_ids.values())
     names: set[str] = set()
     explicit: dict[int, str] = {}
-    parsed: list[tuple[str, int | None, SecretRef | None]] = []
+    parsed: list[tuple[str, int | None, SecretRef | None, failovers.FailoverSettings | None]] = []
     for i, raw in enumerate(raw_dcs):
         where = f"spec.datacenters[{i}]"
         dc = _mapping(raw, where)
@@ -316,9 +400,17 @@ def _parse_datacenters(
             dc_id = old_ids[dc_name]
             explicit[dc_id] = dc_name
         ref = _secret_ref(dc.get("databaseSecretRef"), f"{where}.databaseSecretRef")
-        parsed.append((dc_name, dc_id, ref))
+        own = None
+        if dc.get("failover") is not None:
+            own = parse_failover(
+                _mapping(dc["failover"], f"{where}.failover"),
+                f"{where}.failover",
+                base=failover,
+                keys=_DATACENTER_FAILOVER_KEYS,
+            )
+        parsed.append((dc_name, dc_id, ref, own))
     result: list[Datacenter] = []
-    for dc_name, dc_id, ref in parsed:
+    for dc_name, dc_id, ref, own in parsed:
         if dc_id is None:
             dc_id = next(
                 (
@@ -334,7 +426,7 @@ def _parse_datacenters(
                     f"in datacenterBits={layout.datacenter_bits}"
                 )
             explicit[dc_id] = dc_name
-        result.append(Datacenter(name=dc_name, id=dc_id, database_secret_ref=ref))
+        result.append(Datacenter(name=dc_name, id=dc_id, database_secret_ref=ref, failover=own))
     return tuple(result)
 
 

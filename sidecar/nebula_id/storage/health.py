@@ -1,19 +1,24 @@
 """Follow the datacenter health the operator publishes at `PoolKeys.health`.
 
 The operator checks every datacenter's database and writes one JSON document
-to etcd.  The sidecar polls it (one small read every few seconds, cheaper and
-simpler to keep correct than a watch that must survive compactions) and hands
-it to `core.failover`.  When etcd or the operator is away the health becomes
-"unknown", and the failover falls back to the sidecar's own failure counts: the
-data plane never waits for the control plane.
+to etcd.  The sidecar watches that key, so a published change reaches
+`core.failover` within one etcd round trip.  A watch that breaks (etcd
+restarted, compacted past our revision, a partition) is resumed from a fresh
+read.  The last document is re-judged every `recheck_s` against its own
+timestamps: when etcd or the operator is away it goes stale, the health becomes
+"unknown", and the failover falls back to the sidecar's own failure counts --
+the data plane never waits for the control plane.  A slow backstop read every
+`max_age_s / 3` catches a watch stream that hangs without breaking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from nebula_id import errors
 from nebula_id.clock import Clock
@@ -21,12 +26,32 @@ from nebula_id.core import failover
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL_S = 5.0
+RECHECK_S = 1.0
+"""How often the last document is re-judged for staleness."""
 
 
 class _KeyValue(Protocol):
     @property
     def value(self) -> bytes: ...
+
+    @property
+    def mod_revision(self) -> int: ...
+
+
+class _Range(Protocol):
+    @property
+    def kvs(self) -> tuple[Any, ...]: ...
+
+    @property
+    def revision(self) -> int: ...
+
+
+class _Event(Protocol):
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def kv(self) -> Any: ...
 
 
 class HealthReader(Protocol):
@@ -34,44 +59,141 @@ class HealthReader(Protocol):
 
     async def get(self, key: str, *, call_timeout: float | None = None) -> _KeyValue | None: ...
 
+    async def range(self, key: str, *, call_timeout: float | None = None) -> Any: ...
+
+    def watch(self, key: str, *, start_revision: int = 0) -> AsyncIterator[Any]: ...
+
+
+def decode(value: bytes | None, key: str) -> Any:
+    """The JSON document, or None when there is none or it cannot be read."""
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        log.warning("the health document at %s is not JSON; ignoring it", key)
+        return None
+
 
 async def read_health(
     client: HealthReader, key: str, *, clock: Clock, max_age_s: float, call_timeout: float
 ) -> dict[str, tuple[bool, str] | None]:
     """One read of the health document, parsed; `CoordinationError` when etcd fails."""
     kv = await client.get(key, call_timeout=call_timeout)
-    if kv is None:
-        return {}
-    try:
-        doc = json.loads(kv.value)
-    except (ValueError, UnicodeDecodeError):
-        log.warning("the health document at %s is not JSON; ignoring it", key)
-        return {}
+    doc = decode(kv.value if kv is not None else None, key)
     return failover.parse_health(doc, now_ms=clock.wall_ms(), max_age_s=max_age_s)
 
 
-async def follow_health(
-    client: HealthReader,
-    key: str,
-    policy: failover.Failover,
-    *,
-    clock: Clock,
-    max_age_s: float,
-    interval_s: float = DEFAULT_INTERVAL_S,
-) -> None:
-    """Feed the published health into `policy` until cancelled."""
-    reachable = True
+class HealthFollower:
+    """The last health document seen, fed to a `Failover` as it changes and as it ages."""
+
+    def __init__(
+        self,
+        client: HealthReader,
+        key: str,
+        policy: failover.Failover,
+        *,
+        clock: Clock,
+        max_age_s: float | None = None,
+        recheck_s: float = RECHECK_S,
+        call_timeout: float = 2.0,
+    ) -> None:
+        """`max_age_s` None: the policy's current `health_max_age_s` (it may change)."""
+        self._client = client
+        self._key = key
+        self._policy = policy
+        self._clock = clock
+        self._max_age_s = max_age_s
+        self._recheck_s = recheck_s
+        self._call_timeout = call_timeout
+        self._doc: Any = None
+        self._revision = 0
+        self._changed = asyncio.Event()
+        self.updates = 0
+        """Documents taken in (reads and watch events), for tests and metrics."""
+
+    async def run(self) -> None:
+        """Watch, re-judge and back-stop until cancelled; etcd failures are retried."""
+        tasks = [
+            asyncio.create_task(self._watch(), name=f"health watch {self._key}"),
+            asyncio.create_task(self._backstop(), name=f"health read {self._key}"),
+        ]
+        try:
+            await self._apply_loop()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @property
+    def max_age_s(self) -> float:
+        return self._max_age_s or self._policy.settings.health_max_age_s
+
+    def _take(self, value: bytes | None, revision: int) -> None:
+        if revision < self._revision:
+            return  # a backstop read that raced a newer watch event
+        self._revision = revision
+        self._doc = decode(value, self._key)
+        self.updates += 1
+        self._changed.set()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            self._policy.observe_health(
+                failover.parse_health(
+                    self._doc, now_ms=self._clock.wall_ms(), max_age_s=self.max_age_s
+                )
+            )
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._recheck_s):
+                    await self._changed.wait()
+
+    async def _watch(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                current = await self._client.range(self._key, call_timeout=self._call_timeout)
+                self._take(current.kvs[0].value if current.kvs else None, current.revision)
+                async for event in self._client.watch(
+                    self._key, start_revision=current.revision + 1
+                ):
+                    self._take(event.kv.value if event.type == "PUT" else None, event.revision)
+                    backoff = 0.1
+            except errors.CoordinationError as e:
+                log.debug("health watch of %s broke (%s); resuming", self._key, e.message)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _backstop(self) -> None:
+        while True:
+            await asyncio.sleep(self.max_age_s / 3)
+            try:
+                kv = await self._client.get(self._key, call_timeout=self._call_timeout)
+            except errors.CoordinationError:
+                continue
+            if kv is not None:
+                self._take(kv.value, kv.mod_revision)
+
+
+async def follow_config(client: HealthReader, key: str, apply: Callable[[bytes], None]) -> None:
+    """Hand every value of the pool's config key to `apply` (settings that may change).
+
+    The same watch-and-resume loop as the health's; `apply` decides what to take.
+    """
+    backoff = 0.1
     while True:
         try:
-            health = await read_health(
-                client, key, clock=clock, max_age_s=max_age_s, call_timeout=interval_s
-            )
+            current = await client.range(key, call_timeout=2.0)
+            if current.kvs:
+                apply(current.kvs[0].value)
+            async for event in client.watch(key, start_revision=current.revision + 1):
+                if event.type == "PUT":
+                    apply(event.kv.value)
+                backoff = 0.1
         except errors.CoordinationError as e:
-            if reachable:
-                log.warning("cannot read datacenter health from etcd (%s); using failure counts", e)
-            reachable = False
-            health = {}
-        else:
-            reachable = True
-        policy.observe_health(health)
-        await asyncio.sleep(interval_s)
+            log.debug("config watch of %s broke (%s); resuming", key, e.message)
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 2.0)

@@ -30,13 +30,13 @@ from nebula_id.clock import Clock
 from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
+from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import poolwatch
 from nebula_id.settings import ServeSettings
 from nebula_id.storage import floored, health, postgres
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_S = 2.0
 # Loads may try several datacenters, each within its own connect + command budget.
 LOAD_TIMEOUT_S = 20.0
 
@@ -249,6 +249,20 @@ class _BufferCollector(Collector):
             "1 when the datacenter is usable for new ranges",
             labels=["datacenter"],
         )
+        tag_datacenter = GaugeMetricFamily(
+            "nebula_id_segment_tag_datacenter",
+            "1 for the datacenter the tag's current range came from",
+            labels=["tag", "datacenter"],
+        )
+        current = GaugeMetricFamily(
+            "nebula_id_segment_datacenter_current",
+            "1 for the datacenter new ranges come from, labelled with why it was chosen",
+            labels=["datacenter", "reason"],
+        )
+        switched = GaugeMetricFamily(
+            "nebula_id_segment_datacenter_switch_timestamp_seconds",
+            "Unix time of the last change of the datacenter new ranges come from (0: none yet)",
+        )
         info = self._source.info()
         for tag in self._source.tags():
             entry = info["tags"].get(tag)
@@ -257,9 +271,14 @@ class _BufferCollector(Collector):
             remaining.add_metric([tag], float(entry.get("remaining") or 0))
             step.add_metric([tag], float(entry.get("step") or 0))
             ready.add_metric([tag], 1.0 if entry.get("next_ready") else 0.0)
-        for name, state in info["failover"]["datacenters"].items():
-            usable.add_metric([name], 1.0 if state["usable"] else 0.0)
-        return [remaining, step, ready, usable]
+            if entry.get("datacenter"):
+                tag_datacenter.add_metric([tag, str(entry["datacenter"])], 1.0)
+        state = info["failover"]
+        for name, dc_state in state["datacenters"].items():
+            usable.add_metric([name], 1.0 if dc_state["usable"] else 0.0)
+        current.add_metric([str(state["current"]), str(state["reason"])], 1.0)
+        switched.add_metric([], (state["switchedAtMs"] or 0) / 1000)
+        return [remaining, step, ready, usable, tag_datacenter, current, switched]
 
 
 def datacenter_dsns(settings: ServeSettings, pool: pools.PoolConfig) -> dict[str, str]:
@@ -289,12 +308,19 @@ async def open_segments(
     registry: CollectorRegistry,
     failover_settings: failover.FailoverSettings | None = None,
     postgres_settings: postgres.PostgresSettings | None = None,
-    probe_interval_s: float = PROBE_INTERVAL_S,
-    health_interval_s: float = health.DEFAULT_INTERVAL_S,
+    health_recheck_s: float = health.RECHECK_S,
     prefetch_ratio: float = 0.1,
 ) -> AsyncIterator[ClusterSegments]:
-    """Segment IDs from PostgreSQL, for as long as the context is open."""
-    failover_settings = failover_settings or failover.FailoverSettings()
+    """Segment IDs from PostgreSQL, for as long as the context is open.
+
+    The failover settings are the pool's (`spec.failover`, each datacenter's own
+    overrides) with the sidecar's local overrides on top, followed as the pool's
+    config changes; `failover_settings`, when given, replaces the pool's for
+    every datacenter, for good (tests).
+    """
+    fixed = failover_settings
+    per_datacenter = _failover_per_datacenter(settings, pool, fixed)
+    failover_settings = settings.failover(fixed or pool.failover)
     dsns = datacenter_dsns(settings, pool)
     own = pool.datacenter(settings.datacenter).name
     order = [dc.name for dc in pool.datacenters if dc.name in dsns]
@@ -323,7 +349,11 @@ async def open_segments(
                 else floored.FlooredStore(store_of_dc, client, settings.pool_keys())
             )
         policy = failover.Failover(
-            order, preferred=preferred, clock=clock, settings=failover_settings
+            order,
+            preferred=preferred,
+            clock=clock,
+            settings=failover_settings,
+            per_datacenter={name: per_datacenter[name] for name in order},
         )
         segment_metrics = SegmentMetrics(registry)
         for name in stores:  # every series from the start, so rate() and alerts see a 0
@@ -360,20 +390,21 @@ async def open_segments(
         stack.push_async_callback(source.close)
         stack.callback(registry.unregister, collector)
         registry.register(collector)
-        tasks.append(asyncio.create_task(_probe_loop(store, probe_interval_s)))
+        tasks.append(asyncio.create_task(_probe_loop(store)))
         if client is not None and watch is not None:
-            tasks.append(
-                asyncio.create_task(
-                    health.follow_health(
-                        client,
-                        settings.pool_keys().health,
-                        policy,
-                        clock=clock,
-                        max_age_s=failover_settings.health_max_age_s,
-                        interval_s=health_interval_s,
+            follower = health.HealthFollower(
+                client, settings.pool_keys().health, policy, clock=clock, recheck_s=health_recheck_s
+            )
+            tasks.append(asyncio.create_task(follower.run(), name="health watch"))
+            if fixed is None:
+                keys = settings.pool_keys()
+                take_settings = follow_settings(settings, pool, policy)
+                tasks.append(
+                    asyncio.create_task(
+                        health.follow_config(client, keys.config, take_settings),
+                        name="failover settings watch",
                     )
                 )
-            )
             tasks.append(asyncio.create_task(watch.run(), name="pool config watch"))
             with contextlib.suppress(errors.CoordinationError):
                 await watch.check()
@@ -382,10 +413,45 @@ async def open_segments(
         yield source
 
 
-async def _probe_loop(store: FailoverSegmentStore, interval_s: float) -> None:
+async def _probe_loop(store: FailoverSegmentStore) -> None:
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(store.policy.settings.probe_interval_s)
         await store.probe_down()
+
+
+def follow_settings(
+    settings: ServeSettings, pool: pools.PoolConfig, policy: failover.Failover
+) -> Callable[[bytes], None]:
+    """What to do with each value of the pool's config key: take its failover settings.
+
+    Only the settings: a config of another life or layout is the pool watch's to
+    judge (it stops serving), and a bad one is ignored here.
+    """
+    keys = settings.pool_keys()
+
+    def take(raw: bytes) -> None:
+        try:
+            changed = pool_store.decode(raw, keys)
+        except errors.ConfigError:
+            return
+        if changed.layout != pool.layout:
+            return
+        per = _failover_per_datacenter(settings, changed, None)
+        new = settings.failover(changed.failover)
+        mine = {name: per[name] for name in policy.datacenters if name in per}
+        if (new, mine) != (policy.settings, policy.per_datacenter):
+            log.info("failover settings follow the pool's config: %s", new)
+            policy.update_settings(new, mine)
+
+    return take
+
+
+def _failover_per_datacenter(
+    settings: ServeSettings, pool: pools.PoolConfig, fixed: failover.FailoverSettings | None
+) -> dict[str, failover.FailoverSettings]:
+    return {
+        dc.name: settings.failover(fixed or pool.failover_for(dc.name)) for dc in pool.datacenters
+    }
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
