@@ -31,9 +31,30 @@ Id = int | str
 """An int for Snowflake and Segment, the canonical lowercase string for UUIDs."""
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
+UNIX_SCHEME: Final = "unix://"
+UNIX_HOST_URL: Final = "http://localhost"
 _NUMERIC: Final = frozenset({"snowflake", "segment"})
 _STRINGS: Final = frozenset({"uuid7", "uuid4"})
 _QUIET_AFTER_FAILURE = 1.0  # seconds without background fetches after one failed
+
+
+def split_base_url(base_url: str, unix_socket: str | None) -> tuple[str, str | None]:
+    """(HTTP base URL, Unix socket path or None) from ``http://host:port`` or ``unix:///path``.
+
+    Over a socket the HTTP requests still need a host for their URL and
+    ``Host`` header; ``localhost`` is what the sidecar gets.
+    """
+    if base_url.startswith(UNIX_SCHEME):
+        path = base_url[len(UNIX_SCHEME) :]
+        if not path.startswith("/") or (unix_socket is not None and unix_socket != path):
+            raise errors.InvalidArgument(
+                f"base_url {base_url!r} must be unix:///absolute/path "
+                "(and agree with unix_socket= when both are given)"
+            )
+        return UNIX_HOST_URL, path
+    if unix_socket is not None:
+        return UNIX_HOST_URL if base_url == DEFAULT_BASE_URL else base_url.rstrip("/"), unix_socket
+    return base_url.rstrip("/"), None
 
 
 class ClientClosed(errors.NebulaIdError):
@@ -55,8 +76,10 @@ class IdClient:
     ``"segment/<tag>"``, ``"uuid7"`` or ``"uuid4"``.  `batch_size` IDs are asked
     for at a time (at most the pool's ``maxBatchSize``, 1000 by default); the
     next batch is fetched once fewer than ``low_water * batch_size`` remain.
-    `session` is used as given and left open; without one the client makes its
-    own, with `timeout` seconds per batch request, and closes it.  Use it from
+    `base_url` is ``http://host:port`` or ``unix:///path/to/socket`` (the same
+    as passing `unix_socket`).  `session` is used as given and left open;
+    without one the client makes its own, with `timeout` seconds per batch
+    request, and closes it.  Use it from
     one event loop::
 
         async with IdClient(algorithm="snowflake") as ids:
@@ -73,6 +96,7 @@ class IdClient:
         api_key: str | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 5.0,
+        unix_socket: str | None = None,
     ) -> None:
         name, _, tag = algorithm.partition("/")
         if (
@@ -90,7 +114,7 @@ class IdClient:
             raise errors.InvalidArgument(f"low_water must be from 0 to 1, got {low_water}")
         if timeout <= 0:
             raise errors.InvalidArgument(f"timeout must be positive, got {timeout}")
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self.unix_socket = split_base_url(base_url, unix_socket)
         self.algorithm = algorithm
         self.batch_size = batch_size
         self._tag = tag or None
@@ -235,8 +259,9 @@ class IdClient:
     async def _request(self) -> list[int] | list[str]:
         session = self._session
         if session is None:
+            connector = aiohttp.UnixConnector(path=self.unix_socket) if self.unix_socket else None
             session = self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout)
+                connector=connector, timeout=aiohttp.ClientTimeout(total=self._timeout)
             )
         try:
             async with session.get(self._url, headers=self._headers) as response:
@@ -245,12 +270,17 @@ class IdClient:
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             raise answers.SidecarUnreachable(
-                f"cannot reach the nebula-id sidecar at {self.base_url}: "
+                f"cannot reach the nebula-id sidecar at {self.where}: "
                 f"{type(e).__name__}: {e}".rstrip(": ")
             ) from e
         if status != 200:
             raise answers.error_from(status, body, retry_after=retry_after, tag=self._tag)
         return answers.ids_from(body, numeric=self._numeric)
+
+    @property
+    def where(self) -> str:
+        """The sidecar's address, for messages: its URL or ``unix:<path>``."""
+        return f"unix:{self.unix_socket}" if self.unix_socket else self.base_url
 
     # --- life cycle ---------------------------------------------------------------------
 
