@@ -184,29 +184,31 @@ async def parse(request: web.Request) -> web.Response:
     return _json(parsed_json(layout, parsed))
 
 
-async def info(request: web.Request) -> web.Response:
-    app = request.app
+def info_json(app: web.Application) -> dict[str, Any]:
+    """The answer of /v1/info (and of gRPC's Info)."""
     pool = app[keys.POOL]
     settings = app[keys.SETTINGS]
     snowflake_source = app[keys.SNOWFLAKE]
     segments = app[keys.SEGMENTS]
-    return _json(
-        {
-            "version": __version__,
-            "mode": "cluster" if settings.cluster_mode else "standalone",
-            "pool": pool.ref,
-            "algorithm": pool.algorithm,
-            "layout": pool.layout.to_json(),
-            "maxBatchSize": pool.sidecar.max_batch_size,
-            "datacenter": pool.datacenter(settings.datacenter).name,
-            "snowflake": {"ready": snowflake_source.ready_reason(), **snowflake_source.info()},
-            "segment": {
-                "tags": segments.tags(),
-                "ready": segments.ready_reason(),
-                "source": segments.info(),
-            },
-        }
-    )
+    return {
+        "version": __version__,
+        "mode": "cluster" if settings.cluster_mode else "standalone",
+        "pool": pool.ref,
+        "algorithm": pool.algorithm,
+        "layout": pool.layout.to_json(),
+        "maxBatchSize": pool.sidecar.max_batch_size,
+        "datacenter": pool.datacenter(settings.datacenter).name,
+        "snowflake": {"ready": snowflake_source.ready_reason(), **snowflake_source.info()},
+        "segment": {
+            "tags": segments.tags(),
+            "ready": segments.ready_reason(),
+            "source": segments.info(),
+        },
+    }
+
+
+async def info(request: web.Request) -> web.Response:
+    return _json(info_json(request.app))
 
 
 async def healthz(request: web.Request) -> web.Response:
