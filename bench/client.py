@@ -120,6 +120,7 @@ def unbuffered_loop(session: aiohttp.ClientSession, base: str) -> Callable[[int]
 async def measure_with(base: str, seconds: float, repeats: int) -> dict[str, float]:
     snowflake = IdClient(base, algorithm="snowflake", batch_size=1000)
     early = IdClient(base, algorithm="snowflake", batch_size=1000, low_water=0.9)
+    single = IdClient(base, algorithm="snowflake", batch_size=1000, pipeline=1)
     uuid7 = IdClient(base, algorithm="uuid7", batch_size=1000)
     segment = IdClient(base, algorithm="segment/bench", batch_size=1000)
     session = aiohttp.ClientSession()
@@ -127,6 +128,7 @@ async def measure_with(base: str, seconds: float, repeats: int) -> dict[str, flo
         candidates: dict[str, tuple[Callable[[int], Awaitable[None]], int]] = {
             "client_next_id": (next_id_loop(snowflake), CHUNK),
             "client_next_id_low_water_0_9": (next_id_loop(early), CHUNK),
+            "client_next_id_pipeline_1": (next_id_loop(single), CHUNK),
             "client_take": (take_loop(snowflake), CHUNK),
             "in_process_snowflake": (in_process_loop(), CHUNK),
             "client_uuid7_next_id": (next_id_loop(uuid7), CHUNK),
@@ -150,7 +152,7 @@ async def measure_with(base: str, seconds: float, repeats: int) -> dict[str, flo
         )
         figures["snowflake_batches_fetched"] = float(snowflake.requests - requests_before)
     finally:
-        for client in (snowflake, early, uuid7, segment):
+        for client in (snowflake, early, single, uuid7, segment):
             await client.close()
         await session.close()
     return figures
@@ -174,6 +176,7 @@ def measure(seconds: float, repeats: int, workdir: pathlib.Path) -> dict[str, fl
 ROWS = [
     ("client_next_id", "await client.next_id(), Snowflake (defaults)", True),
     ("client_next_id_low_water_0_9", "the same, low_water=0.9 (Leaf's 10 %)", False),
+    ("client_next_id_pipeline_1", "the same, pipeline=1 (one batch per round trip)", False),
     ("client_take", "client.take(), next_id() when empty", False),
     ("client_uuid7_next_id", "await client.next_id(), UUIDv7", False),
     ("client_segment_next_id", "await client.next_id(), Segment", False),

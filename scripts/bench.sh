@@ -31,6 +31,10 @@ export PYTHONPATH="$ROOT/sidecar:$ROOT/operator:$ROOT${PYTHONPATH:+:$PYTHONPATH}
 "$PYTHON" -c 'import nebula_id, uuid_utils' 2>/dev/null \
   || { echo "scripts/bench.sh: $PYTHON cannot import nebula_id; run scripts/test.sh once (it makes the venv) or set PYTHON" >&2; exit 1; }
 
+# The gRPC code is generated, never committed: make it if this checkout has not yet.
+"$PYTHON" sidecar/nebula_id/rpc/codegen.py >/dev/null \
+  || { echo "scripts/bench.sh: cannot generate the gRPC code (needs grpcio-tools)" >&2; exit 1; }
+
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${PARTS[@]}")
 read -r -a extra <<<"${BENCH_ARGS:-}"

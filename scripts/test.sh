@@ -91,6 +91,9 @@ fi
 pip_quiet --no-deps --no-build-isolation -e . || die "pip install -e . (log: $PIP_LOG)"
 flock -u 9
 PY="$VENV/bin/python"
+# The editable install above generated the gRPC code from ids.proto (setup.py's
+# build_py); this makes sure of it when the .proto changed since.
+"$PY" sidecar/nebula_id/rpc/codegen.py >/dev/null || die "generating the gRPC code (sidecar/nebula_id/rpc/codegen.py)"
 
 # -- 3. Go binaries (cached) ----------------------------------------------------------------
 command -v go >/dev/null || die "Go is not installed (needed to build etcd, kube-apiserver, kubectl, helm)"

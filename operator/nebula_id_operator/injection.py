@@ -9,7 +9,9 @@ The sidecar is a *native* sidecar (an init container with ``restartPolicy:
 Always``, Kubernetes >= 1.29): the kubelet starts it before the application's
 containers, so the app can ask for IDs from its first line, and stops it after
 them, so the app can still ask while it shuts down.  It listens on all pod
-interfaces because the kubelet's probes reach the pod IP, not loopback.
+interfaces because the kubelet's probes reach the pod IP, not loopback, and on
+a Unix socket in an ``emptyDir`` that every app container mounts at
+`SOCKET_DIR` (its path in ``$NEBULA_UNIX_SOCKET``), which skips TCP.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ DATABASES_VOLUME = "nebula-id-databases"
 DATABASES_DIR = "/etc/nebula-id/databases"
 ETCD_TLS_VOLUME = "nebula-id-etcd-tls"
 ETCD_TLS_DIR = "/etc/nebula-id/etcd-tls"
+SOCKET_VOLUME = "nebula-id-socket"
+SOCKET_DIR = "/var/run/nebula-id"
+SOCKET_PATH = f"{SOCKET_DIR}/nebula-id.sock"
+"""The sidecar's Unix socket, in an emptyDir mounted at the same path in every app container."""
+SOCKET_ENV = "NEBULA_UNIX_SOCKET"
 
 DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
 DEFAULT_RESOURCES: Mapping[str, Any] = {
@@ -78,6 +85,10 @@ class Sidecar:
 
     container: Mapping[str, Any]
     volumes: tuple[Mapping[str, Any], ...]
+    app_mounts: tuple[Mapping[str, Any], ...] = ()
+    """Mounted in every app container: the socket's directory."""
+    app_env: tuple[Mapping[str, Any], ...] = ()
+    """Set in every app container that does not set it itself."""
 
 
 class PodRejected(errors.InvalidArgument):
@@ -133,6 +144,7 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         _value("NEBULA_POOL", pool.ref),
         _value("NEBULA_DATACENTER", own_dc.name),
         _value("NEBULA_DATA_DIR", DATA_DIR),
+        _value(SOCKET_ENV, SOCKET_PATH),
         _value("NEBULA_LOG_LEVEL", settings.log_level),
         _field("NEBULA_POD_NAME", "metadata.name"),
         _field("NEBULA_POD_NAMESPACE", "metadata.namespace"),
@@ -141,8 +153,14 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
     ]
     if settings.log_format != "text":
         env.append(_value("NEBULA_LOG_FORMAT", settings.log_format))
-    mounts: list[dict[str, Any]] = [{"name": DATA_VOLUME, "mountPath": DATA_DIR}]
-    volumes: list[dict[str, Any]] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
+    mounts: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+        {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
 
     if settings.etcd_endpoints:
         env.append(_value("NEBULA_ETCD_ENDPOINTS", ",".join(settings.etcd_endpoints)))
@@ -225,7 +243,12 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    return Sidecar(container=container, volumes=tuple(volumes))
+    return Sidecar(
+        container=container,
+        volumes=tuple(volumes),
+        app_mounts=({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},),
+        app_env=(_value(SOCKET_ENV, SOCKET_PATH),),
+    )
 
 
 def _value(name: str, value: str) -> dict[str, Any]:
@@ -277,6 +300,32 @@ def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
         ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
     else:
         ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+    for index, app in enumerate(spec.get("containers") or []):
+        ops += _app_container_ops(f"/spec/containers/{index}", app, sidecar)
+    return ops
+
+
+def _app_container_ops(path: str, app: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
+    """Mount the socket's directory in one app container and tell it the path.
+
+    A mount path or an environment variable the container already has is left
+    as the user wrote it.
+    """
+    ops: JsonPatch = []
+    taken_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    mounts = [
+        copy.deepcopy(dict(m)) for m in sidecar.app_mounts if m["mountPath"] not in taken_paths
+    ]
+    if mounts and app.get("volumeMounts"):
+        ops += [{"op": "add", "path": f"{path}/volumeMounts/-", "value": m} for m in mounts]
+    elif mounts:
+        ops.append({"op": "add", "path": f"{path}/volumeMounts", "value": mounts})
+    taken_env = {e.get("name") for e in app.get("env") or []}
+    env = [copy.deepcopy(dict(e)) for e in sidecar.app_env if e["name"] not in taken_env]
+    if env and app.get("env"):
+        ops += [{"op": "add", "path": f"{path}/env/-", "value": e} for e in env]
+    elif env:
+        ops.append({"op": "add", "path": f"{path}/env", "value": env})
     return ops
 
 

@@ -51,6 +51,8 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = pools.DEFAULT_PORT
+    unix_socket: str | None = None
+    grpc_port: int | None = None
     pool: str | None = None
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = pool_keys.DEFAULT_PREFIX
@@ -304,6 +306,8 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("host", _text, ("app.host",), "address to listen on"),
     Field("port", _int, ("app.port",), "port to listen on"),
+    Field("unix_socket", _optional_text, ("app.unix_socket",), "also serve HTTP on this socket"),
+    Field("grpc_port", _int, ("grpc.port",), "serve gRPC on this port too (host as --host)"),
     Field("pool", _optional_text, ("app.pool",), "pool as namespace/name (cluster mode)"),
     Field("etcd_endpoints", _endpoints, ("etcd.endpoints",), "comma list; enables cluster mode"),
     Field("etcd_prefix", _text, ("etcd.prefix",), "etcd key prefix"),
@@ -431,6 +435,12 @@ def check(settings: ServeSettings) -> None:
     """Cross-field checks; each message names the settings involved."""
     if not 1 <= settings.port <= 65535:
         raise errors.ConfigError(f"port must be 1..65535, got {settings.port}")
+    if settings.grpc_port is not None and not 0 <= settings.grpc_port <= 65535:
+        raise errors.ConfigError(
+            f"grpc_port must be 0..65535 (0: any free port), got {settings.grpc_port}"
+        )
+    if settings.grpc_port is not None and settings.grpc_port == settings.port:
+        raise errors.ConfigError(f"grpc_port and port must differ, both are {settings.port}")
     if not 1 <= settings.max_batch_size <= 100_000:
         raise errors.ConfigError(f"max_batch_size must be 1..100000, got {settings.max_batch_size}")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

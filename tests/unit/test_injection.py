@@ -105,6 +105,7 @@ def test_own_database_from_secret_key_and_all_datacenters_as_files() -> None:
     mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
     assert mounts == {
         injection.DATA_VOLUME: injection.DATA_DIR,
+        injection.SOCKET_VOLUME: injection.SOCKET_DIR,
         injection.DATABASES_VOLUME: injection.DATABASES_DIR,
     }
     assert "emptyDir" in volumes[injection.DATA_VOLUME]
@@ -202,7 +203,11 @@ def test_injection_is_idempotent() -> None:
     assert [v["name"] for v in once["spec"]["volumes"]] == [
         "cache",
         injection.DATA_VOLUME,
+        injection.SOCKET_VOLUME,
         injection.DATABASES_VOLUME,
+    ]
+    assert [m["mountPath"] for m in once["spec"]["containers"][0]["volumeMounts"]] == [
+        injection.SOCKET_DIR
     ]
 
 
@@ -217,7 +222,52 @@ def test_the_patch_adds_whole_lists_when_the_pod_has_none() -> None:
     assert [(op["op"], op["path"]) for op in ops] == [
         ("add", "/spec/initContainers"),
         ("add", "/spec/volumes"),
+        ("add", "/spec/containers/0/volumeMounts"),
+        ("add", "/spec/containers/0/env"),
     ]
+
+
+def test_every_app_container_gets_the_sidecars_unix_socket_through_an_emptydir() -> None:
+    pod = injected(
+        make_pod(
+            containers=[
+                {"name": "web", "image": "web:1"},
+                {
+                    "name": "worker",
+                    "image": "worker:1",
+                    "env": [{"name": "MODE", "value": "jobs"}],
+                    "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
+                },
+            ],
+            volumes=[{"name": "cache", "emptyDir": {}}],
+        )
+    )
+    sidecar = pod["spec"]["initContainers"][0]
+    assert env_of(sidecar)[injection.SOCKET_ENV] == injection.SOCKET_PATH
+    assert {"name": injection.SOCKET_VOLUME, "mountPath": injection.SOCKET_DIR} in sidecar[
+        "volumeMounts"
+    ]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert "emptyDir" in volumes[injection.SOCKET_VOLUME]
+    web, worker = pod["spec"]["containers"]
+    assert web["volumeMounts"] == [
+        {"name": injection.SOCKET_VOLUME, "mountPath": injection.SOCKET_DIR}
+    ]
+    assert env_of(web) == {injection.SOCKET_ENV: injection.SOCKET_PATH}
+    assert [m["name"] for m in worker["volumeMounts"]] == ["cache", injection.SOCKET_VOLUME]
+    assert env_of(worker) == {"MODE": "jobs", injection.SOCKET_ENV: injection.SOCKET_PATH}
+    assert injection.SOCKET_PATH.startswith(injection.SOCKET_DIR + "/")
+
+
+def test_an_app_containers_own_socket_env_and_mount_path_are_left_as_written() -> None:
+    own = {"name": injection.SOCKET_ENV, "value": "/elsewhere.sock"}
+    mount = {"name": "mine", "mountPath": injection.SOCKET_DIR}
+    pod = injected(
+        make_pod(containers=[{"name": "web", "image": "w", "env": [own], "volumeMounts": [mount]}])
+    )
+    web = pod["spec"]["containers"][0]
+    assert web["env"] == [own]
+    assert web["volumeMounts"] == [mount]
 
 
 def test_a_volume_name_clash_is_rejected() -> None:

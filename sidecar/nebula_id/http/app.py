@@ -48,13 +48,14 @@ def build_app(
 
     guard_middlewares: list[Middleware] = []
     api_keys = guards.load_api_keys(settings)
-    if api_keys:
-        guard_middlewares.append(guards.auth_middleware(api_keys))
+    key_check = guards.KeyCheck(api_keys) if api_keys else None
+    if key_check is not None:
+        guard_middlewares.append(guards.auth_middleware(key_check))
+    rate_limit: guards.RateLimit | None = None
     if settings.rate_limit_rps is not None:
         burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
-        guard_middlewares.append(
-            guards.rate_limit_middleware(rate=settings.rate_limit_rps, burst=burst, clock=clock)
-        )
+        rate_limit = guards.RateLimit(rate=settings.rate_limit_rps, burst=burst, clock=clock)
+        guard_middlewares.append(guards.rate_limit_middleware(rate_limit))
     audit_logger = (
         guards.open_audit_log(
             settings.audit_log, log_format=settings.log_format, pool=settings.pool
@@ -84,6 +85,11 @@ def build_app(
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))
     app.cleanup_ctx.append(_segments_ctx(collector))
+    if settings.grpc_port is not None:
+        # Last: it serves from the sources the contexts above opened.
+        from nebula_id.rpc import server as grpc_server
+
+        app.cleanup_ctx.append(grpc_server.serving_ctx(key_check=key_check, rate_limit=rate_limit))
     if audit_logger is not None:
         logger = audit_logger
 

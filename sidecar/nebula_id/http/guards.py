@@ -52,52 +52,74 @@ def key_id(key: str) -> str:
 
 
 def presented_key(request: web.Request) -> str | None:
-    key = request.headers.get("X-API-Key")
-    if key:
-        return key
-    auth = request.headers.get("Authorization", "")
-    scheme, _, token = auth.partition(" ")
+    return key_from(request.headers.get("X-API-Key"), request.headers.get("Authorization"))
+
+
+def key_from(api_key: str | None, authorization: str | None) -> str | None:
+    """The key of an ``X-API-Key`` value or an ``Authorization: Bearer`` value (HTTP or gRPC)."""
+    if api_key:
+        return api_key
+    scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None
 
 
-def auth_middleware(api_keys: Iterable[str]) -> Middleware:
-    encoded = tuple(k.encode() for k in api_keys)
+class KeyCheck:
+    """The configured API keys, compared in constant time."""
 
-    @web.middleware
-    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS:
-            return await handler(request)
-        key = presented_key(request)
+    def __init__(self, api_keys: Iterable[str]) -> None:
+        self._encoded = tuple(k.encode() for k in api_keys)
+
+    def check(self, key: str | None) -> None:
+        """Return when `key` is one of ours; `errors.Unauthorized` otherwise."""
         if key is None:
             raise errors.Unauthorized("an API key is required: X-API-Key or Authorization: Bearer")
         given = key.encode()
         # Compare against every key, so the time taken does not say which matched.
         matched = False
-        for candidate in encoded:
+        for candidate in self._encoded:
             matched |= hmac.compare_digest(given, candidate)
         if not matched:
             raise errors.Unauthorized("the API key is not valid")
+
+
+class RateLimit:
+    """One token bucket for the whole sidecar, shared by HTTP and gRPC."""
+
+    def __init__(self, *, rate: float, burst: int, clock: Clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._bucket = ratelimit.TokenBucket(rate=rate, burst=burst, clock=clock)
+
+    def take(self) -> None:
+        """Take a token; `errors.RateLimited` with the wait when there is none."""
+        wait = self._bucket.try_take()
+        if wait > 0:
+            raise errors.RateLimited(
+                f"more than {self.rate:g} requests per second (burst {self.burst})",
+                retry_after=wait,
+            )
+
+
+def auth_middleware(check: KeyCheck) -> Middleware:
+    @web.middleware
+    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            check.check(presented_key(request))
         return await handler(request)
 
     return check_api_key
 
 
-def rate_limit_middleware(*, rate: float, burst: int, clock: Clock) -> Middleware:
-    bucket = ratelimit.TokenBucket(rate=rate, burst=burst, clock=clock)
-
+def rate_limit_middleware(limit: RateLimit) -> Middleware:
     @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
-            wait = bucket.try_take()
-            if wait > 0:
-                raise errors.RateLimited(
-                    f"more than {rate:g} requests per second (burst {burst})", retry_after=wait
-                )
+            limit.take()
         return await handler(request)
 
-    return limit
+    return limited
 
 
 class _AuditLine(logging.Formatter):

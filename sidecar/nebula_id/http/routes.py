@@ -7,7 +7,9 @@ formats JSON by hand and reads the query string only when there is one.
 
 from __future__ import annotations
 
+import array
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,6 +28,8 @@ TEXT = "text/plain"
 # Passing the header beats `content_type=`, which re-parses it on every response.
 _JSON_HEADERS = {"Content-Type": JSON}
 _TEXT_HEADERS = {"Content-Type": TEXT + "; charset=utf-8"}
+BINARY = "application/octet-stream"
+_BINARY_HEADERS = {"Content-Type": BINARY}
 
 
 def _count(request: web.Request) -> int | None:
@@ -66,6 +70,21 @@ def _many(request: web.Request, values: Iterable[str]) -> web.Response:
     return web.Response(body=body, headers=_JSON_HEADERS)
 
 
+def _many_ints(request: web.Request, ids: list[int]) -> web.Response:
+    """A batch of 64-bit IDs; as big-endian int64s when the client accepts only those.
+
+    The binary form is what the Python client asks for: decoding it costs a
+    tenth of decoding the JSON, which matters when the app takes each ID alone.
+    """
+    accept = request.headers.get("Accept")
+    if accept == BINARY:
+        packed = array.array("q", ids)
+        if sys.byteorder == "little":
+            packed.byteswap()
+        return web.Response(body=packed.tobytes(), headers=_BINARY_HEADERS)
+    return _many(request, map(str, ids))
+
+
 def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
     return web.Response(
         status=status, body=json.dumps(payload, default=str).encode(), content_type=JSON
@@ -93,7 +112,7 @@ def _snowflake_answer(request: web.Request) -> web.Response:
     stats = app[keys.STATS]
     ids = source.next_ids(count)
     stats.served("snowflake", count)
-    return _many(request, map(str, ids))
+    return _many_ints(request, ids)
 
 
 def _uuid_handler(
@@ -125,7 +144,7 @@ async def _segment_ids(request: web.Request, tag: str) -> web.Response:
         stats.singles["segment"] += 1
         return _one(request, str(ids[0]))
     stats.served("segment", count)
-    return _many(request, map(str, ids))
+    return _many_ints(request, ids)
 
 
 async def segment(request: web.Request) -> web.Response:
@@ -184,29 +203,31 @@ async def parse(request: web.Request) -> web.Response:
     return _json(parsed_json(layout, parsed))
 
 
-async def info(request: web.Request) -> web.Response:
-    app = request.app
+def info_json(app: web.Application) -> dict[str, Any]:
+    """The answer of /v1/info (and of gRPC's Info)."""
     pool = app[keys.POOL]
     settings = app[keys.SETTINGS]
     snowflake_source = app[keys.SNOWFLAKE]
     segments = app[keys.SEGMENTS]
-    return _json(
-        {
-            "version": __version__,
-            "mode": "cluster" if settings.cluster_mode else "standalone",
-            "pool": pool.ref,
-            "algorithm": pool.algorithm,
-            "layout": pool.layout.to_json(),
-            "maxBatchSize": pool.sidecar.max_batch_size,
-            "datacenter": pool.datacenter(settings.datacenter).name,
-            "snowflake": {"ready": snowflake_source.ready_reason(), **snowflake_source.info()},
-            "segment": {
-                "tags": segments.tags(),
-                "ready": segments.ready_reason(),
-                "source": segments.info(),
-            },
-        }
-    )
+    return {
+        "version": __version__,
+        "mode": "cluster" if settings.cluster_mode else "standalone",
+        "pool": pool.ref,
+        "algorithm": pool.algorithm,
+        "layout": pool.layout.to_json(),
+        "maxBatchSize": pool.sidecar.max_batch_size,
+        "datacenter": pool.datacenter(settings.datacenter).name,
+        "snowflake": {"ready": snowflake_source.ready_reason(), **snowflake_source.info()},
+        "segment": {
+            "tags": segments.tags(),
+            "ready": segments.ready_reason(),
+            "source": segments.info(),
+        },
+    }
+
+
+async def info(request: web.Request) -> web.Response:
+    return _json(info_json(request.app))
 
 
 async def healthz(request: web.Request) -> web.Response:
