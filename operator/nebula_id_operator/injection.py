@@ -42,6 +42,11 @@ SOCKET_DIR = "/var/run/nebula-id"
 SOCKET_PATH = f"{SOCKET_DIR}/nebula-id.sock"
 """The sidecar's Unix socket, in an emptyDir mounted at the same path in every app container."""
 SOCKET_ENV = "NEBULA_UNIX_SOCKET"
+# Secret files are owned by root (or by the pod's fsGroup, which is the app's to
+# choose), so the sidecar, running as 65532 without fsGroup, can read them only
+# through the "other" bits.  The volumes are mounted into the sidecar alone, so
+# no other container of the pod sees them.
+SECRET_FILE_MODE = 0o444
 
 DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
 DEFAULT_RESOURCES: Mapping[str, Any] = {
@@ -175,7 +180,10 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         volumes.append(
             {
                 "name": ETCD_TLS_VOLUME,
-                "secret": {"secretName": settings.etcd_tls_secret, "defaultMode": 0o440},
+                "secret": {
+                    "secretName": settings.etcd_tls_secret,
+                    "defaultMode": SECRET_FILE_MODE,
+                },
             }
         )
     if settings.etcd_auth_secret:
@@ -204,7 +212,10 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         env.append(_value("NEBULA_DATABASE_URL_DIR", DATABASES_DIR))
         mounts.append({"name": DATABASES_VOLUME, "mountPath": DATABASES_DIR, "readOnly": True})
         volumes.append(
-            {"name": DATABASES_VOLUME, "projected": {"sources": sources, "defaultMode": 0o440}}
+            {
+                "name": DATABASES_VOLUME,
+                "projected": {"sources": sources, "defaultMode": SECRET_FILE_MODE},
+            }
         )
 
     if sidecar.auth_secret_ref is not None:

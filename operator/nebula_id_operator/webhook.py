@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,13 @@ def configure(
     settings.admission.managed = None
 
 
+def kopf_identity(name: str) -> Any:
+    """kopf's peering identity, given explicitly: kopf's default asks
+    `getpass.getuser()`, which raises for a uid without a passwd entry -- and the
+    images run as 65532, which has none."""
+    return name
+
+
 async def run(
     op_settings: OperatorView,
     *,
@@ -222,6 +230,7 @@ async def run(
         settings=settings,
         standalone=True,
         clusterwide=True,
+        identity=kopf_identity(f"webhook@{socket.gethostname()}"),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

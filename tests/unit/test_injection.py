@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -109,6 +110,47 @@ def test_own_database_from_secret_key_and_all_datacenters_as_files() -> None:
         injection.DATABASES_VOLUME: injection.DATABASES_DIR,
     }
     assert "emptyDir" in volumes[injection.DATA_VOLUME]
+
+
+def readable_by(mode: int, *, uid: int, gid: int, owner: int = 0, group: int | None = None) -> bool:
+    """Whether a file of `mode`, owned by `owner`:`group`, is readable by uid:gid."""
+    if uid == owner:
+        return bool(mode & 0o400)
+    if group is not None and gid == group:
+        return bool(mode & 0o040)
+    return bool(mode & 0o004)
+
+
+@pytest.mark.parametrize("fs_group", [None, 2000])
+def test_mounted_secrets_are_readable_by_the_sidecar_user_whatever_the_pods_fs_group(
+    fs_group: int | None,
+) -> None:
+    # The kubelet writes Secret files as root, group fsGroup if the pod sets one
+    # (the app's choice, not ours), with the volume's mode: the sidecar, running
+    # as 65532:65532, must still read its DSNs and etcd key.
+    settings = dataclasses.replace(SETTINGS, etcd_tls_secret="etcd-tls")
+    pod = make_pod(**({"securityContext": {"fsGroup": fs_group}} if fs_group else {}))
+    injection.apply(pod, injection.inject(pod, make_pool(), settings))
+    sidecar = pod["spec"]["initContainers"][0]
+    ctx = sidecar["securityContext"]
+    mounted = {m["name"] for m in sidecar["volumeMounts"]}
+    secret_volumes = [
+        v
+        for v in pod["spec"]["volumes"]
+        if ("secret" in v or "projected" in v) and v["name"] in mounted
+    ]
+    assert {v["name"] for v in secret_volumes} == {
+        injection.DATABASES_VOLUME,
+        injection.ETCD_TLS_VOLUME,
+    }
+    for volume in secret_volumes:
+        mode = (volume.get("secret") or volume.get("projected"))["defaultMode"]
+        assert readable_by(mode, uid=ctx["runAsUser"], gid=ctx["runAsGroup"], group=fs_group), (
+            volume["name"],
+            oct(mode),
+        )
+    # Only the sidecar mounts them.
+    assert all(not c.get("volumeMounts") for c in pod["spec"]["containers"])
 
 
 def test_security_context_meets_the_restricted_pod_security_standard() -> None:
