@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.core import access
 from nebula_id.core import pool as pools
 
 INJECT_LABEL = "nebula-id.io/inject"
@@ -71,6 +72,9 @@ class InjectionSettings:
     """A Secret in the pod's namespace with `ca.crt`, `tls.crt` and `tls.key`."""
     etcd_auth_secret: str | None = None
     """A Secret in the pod's namespace with `username` and `password`."""
+    etcd_pool_users: bool = False
+    """Log in with the pool's own etcd user (Secret ``nebula-id-etcd-{pool}``, written by
+    the operator) instead of `etcd_auth_secret`."""
     datacenter: str | None = None
     """The datacenter this cluster runs in; None means the pool's first one."""
     resources: Mapping[str, Any] = dataclasses.field(
@@ -186,7 +190,13 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
                 },
             }
         )
-    if settings.etcd_auth_secret:
+    if settings.etcd_pool_users:
+        secret = access.secret_name(pool.name)
+        env += [
+            _secret("NEBULA_ETCD_USERNAME", secret, access.SECRET_USERNAME_KEY),
+            _secret("NEBULA_ETCD_PASSWORD", secret, access.SECRET_PASSWORD_KEY),
+        ]
+    elif settings.etcd_auth_secret:
         env += [
             _secret("NEBULA_ETCD_USERNAME", settings.etcd_auth_secret, "username"),
             _secret("NEBULA_ETCD_PASSWORD", settings.etcd_auth_secret, "password"),

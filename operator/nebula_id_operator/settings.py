@@ -56,6 +56,8 @@ class OperatorSettings:
     """Upper bound of one database call (provisioning, health check)."""
     pod_name: str | None = None
     pod_namespace: str | None = None
+    etcd_pool_users: bool = False
+    """Give each pool its own etcd user, role and Secret (needs etcd's root role)."""
     webhook_enabled: bool = False
     """Serve the sidecar injection webhook (see `nebula_id_operator.webhook`)."""
     webhook_host: str = "0.0.0.0"
@@ -119,6 +121,7 @@ _OPERATOR_FIELDS: dict[str, Callable[[str], Any]] = {
     "pod_name": _text,
     "pod_namespace": _text,
     "operator_webhook_enabled": _bool,
+    "operator_etcd_pool_users": _bool,
     "operator_webhook_host": _text,
     "operator_webhook_port": int,
 }
@@ -145,6 +148,7 @@ _RENAMES = {
     "pod_name": "pod_name",
     "pod_namespace": "pod_namespace",
     "operator_webhook_enabled": "webhook_enabled",
+    "operator_etcd_pool_users": "etcd_pool_users",
     "operator_webhook_host": "webhook_host",
     "operator_webhook_port": "webhook_port",
 }

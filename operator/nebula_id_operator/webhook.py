@@ -71,12 +71,17 @@ def injection_settings_from_env(
         etcd_prefix=get("ETCD_PREFIX") or env.get("NEBULA_ETCD_PREFIX") or defaults.etcd_prefix,
         etcd_tls_secret=get("ETCD_TLS_SECRET"),
         etcd_auth_secret=get("ETCD_AUTH_SECRET"),
+        etcd_pool_users=_truthy(env.get("NEBULA_OPERATOR_ETCD_POOL_USERS", "")),
         datacenter=get("DATACENTER") or env.get("NEBULA_DATACENTER") or None,
         resources=parsed_resources,
         listen_host=get("LISTEN_HOST") or defaults.listen_host,
         log_level=get("LOG_LEVEL") or defaults.log_level,
         log_format=get("LOG_FORMAT") or defaults.log_format,
     )
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 class OperatorView(Protocol):

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from nebula_id.core import access
 from nebula_id.core import pool as pools
 from nebula_id_operator import injection
 
@@ -222,6 +223,19 @@ def test_etcd_tls_and_auth_secrets_are_wired_when_configured() -> None:
     assert env["NEBULA_ETCD_PASSWORD"] == {"secretKeyRef": {"name": "etcd-auth", "key": "password"}}
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes[injection.ETCD_TLS_VOLUME]["secret"]["secretName"] == "etcd-tls"
+
+
+def test_with_per_pool_etcd_users_the_sidecar_logs_in_as_its_pool() -> None:
+    settings = injection.InjectionSettings(
+        etcd_endpoints=("https://etcd:2379",), etcd_auth_secret="shared", etcd_pool_users=True
+    )
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, make_pool(), settings))
+    env = env_of(pod["spec"]["initContainers"][0])
+    secret = access.secret_name(make_pool().name)
+    assert secret.startswith("nebula-id-etcd-")
+    assert env["NEBULA_ETCD_USERNAME"] == {"secretKeyRef": {"name": secret, "key": "username"}}
+    assert env["NEBULA_ETCD_PASSWORD"] == {"secretKeyRef": {"name": secret, "key": "password"}}
 
 
 def test_without_a_configured_datacenter_the_pools_first_one_is_used() -> None:
