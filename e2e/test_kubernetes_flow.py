@@ -210,7 +210,7 @@ def render_chart(helm_bin: str, names: Mapping[str, str], values: Mapping[str, A
     try:
         out = run_cli(
             [helm_bin, "template", names["release"], str(CHART), "-n", names["system"],
-             "--include-crds", "-f", str(values_file)]
+             "--include-crds", "-f", str(values_file), "--set", "etcd.allowInsecure=true"]
         ).stdout  # fmt: skip
     finally:
         values_file.unlink()

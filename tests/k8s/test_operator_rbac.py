@@ -38,6 +38,7 @@ def render_rbac(helm_bin: str) -> str:
             helm_bin, "template", "rbac", str(ROOT / "helm" / "nebula-id"),
             "--namespace", RELEASE_NAMESPACE,
             "--set", "etcd.endpoints[0]=http://127.0.0.1:2379",
+            "--set", "etcd.allowInsecure=true",
             "--set", f"watchNamespaces[0]={NAMESPACE}",
             "--show-only", "templates/rbac.yaml",
         ],

@@ -64,7 +64,7 @@ def render_chart(helm_bin: str, *values: str) -> list[dict[str, Any]]:
     from tests.support.controlplane import run_cli
 
     argv = [helm_bin, "template", "nebula-id", str(CHART), "-n", RELEASE_NAMESPACE]
-    argv += ["--kube-version", "1.34.0", "--include-crds"]
+    argv += ["--kube-version", "1.34.0", "--include-crds", "--set", "etcd.allowInsecure=true"]
     for value in values:
         argv += ["--set", value]
     rendered = run_cli(argv).stdout
