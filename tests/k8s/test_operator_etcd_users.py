@@ -21,7 +21,6 @@ from nebula_id.core import keys as pool_keys
 from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support.controlplane import ControlPlane
-from tests.support.fixtures import EtcdFactory
 
 NAMESPACE = "etcd-users-tests"
 PREFIX = "/nebula-id-etcd-users"
