@@ -213,9 +213,10 @@ async def drop_data(ctx: Context, namespace: str, config: pools.PoolConfig) -> l
                     await conn.execute(f"DELETE FROM {postgres.TABLE} WHERE pool = $1", config.ref)
             finally:
                 await conn.close(timeout=timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
+        except postgres.DB_ERRORS as e:
             raise errors.StorageError(
-                f"cannot drop the segments of {config.ref} in {dc.name!r}: {e}"
+                f"cannot drop the segments of {config.ref} in {dc.name!r} at "
+                f"{postgres.where(dsn)}: {postgres.failure(e)}"
             ) from e
     keys = ctx.settings.keys(namespace, config.name)
     await ctx.etcd.delete(keys.clock_prefix, prefix=True)

@@ -234,10 +234,11 @@ def _dsn_map(value: Any) -> Mapping[str, str]:
     if isinstance(value, Mapping):
         return {str(k): _text(v) for k, v in value.items()}
     result: dict[str, str] = {}
-    for part in _list(value):
+    for number, part in enumerate(_list(value), start=1):
         name, sep, dsn = part.partition("=")
         if not sep or not name.strip() or not dsn.strip():
-            raise ValueError(f"{part!r} must be written as datacenter=dsn")
+            # Never the item itself: it may hold a password.
+            raise ValueError(f"item {number} must be written as datacenter=dsn")
         result[name.strip()] = dsn.strip()
     return result
 

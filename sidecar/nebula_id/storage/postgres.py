@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import re
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeAlias, TypeVar
@@ -114,13 +117,16 @@ class ProvisionResult:
 
 
 # Everything asyncpg or the network can throw at us; all of it becomes StorageError.
-_DB_ERRORS: tuple[type[BaseException], ...] = (
+# ValueError: a DSN asyncpg cannot parse (urllib's "Invalid IPv6 URL", a bad port).
+DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
+    ValueError,
 )
+_DB_ERRORS = DB_ERRORS
 # Errors after which a fresh connection may succeed at once.
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
@@ -133,14 +139,55 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def redact(dsn: str) -> str:
-    """A DSN without its password, for messages and logs."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+_SAFE_HOST = re.compile(r"[A-Za-z0-9._:\[\]/%-]{1,255}")
+_KEYWORD_HOST = re.compile(r"(?:^|\s)host\s*=\s*'?([^\s']+)")
+_KEYWORD_PORT = re.compile(r"(?:^|\s)port\s*=\s*'?(\d{1,5})")
+
+
+def where(dsn: str) -> str:
+    """The host (and port) of a DSN: the only part of it that messages, status and logs name.
+
+    User names, passwords, database names and query parameters (``password=``,
+    ``sslpassword=``, ``options=``) may all be secret, and a DSN that does not
+    parse may be anything, so nothing else of it is ever repeated.
+    """
+    text = dsn.strip()
+    host, port = _url_host(text) if "://" in text else _keyword_host(text)
+    if not host or not _SAFE_HOST.fullmatch(host):
+        return "the configured database"
+    if port and port.isdigit():
+        return f"{host}:{port}"
+    return host
+
+
+def _url_host(text: str) -> tuple[str | None, str | None]:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host, port = parts.hostname, (str(parts.port) if parts.port else None)
+    except ValueError:
+        return None, None
+    if not host:  # postgresql:///db?host=/run/postgresql
+        query = urllib.parse.parse_qs(parts.query)
+        host = next(iter(query.get("host", [])), None)
+        port = port or next(iter(query.get("port", [])), None)
+    return host, port
+
+
+def _keyword_host(text: str) -> tuple[str | None, str | None]:
+    host, port = _KEYWORD_HOST.search(text), _KEYWORD_PORT.search(text)
+    return (host.group(1) if host else None), (port.group(1) if port else None)
+
+
+def failure(error: BaseException) -> str:
+    """An error's class and code, never its text: asyncpg's messages can carry the DSN."""
+    name = type(error).__name__
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(error, asyncpg.PostgresError) and isinstance(sqlstate, str):
+        return f"{name} (SQLSTATE {sqlstate})"
+    code = error.errno if isinstance(error, OSError) else None
+    if code is not None and code in errno.errorcode:
+        return f"{name} ({errno.errorcode[code]})"
+    return name
 
 
 async def _create_rows(
@@ -198,7 +245,7 @@ async def provision(
     except _DB_ERRORS as e:
         raise errors.StorageError(
             f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
-            f"at {redact(dsn)}: {type(e).__name__}: {e}"
+            f"at {where(dsn)}: {failure(e)}"
         ) from e
 
 
@@ -349,8 +396,8 @@ class PostgresSegmentStore:
                 break
         assert last is not None
         raise errors.StorageError(
-            f"PostgreSQL of datacenter {self.datacenter!r} ({redact(self._dsn)}) could not "
-            f"{what}: {type(last).__name__}: {last}"
+            f"PostgreSQL of datacenter {self.datacenter!r} ({where(self._dsn)}) could not "
+            f"{what}: {failure(last)}"
         ) from last
 
     @asynccontextmanager
