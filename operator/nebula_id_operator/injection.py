@@ -8,10 +8,11 @@ so injection is idempotent.
 The sidecar is a *native* sidecar (an init container with ``restartPolicy:
 Always``, Kubernetes >= 1.29): the kubelet starts it before the application's
 containers, so the app can ask for IDs from its first line, and stops it after
-them, so the app can still ask while it shuts down.  It listens on all pod
-interfaces because the kubelet's probes reach the pod IP, not loopback, and on
-a Unix socket in an ``emptyDir`` that every app container mounts at
-`SOCKET_DIR` (its path in ``$NEBULA_UNIX_SOCKET``), which skips TCP.
+them, so the app can still ask while it shuts down.  It serves the ID API on
+loopback only (and on a Unix socket in an ``emptyDir`` that every app container
+mounts at `SOCKET_DIR`, its path in ``$NEBULA_UNIX_SOCKET``), so no other pod
+can call it; the kubelet's probes reach the pod IP, so health alone is served
+there, on `PROBE_PORT` (the container port named `PORT_NAME`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ POOL_ANNOTATION = "nebula-id.io/pool"
 WORKER_ANNOTATION = "nebula-id.io/worker-id"
 CONTAINER_NAME = "nebula-id"
 PORT_NAME = "nebula-id"
+PROBE_PORT = 9180
+"""The sidecar's health-only port on the pod IP (``/healthz``, ``/readyz``)."""
 RUN_AS_USER = 65532  # the `nonroot` user of the sidecar image (Dockerfile.sidecar)
 
 DATA_VOLUME = "nebula-id-data"
@@ -81,8 +84,12 @@ class InjectionSettings:
         default_factory=lambda: copy.deepcopy(dict(DEFAULT_RESOURCES))
     )
     """Resources when the pool's `spec.sidecar.resources` is empty."""
-    listen_host: str = "0.0.0.0"
-    """Where the sidecar listens: the kubelet's probes reach the pod IP, not loopback."""
+    listen_host: str = "127.0.0.1"
+    """Where the sidecar serves the ID API: loopback, so only its own pod can call it."""
+    probe_port: int = PROBE_PORT
+    """The health-only port on the pod IP, for the kubelet's probes."""
+    probe_metrics: bool = False
+    """Serve /metrics on the probe port too (for a PodMonitor)."""
     log_level: str = "info"
     log_format: str = "text"
     """The sidecar's log format: text, or json lines."""
@@ -147,9 +154,11 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
             f"does not list ({', '.join(dc.name for dc in pool.datacenters)})"
         ) from e
     sidecar = pool.sidecar
+    probe_port = settings.probe_port + (1 if settings.probe_port == sidecar.port else 0)
     env: list[dict[str, Any]] = [
         _value("NEBULA_HOST", settings.listen_host),
         _value("NEBULA_PORT", str(sidecar.port)),
+        _value("NEBULA_PROBE_PORT", str(probe_port)),
         _value("NEBULA_POOL", pool.ref),
         _value("NEBULA_DATACENTER", own_dc.name),
         _value("NEBULA_DATA_DIR", DATA_DIR),
@@ -162,6 +171,8 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
     ]
     if settings.log_format != "text":
         env.append(_value("NEBULA_LOG_FORMAT", settings.log_format))
+    if settings.probe_metrics:
+        env.append(_value("NEBULA_PROBE_METRICS", "true"))
     mounts: list[dict[str, Any]] = [
         {"name": DATA_VOLUME, "mountPath": DATA_DIR},
         {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
@@ -245,7 +256,8 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["nebula-id", "serve"],
         "restartPolicy": "Always",
-        "ports": [{"name": PORT_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        # Only the probe port: the ID API listens on loopback, unreachable from outside.
+        "ports": [{"name": PORT_NAME, "containerPort": probe_port, "protocol": "TCP"}],
         "env": env,
         "volumeMounts": mounts,
         "resources": copy.deepcopy(dict(sidecar.resources or settings.resources)),

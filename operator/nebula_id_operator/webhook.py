@@ -75,6 +75,8 @@ def injection_settings_from_env(
         datacenter=get("DATACENTER") or env.get("NEBULA_DATACENTER") or None,
         resources=parsed_resources,
         listen_host=get("LISTEN_HOST") or defaults.listen_host,
+        probe_port=int(get("PROBE_PORT") or defaults.probe_port),
+        probe_metrics=_truthy(get("PROBE_METRICS") or ""),
         log_level=get("LOG_LEVEL") or defaults.log_level,
         log_format=get("LOG_FORMAT") or defaults.log_format,
     )

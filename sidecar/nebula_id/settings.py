@@ -53,6 +53,9 @@ class ServeSettings:
     port: int = pools.DEFAULT_PORT
     unix_socket: str | None = None
     grpc_port: int | None = None
+    probe_host: str = "0.0.0.0"  # nosec B104: health only; the ID API stays on `host`
+    probe_port: int | None = None
+    probe_metrics: bool = False
     pool: str | None = None
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = pool_keys.DEFAULT_PREFIX
@@ -201,6 +204,17 @@ def _int(value: Any) -> int:
         raise ValueError(f"must be an integer, got {value!r}") from e
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got {value!r}")
@@ -309,6 +323,9 @@ FIELDS: tuple[Field, ...] = (
     Field("port", _int, ("app.port",), "port to listen on"),
     Field("unix_socket", _optional_text, ("app.unix_socket",), "also serve HTTP on this socket"),
     Field("grpc_port", _int, ("grpc.port",), "serve gRPC on this port too (host as --host)"),
+    Field("probe_host", _text, ("probe.host",), "address of the health-only probe server"),
+    Field("probe_port", _int, ("probe.port",), "serve /healthz and /readyz alone on this port"),
+    Field("probe_metrics", _bool, ("probe.metrics",), "serve /metrics on the probe port too"),
     Field("pool", _optional_text, ("app.pool",), "pool as namespace/name (cluster mode)"),
     Field("etcd_endpoints", _endpoints, ("etcd.endpoints",), "comma list; enables cluster mode"),
     Field("etcd_prefix", _text, ("etcd.prefix",), "etcd key prefix"),
@@ -442,6 +459,11 @@ def check(settings: ServeSettings) -> None:
         )
     if settings.grpc_port is not None and settings.grpc_port == settings.port:
         raise errors.ConfigError(f"grpc_port and port must differ, both are {settings.port}")
+    if settings.probe_port is not None:
+        if not 1 <= settings.probe_port <= 65535:
+            raise errors.ConfigError(f"probe_port must be 1..65535, got {settings.probe_port}")
+        if settings.probe_port in (settings.port, settings.grpc_port):
+            raise errors.ConfigError("probe_port must differ from port and grpc_port")
     if not 1 <= settings.max_batch_size <= 100_000:
         raise errors.ConfigError(f"max_batch_size must be 1..100000, got {settings.max_batch_size}")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

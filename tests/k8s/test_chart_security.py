@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from tests.support.binaries import REPO_ROOT
-from tests.support.controlplane import run_cli
+from tests.support.controlplane import ControlPlane, run_cli
 
 CHART = REPO_ROOT / "helm" / "nebula-id"
 SECURE = (
@@ -91,3 +91,30 @@ def test_with_tls_and_a_user_each_pool_gets_its_own_etcd_user(helm_bin: str) -> 
     docs = documents(out)
     assert "NEBULA_OPERATOR_ETCD_POOL_USERS" not in operator_env(docs)
     assert secret_verbs(docs) == {"get"}
+
+
+def test_the_sidecar_network_policy_admits_probes_and_the_apps_own_traffic_only(
+    helm_bin: str, control_plane: ControlPlane
+) -> None:
+    values = (
+        "etcd.allowInsecure=true",
+        "sidecar.networkPolicy.enabled=true",
+        "sidecar.networkPolicy.namespaces={np-shop}",
+        "sidecar.networkPolicy.probeFrom[0].namespaceSelector.matchLabels.name=monitoring",
+        "sidecar.networkPolicy.appIngress[0].ports[0].port=8443",
+    )
+    code, out, err = template(helm_bin, *values)
+    assert code == 0, err
+    docs = documents(out)
+    policy = next(
+        d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["namespace"] == "np-shop"
+    )
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"nebula-id.io/inject": "true"}}
+    probe, app = policy["spec"]["ingress"]
+    assert probe["ports"] == [{"port": 9180, "protocol": "TCP"}]
+    assert probe["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    assert app == {"ports": [{"port": 8443}]}
+    assert operator_env(docs)["NEBULA_SIDECAR_PROBE_PORT"] == "9180"
+    # The API server accepts it as rendered.
+    control_plane.kubectl("create", "namespace", "np-shop", check=False)
+    control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(policy))

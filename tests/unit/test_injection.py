@@ -66,7 +66,10 @@ def test_a_labelled_pod_gets_a_native_sidecar_first_among_init_containers() -> N
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["command"] == ["nebula-id", "serve"]
     assert sidecar["image"] == "registry.example/nebula-id-sidecar:1.2.3"
-    assert sidecar["ports"] == [{"name": "nebula-id", "containerPort": 8080, "protocol": "TCP"}]
+    # Only the health-only probe port is a container port: the ID API is on loopback.
+    assert sidecar["ports"] == [
+        {"name": "nebula-id", "containerPort": injection.PROBE_PORT, "protocol": "TCP"}
+    ]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["web"]
 
 
@@ -74,8 +77,10 @@ def test_the_environment_names_pool_datacenter_etcd_and_downward_api() -> None:
     env = env_of(injected(make_pod())["spec"]["initContainers"][0])
     assert env["NEBULA_POOL"] == "shop/ids"
     assert env["NEBULA_DATACENTER"] == "dc-b"
-    assert env["NEBULA_HOST"] == "0.0.0.0"
+    assert env["NEBULA_HOST"] == "127.0.0.1"
     assert env["NEBULA_PORT"] == "8080"
+    assert env["NEBULA_PROBE_PORT"] == str(injection.PROBE_PORT)
+    assert "NEBULA_PROBE_METRICS" not in env
     assert env["NEBULA_ETCD_ENDPOINTS"] == "https://etcd-0:2379,https://etcd-1:2379"
     assert env["NEBULA_ETCD_PREFIX"] == "/ids"
     assert env["NEBULA_DATA_DIR"] == injection.DATA_DIR
@@ -186,8 +191,11 @@ def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() ->
     sidecar = injected(make_pod(), pool)["spec"]["initContainers"][0]
     env = env_of(sidecar)
     assert sidecar["image"] == "mine:2"
-    assert sidecar["ports"][0]["containerPort"] == 9090
+    assert sidecar["ports"][0]["containerPort"] == injection.PROBE_PORT
     assert env["NEBULA_PORT"] == "9090"
+    clash = injected(make_pod(), make_pool(port=injection.PROBE_PORT))["spec"]["initContainers"][0]
+    assert clash["ports"][0]["containerPort"] == injection.PROBE_PORT + 1
+    assert env_of(clash)["NEBULA_PROBE_PORT"] == str(injection.PROBE_PORT + 1)
     assert sidecar["resources"] == {"limits": {"cpu": "1", "memory": "256Mi"}}
     assert env["NEBULA_AUTH_API_KEYS"] == {"secretKeyRef": {"name": "keys", "key": "api-keys"}}
 

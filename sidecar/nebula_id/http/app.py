@@ -25,7 +25,7 @@ from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
-from nebula_id.http import guards, keys, latency, metrics, routes
+from nebula_id.http import guards, keys, latency, metrics, probes, routes
 from nebula_id.http import stats as stats_mod
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -75,12 +75,14 @@ def build_app(
     app[keys.CLOCK] = clock
     app[keys.REGISTRY] = registry
     app[keys.STATS] = stats
+    metrics_handler = metrics.metrics_handler(registry)
     routes.add_routes(
         app.router,
         guard=not middlewares,
-        extra=(("/metrics", metrics.metrics_handler(registry)),),
+        extra=(("/metrics", metrics_handler),),
         timed=request_latency.timed,
     )
+    probes.attach(app, settings, metrics=metrics_handler)
 
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))

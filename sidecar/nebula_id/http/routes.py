@@ -236,20 +236,27 @@ async def healthz(request: web.Request) -> web.Response:
 
 def not_ready_reasons(app: web.Application) -> list[str]:
     """Why the default algorithm cannot serve now (empty when it can)."""
+    if keys.POOL not in app:  # still starting (asked through the probe server)
+        return ["not_ready"]
     algorithm = app[keys.POOL].algorithm
     if algorithm == "snowflake":
-        reason = app[keys.SNOWFLAKE].ready_reason()
+        reason = app[keys.SNOWFLAKE].ready_reason() if keys.SNOWFLAKE in app else "not_ready"
     elif algorithm == "segment":
-        reason = app[keys.SEGMENTS].ready_reason()
+        reason = app[keys.SEGMENTS].ready_reason() if keys.SEGMENTS in app else "not_ready"
     else:
         reason = None  # UUIDs need nothing but the process
     return [] if reason is None else [reason]
 
 
 async def readyz(request: web.Request) -> web.Response:
-    reasons = not_ready_reasons(request.app)
+    return readiness(request.app)
+
+
+def readiness(app: web.Application) -> web.Response:
+    """The /readyz answer for `app` (the probe server asks about the API's app)."""
+    reasons = not_ready_reasons(app)
     if not reasons:
-        return _json({"status": "ready", "algorithm": request.app[keys.POOL].algorithm})
+        return _json({"status": "ready", "algorithm": app[keys.POOL].algorithm})
     message = f"the default algorithm cannot serve: {', '.join(reasons)}"
     response = _json(
         {
