@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
 from nebula_id import errors, logs
@@ -39,7 +40,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    logs.configure(str(args.log_level), str(args.log_format))
+    try:
+        logs.configure(str(args.log_level), str(args.log_format))
+    except ValueError as e:  # NEBULA_LOG_FORMAT is not checked by argparse's choices
+        print(f"nebula-id operator: NEBULA_LOG_FORMAT: {e}", file=sys.stderr)
+        return 2
     if args.log_level != "debug":
         # kopf logs every timer run at INFO; our own modules say what matters.
         logging.getLogger("kopf").setLevel(logging.WARNING)
