@@ -54,13 +54,21 @@ Call = Callable[[], Awaitable[int]]
 
 
 async def load(calls: list[Call], seconds: float, pid: int) -> dict[str, float]:
-    """Each worker repeats its call until the deadline; requests/s, IDs/s, server CPU us/request."""
+    """Each worker repeats its call until the deadline; requests/s, IDs/s, server CPU us/request.
+
+    A refused call (say, a 503 while a starved sidecar's high-water mark lags
+    the clock) counts as a request and in `errors`, not as IDs.
+    """
     deadline = time.monotonic() + seconds
-    counts = [0, 0]
+    counts = [0, 0, 0]
 
     async def worker(call: Call) -> None:
         while time.monotonic() < deadline:
-            got = await call()
+            try:
+                got = await call()
+            except Exception:
+                got = 0
+                counts[2] += 1
             counts[0] += 1
             counts[1] += got
 
@@ -72,6 +80,7 @@ async def load(calls: list[Call], seconds: float, pid: int) -> dict[str, float]:
         "rps": counts[0] / elapsed,
         "ids_per_s": counts[1] / elapsed,
         "cpu_us": used / counts[0] * 1e6 if counts[0] else float("nan"),
+        "errors": float(counts[2]),
     }
 
 
@@ -171,6 +180,7 @@ async def measure_with(
     for name, found in runs.items():
         for key in ("rps", "ids_per_s", "cpu_us"):
             figures[f"{name}_{key}"] = statistics.median(r[key] for r in found)
+        figures[f"{name}_errors"] = sum(r["errors"] for r in found)
     figures["grpc_vs_http_rps"] = figures["grpc_unary_rps"] / figures["http_tcp_rps"]
     figures["grpc_vs_http_by_cpu"] = figures["http_tcp_cpu_us"] / figures["grpc_unary_cpu_us"]
     figures["grpc_vs_grpc_floor_by_cpu"] = (
@@ -232,6 +242,9 @@ def report(figures: dict[str, float], args: argparse.Namespace) -> list[str]:
             f"{name:46} {figures[f'{key}_rps']:>9,.0f} {figures[f'{key}_ids_per_s']:>11,.0f} "
             f"{figures[f'{key}_cpu_us']:>11.1f}"
         )
+    refused = {key: figures[f"{key}_errors"] for key, _ in ROWS if figures[f"{key}_errors"]}
+    if refused:
+        print(f"warning: refused calls (counted as requests, not IDs): {refused}")
     by_cpu = figures["grpc_vs_http_by_cpu"]
     ok = by_cpu >= TARGET_GRPC_VS_HTTP
     print(
