@@ -9,9 +9,8 @@ the request's only coroutine.
 
 from __future__ import annotations
 
-import array
 import json
-import sys
+import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -80,10 +79,8 @@ def _many_ints(request: web.Request, ids: list[int]) -> web.Response:
     """
     accept = request.headers.get("Accept")
     if accept == BINARY:
-        packed = array.array("q", ids)
-        if sys.byteorder == "little":
-            packed.byteswap()
-        return web.Response(body=packed.tobytes(), headers=_BINARY_HEADERS)
+        packed = struct.pack(f">{len(ids)}q", *ids)
+        return web.Response(body=packed, headers=_BINARY_HEADERS)
     return _many(request, map(str, ids))
 
 
