@@ -49,13 +49,14 @@ def build_app(
     guard_middlewares: list[Middleware] = []
     api_keys = guards.load_api_keys(settings)
     key_check = guards.KeyCheck(api_keys) if api_keys else None
-    if key_check is not None:
-        guard_middlewares.append(guards.auth_middleware(key_check))
     rate_limit: guards.RateLimit | None = None
     if settings.rate_limit_rps is not None:
         burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
         rate_limit = guards.RateLimit(rate=settings.rate_limit_rps, burst=burst, clock=clock)
-        guard_middlewares.append(guards.rate_limit_middleware(rate_limit))
+    if key_check is not None or rate_limit is not None:
+        guard_middlewares.append(
+            guards.guard_middleware(key_check=key_check, rate_limit=rate_limit)
+        )
     audit_logger = (
         guards.open_audit_log(
             settings.audit_log, log_format=settings.log_format, pool=settings.pool

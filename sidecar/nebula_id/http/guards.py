@@ -1,4 +1,4 @@
-"""Optional middlewares: API keys, the rate limit and the audit log.
+"""Optional middlewares: API keys with the rate limit, and the audit log.
 
 Each is installed only when its settings ask for it, so a sidecar with none
 configured pays nothing per request.  Probes and metrics (`OPEN_PATHS`) need
@@ -102,24 +102,23 @@ class RateLimit:
             )
 
 
-def auth_middleware(check: KeyCheck) -> Middleware:
+def guard_middleware(*, key_check: KeyCheck | None, rate_limit: RateLimit | None) -> Middleware:
+    """The API key, then the rate limit, in one middleware.
+
+    One, not two: each aiohttp middleware adds a coroutine and a partial per
+    request, about a tenth of what the whole single-ID request costs.
+    """
+
     @web.middleware
-    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path not in OPEN_PATHS:
-            check.check(presented_key(request))
+            if key_check is not None:
+                key_check.check(presented_key(request))
+            if rate_limit is not None:
+                rate_limit.take()
         return await handler(request)
 
-    return check_api_key
-
-
-def rate_limit_middleware(limit: RateLimit) -> Middleware:
-    @web.middleware
-    async def limited(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            limit.take()
-        return await handler(request)
-
-    return limited
+    return guard
 
 
 class _AuditLine(logging.Formatter):
