@@ -52,6 +52,13 @@ export CONTAINERS_CONF="$DIR/containers.conf"
 export TMPDIR="$DIR/tmp"
 BUILDAH=(buildah --root "$DIR/buildah-root" --runroot "$DIR/buildah-run" --storage-driver vfs)
 
+# vfs keeps every layer as a full copy: past a few builds, start the layer cache over.
+if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-12000}" ]; then
+  log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-12000} MB: emptying it"
+  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+  "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+fi
+
 bud() {  # bud TAG DOCKERFILE CONTEXT ARGS...
   local tag=$1 file=$2 context=$3; shift 3
   "${BUILDAH[@]}" bud --isolation chroot --pull=never --layers \
@@ -84,6 +91,10 @@ if [ ! -f "$base_tar" ] || [ ! -f "$app_tar" ]; then
   rm -rf "$work"
   log "base image built in $((SECONDS - t0)) s ($(du -h "$base_tar" | cut -f1))"
 fi
+
+# The base in buildah's storage (gone when the layer cache was emptied).
+"${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 \
+  || "${BUILDAH[@]}" pull --quiet "docker-archive:$base_tar" >&2
 
 # -- the pod sandbox --------------------------------------------------------------
 pause_key=$(sha256sum "$PAUSE_BIN" | key)
