@@ -406,11 +406,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     timeout=30,
                     check=False,
                 )
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and _cgroup_pids(self.cgroup_name):
-                    # Only the kubelet's own pods' processes live in our cgroups.
-                    if not self._pod_pids():
-                        break
+                # The pods' processes (only they live in our cgroups) go, or
+                # namespace.sh kills them.
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and self._pod_pids():
                     time.sleep(0.5)
         # Then namespace.sh tears down (kubelet, pods, the rest) once its stdin closes.
         if self.holder is not None:

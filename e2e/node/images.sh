@@ -52,13 +52,6 @@ export CONTAINERS_CONF="$DIR/containers.conf"
 export TMPDIR="$DIR/tmp"
 BUILDAH=(buildah --root "$DIR/buildah-root" --runroot "$DIR/buildah-run" --storage-driver vfs)
 
-# vfs keeps every layer as a full copy: past a few builds, start the layer cache over.
-if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-12000}" ]; then
-  log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-12000} MB: emptying it"
-  "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
-  "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
-fi
-
 bud() {  # bud TAG DOCKERFILE CONTEXT ARGS...
   local tag=$1 file=$2 context=$3; shift 3
   "${BUILDAH[@]}" bud --isolation chroot --pull=never --layers \
@@ -92,9 +85,18 @@ if [ ! -f "$base_tar" ] || [ ! -f "$app_tar" ]; then
   log "base image built in $((SECONDS - t0)) s ($(du -h "$base_tar" | cut -f1))"
 fi
 
-# The base in buildah's storage (gone when the layer cache was emptied).
-"${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 \
-  || "${BUILDAH[@]}" pull --quiet "docker-archive:$base_tar" >&2
+shrink_cache() {  # vfs keeps every layer as a full copy: past a size, start over
+  if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-12000}" ]; then
+    log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-12000} MB: emptying it"
+    "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+  fi
+}
+
+ensure_base() {  # the base in buildah's storage (gone when the layer cache was emptied)
+  "${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 \
+    || "${BUILDAH[@]}" pull --quiet "docker-archive:$base_tar" >&2
+}
 
 # -- the pod sandbox --------------------------------------------------------------
 pause_key=$(sha256sum "$PAUSE_BIN" | key)
@@ -136,6 +138,8 @@ for component in operator sidecar; do
   tar="$OUT/$component-$src_key.tar"
   if [ ! -f "$tar" ]; then
     t0=$SECONDS
+    shrink_cache
+    ensure_base
     bud "$image" "$ROOT/$dockerfile" "$ROOT" --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${TRUST[@]}"
     archive "$image" "$tar"
     find "$OUT" -name "$component-*.tar" ! -name "${tar##*/}" -delete
