@@ -3,7 +3,7 @@
 Runs after the other scenarios of the tier (it removes the release they use).
 The upgrade rolls the operator with the new values and new pods get sidecars
 with the new defaults; the uninstall removes the webhook configuration, the
-operator, its RBAC and the leader's lease, and once the apps are gone no worker
+operator, its RBAC, the leader's lease and the webhook's TLS Secret, and once the apps are gone no worker
 claim outlives its lease.
 """
 
@@ -68,6 +68,13 @@ def test_helm_upgrade_then_uninstall_leaves_nothing_behind(
         )
         assert left["items"] == [], [i["metadata"]["name"] for i in left["items"]]
         assert support.etcd_keys(node, "/nebula-id/operator/") == {}
+        # The webhook's TLS Secret is the operator's, not Helm's: it goes with the
+        # webhook configuration that owns it (garbage collection).
+        support.wait_until(
+            "the webhook's TLS Secret to go",
+            lambda: not node.kube_json("get", "secrets", "-n", system)["items"],
+            timeout=60,
+        )
 
         # The apps go too; then no claim is left in etcd once their leases have run out.
         for ns in ("shop", "billing", "failover", NS):
