@@ -3,8 +3,8 @@
 Runs after the other scenarios of the tier (it removes the release they use).
 The upgrade rolls the operator with the new values and new pods get sidecars
 with the new defaults; the uninstall removes the webhook configuration, the
-operator, its RBAC, the leader's lease and the webhook's TLS Secret, and once the apps are gone no worker
-claim outlives its lease.
+operator, its RBAC, the leader's lease and the webhook's TLS Secret, and once
+the apps are gone no worker claim outlives its lease.
 """
 
 from __future__ import annotations
