@@ -11,7 +11,12 @@
 #   NEBULA_TEST_TIERS=unit,api bash scripts/test.sh     # opt out of the other tiers
 #   bash scripts/test.sh -k lease                       # extra args go to pytest
 #
-# Environment: NEBULA_TEST_TIERS (default unit,api,integration,k8s,e2e),
+# The node tier also needs Debian's containerd, runc, containernetworking-plugins,
+# iptables, buildah, mmdebstrap and dnsmasq-base, and root (it runs a real kubelet in a private
+# namespace); the Go build adds kubelet, kube-controller-manager, kube-scheduler
+# and pause.
+#
+# Environment: NEBULA_TEST_TIERS (default unit,api,integration,k8s,e2e,node),
 # NEBULA_TEST_TIMEOUT (seconds per test, default 300), KUBEBUILDER_ASSETS,
 # USE_EXISTING_CLUSTER=true + KUBECONFIG, NEBULA_CACHE_DIR, PYTHON.
 set -uo pipefail
@@ -20,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
-TIERS="${NEBULA_TEST_TIERS:-unit,api,integration,k8s,e2e}"
+TIERS="${NEBULA_TEST_TIERS:-unit,api,integration,k8s,e2e,node}"
 TIMEOUT="${NEBULA_TEST_TIMEOUT:-300}"
 PYTHON="${PYTHON:-python3}"
 STARTED=$SECONDS
@@ -37,6 +42,18 @@ exec 9>"$CACHE_ROOT/.setup.lock"
 need_pkgs=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_pkgs+=(postgresql)
 command -v faketime >/dev/null || need_pkgs+=(faketime)
+NODE_TIER=
+[[ ",$TIERS," == *",node,"* ]] && NODE_TIER=1
+if [ -n "$NODE_TIER" ]; then
+  [ "$(id -u)" -eq 0 ] || die "the node tier runs a kubelet and needs root (NEBULA_TEST_TIERS without node otherwise)"
+  command -v containerd >/dev/null || need_pkgs+=(containerd)
+  command -v runc >/dev/null || need_pkgs+=(runc)
+  [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || need_pkgs+=(containernetworking-plugins)
+  command -v iptables >/dev/null || need_pkgs+=(iptables)
+  command -v buildah >/dev/null || need_pkgs+=(buildah)
+  command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
+  [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
+fi
 APT_UPDATED=
 apt_install() {  # apt_install PKG...: apt-get update once, then install
   local sudo=()
@@ -99,6 +116,8 @@ PY="$VENV/bin/python"
 command -v go >/dev/null || die "Go is not installed (needed to build etcd, kube-apiserver, kubectl, helm)"
 want=(etcd kube-apiserver kubectl helm)
 [ -n "${KUBEBUILDER_ASSETS:-}" ] && want=(helm)
+# The node tier's own binaries, built only when it runs.
+[ -n "$NODE_TIER" ] && want+=(etcd kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler pause)
 say "building ${want[*]} (cached; the first run takes minutes)"
 BUILD_LOG="$CACHE_ROOT/build.log"
 flock 9
@@ -126,8 +145,10 @@ IFS=',' read -r -a tiers <<<"$TIERS"
 for tier in "${tiers[@]}"; do
   case "$tier" in
     unit | api | integration | k8s) dir="tests/$tier" ;;
-    e2e) dir="e2e" ;;
-    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: unit,api,integration,k8s,e2e)" ;;
+    # e2e/node is a tier of its own.
+    e2e) paths+=(e2e/test_*.py); continue ;;
+    node) dir="e2e/node" ;;
+    *) die "unknown tier '$tier' in NEBULA_TEST_TIERS (known: unit,api,integration,k8s,e2e,node)" ;;
   esac
   if [ -d "$dir" ]; then paths+=("$dir"); else echo "note: tier $tier has no directory $dir"; fi
 done

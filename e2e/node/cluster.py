@@ -75,13 +75,22 @@ class HostSnapshot:
     sysctls: dict[str, str]
     paths: dict[str, bool]
     cgroups: frozenset[str]
+    links: frozenset[str]
+    iptables: str
 
     @classmethod
     def take(cls, cgroup_name: str) -> HostSnapshot:
         sysctls = {k: (Path("/proc/sys") / k).read_text().strip() for k in GLOBAL_SYSCTLS}
         paths = {p: os.path.lexists(p) for p in FIXED_PATHS}
         cgroups = frozenset(str(p) for p in CGROUP_ROOT.glob(f"*/{cgroup_name}"))
-        return cls(sysctls, paths, cgroups)
+        links = frozenset(os.listdir("/sys/class/net"))
+        rules = [
+            subprocess.run(
+                ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
+            ).stdout
+            for table in ("filter", "nat")
+        ]
+        return cls(sysctls, paths, cgroups, links, "".join(rules))
 
 
 def _b64(data: bytes) -> str:
@@ -284,6 +293,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "podLogsDir": str(s / "pod-logs"),
             "resolvConf": "/etc/resolv.conf",
             "clusterDomain": "cluster.local",
+            "clusterDNS": [NODE_IP],
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
@@ -307,6 +317,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "SERVICE_CIDR": SERVICE_CIDR,
             "SERVICE_IP": SERVICE_IP,
             "IMAGE_ARCHIVES": " ".join(self.images["archives"]),
+            "CGROUP_NAME": self.cgroup_name,
         }
         (s / "env.sh").write_text("".join(f"{k}='{v}'\n" for k, v in env.items()))
 
@@ -362,10 +373,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _remember_netns(self) -> None:
         if self.netns:
             return
-        pid_file = self.state / "namespace.pid"
         with contextlib.suppress(OSError, ValueError):
-            self.ns_pid = int(pid_file.read_text())
-            self.netns = os.readlink(f"/proc/{self.ns_pid}/ns/net")
+            self.ns_pid = int((self.state / "namespace.pid").read_text())
+            self.netns = (self.state / "netns").read_text().strip()
 
     def logs(self, lines: int = 25) -> str:
         parts = []
@@ -396,38 +406,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                     timeout=30,
                     check=False,
                 )
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and _cgroup_pids(self.cgroup_name):
-                    # Only the kubelet's own pods' processes live in our cgroups.
-                    if not self._pod_pids():
-                        break
+                # The pods' processes (only they live in our cgroups) go, or
+                # namespace.sh kills them.
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and self._pod_pids():
                     time.sleep(0.5)
-        # Then the kubelet, containerd and the rest of the namespace, by PID.
-        pids_file = self.state / "pids"
-        for name in ("kubelet", "containerd"):
-            with contextlib.suppress(OSError, ValueError):
-                _kill([int((pids_file / name).read_text())], signal.SIGTERM)
+        # Then namespace.sh tears down (kubelet, pods, the rest) once its stdin closes.
+        if self.holder is not None:
+            with contextlib.suppress(OSError):
+                if self.holder.stdin:
+                    self.holder.stdin.close()
+            try:
+                self.holder.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                problems.append("namespace.sh did not finish its teardown in 60 s")
+        # Whatever is still there (namespace.sh killed before its teardown): by PID.
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             left = self._pod_pids() | set(self._ns_pids())
             if not left:
                 break
             _kill(self._pod_pids(), signal.SIGKILL)
-            _kill(
-                set(self._ns_pids()),
-                signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL,
-            )
+            _kill(left, signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL)
             time.sleep(0.3)
-        if self.holder is not None:
-            with contextlib.suppress(OSError):
-                if self.holder.stdin:
-                    self.holder.stdin.close()
-            try:
-                self.holder.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.holder.pid, signal.SIGKILL)
-                self.holder.wait(timeout=10)
+        if self.holder is not None and self.holder.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.holder.pid, signal.SIGKILL)
+            self.holder.wait(timeout=10)
         left = self._pod_pids() | set(self._ns_pids())
         if left:
             problems.append(f"processes left: {sorted(left)}")
@@ -453,7 +458,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _ns_pids(self) -> list[int]:
         if not self.netns:
             return []
-        return [p for p in _processes_in_netns(self.netns) if p != self.ns_pid]
+        return _processes_in_netns(self.netns)
 
     # -- commands inside --------------------------------------------------------------
 

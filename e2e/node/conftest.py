@@ -8,7 +8,9 @@ cgroup, sysctl or host path behind.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Any
 import pytest
 from tests.support import binaries
 
-from e2e.node.cluster import HERE, HostSnapshot, Node, NodeError, running_node
+from e2e.node import support
+from e2e.node.cluster import HERE, REPO, HostSnapshot, Node, NodeError, running_node
 
 _EXTRA_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler", "pause")
 
@@ -25,9 +28,9 @@ _EXTRA_BINARIES = ("kubelet", "kube-controller-manager", "kube-scheduler", "paus
 @pytest.fixture(scope="session")
 def node_bin_dir() -> Path:
     """etcd, kube-apiserver, kubectl, helm and the node's binaries, built and cached."""
-    for name in ("etcd", "kube-apiserver", "kubectl", "helm", *_EXTRA_BINARIES):
-        found = binaries.binary(name)
-    return found.parent
+    # One directory with all of them, whatever KUBEBUILDER_ASSETS says: the node
+    # runs its own etcd and kube-apiserver from there.
+    return binaries._built("etcd", "kube-apiserver", "kubectl", "helm", *_EXTRA_BINARIES)
 
 
 @pytest.fixture(scope="session")
@@ -58,9 +61,37 @@ def node(
     node_bin_dir: Path,
     node_images: dict[str, Any],
     host_before: HostSnapshot,
-    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Node]:
-    """A real single-node cluster, Ready, with the images imported."""
-    workdir = tmp_path_factory.mktemp("node")
-    with running_node(node_bin_dir, workdir, node_images) as started:
-        yield started
+    """A real single-node cluster, Ready, with the images imported.
+
+    Its state lives in a directory of its own, not under pytest's basetemp, which
+    other pytest sessions on the machine may prune while the node still runs.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="nebula-id-node-"))
+    try:
+        with running_node(node_bin_dir, workdir, node_images) as started:
+            yield started
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def release(node: Node, node_images: dict[str, Any]) -> dict[str, Any]:
+    """Step 1 of the README, `helm install`, as written but for the images and etcd.
+
+    The images are the ones built from the Dockerfiles (`pullPolicy: Never`: the
+    node has no registry), and etcd is the node's own, on the node IP.
+    """
+    (argv,) = [s for s in support.readme_steps() if s[0] == "helm"]
+    argv = [
+        a.replace("http://etcd.etcd.svc:2379", support.ETCD_ENDPOINT)
+        for a in support.localize(argv)
+    ]
+    assert argv[:4] == ["helm", "install", "nebula-id", str(REPO / "helm" / "nebula-id")], argv
+    began = time.monotonic()
+    node.helm(*argv[1:], *support.image_values(node_images))
+    namespace = argv[argv.index("-n") + 1]
+    node.kubectl(
+        "rollout", "status", "-n", namespace, "deployment/nebula-id", "--timeout=240s", timeout=300
+    )
+    return {"name": "nebula-id", "namespace": namespace, "seconds": time.monotonic() - began}

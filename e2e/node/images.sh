@@ -85,6 +85,19 @@ if [ ! -f "$base_tar" ] || [ ! -f "$app_tar" ]; then
   log "base image built in $((SECONDS - t0)) s ($(du -h "$base_tar" | cut -f1))"
 fi
 
+shrink_cache() {  # vfs keeps every layer as a full copy: past a size, start over
+  if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-12000}" ]; then
+    log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-12000} MB: emptying it"
+    "${BUILDAH[@]}" rm --all >/dev/null 2>&1 || true
+    "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
+  fi
+}
+
+ensure_base() {  # the base in buildah's storage (gone when the layer cache was emptied)
+  "${BUILDAH[@]}" inspect --type image "$BASE_IMAGE" >/dev/null 2>&1 \
+    || "${BUILDAH[@]}" pull --quiet "docker-archive:$base_tar" >&2
+}
+
 # -- the pod sandbox --------------------------------------------------------------
 pause_key=$(sha256sum "$PAUSE_BIN" | key)
 PAUSE_IMAGE="localhost/nebula-id-pause:$pause_key"
@@ -125,6 +138,8 @@ for component in operator sidecar; do
   tar="$OUT/$component-$src_key.tar"
   if [ ! -f "$tar" ]; then
     t0=$SECONDS
+    shrink_cache
+    ensure_base
     bud "$image" "$ROOT/$dockerfile" "$ROOT" --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${TRUST[@]}"
     archive "$image" "$tar"
     find "$OUT" -name "$component-*.tar" ! -name "${tar##*/}" -delete

@@ -15,12 +15,17 @@
 #   - loopback up and a veth pair whose one end carries the node IP and the
 #     default route (the kubelet will not take a loopback address);
 #   - one iptables rule (in this namespace) that sends the `kubernetes` Service
-#     IP to the API server, in place of kube-proxy;
+#     IP to the API server, in place of kube-proxy, and dnsmasq answering for
+#     its names, in place of a cluster DNS;
 #
 # then starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 # containerd (images imported) and the kubelet, each logging to STATE/logs,
-# writes STATE/ready and waits until its stdin closes or it is signalled.
-# Teardown (pods, kubelet, containerd, the rest; cgroups) is cluster.py's.
+# writes STATE/ready and waits until its stdin closes (cluster.py closes it, or
+# it dies) or it is signalled.  Then it tears down, whatever happened before:
+# the kubelet, every process of the pods (their cgroups), every other process
+# of this network namespace, and the pods' cgroups, deepest first.  Leaving the
+# namespace takes its mounts, veth pair, bridge and iptables rules with it.
+# cluster.py checks afterwards and finishes what is left.
 set -euo pipefail
 
 STATE=${1:?usage: namespace.sh STATE}
@@ -29,8 +34,42 @@ source "$STATE/env.sh"
 LOGS="$STATE/logs"
 mkdir -p "$LOGS"
 echo $$ >"$STATE/namespace.pid"
+readlink /proc/self/ns/net >"$STATE/netns"
 
 fail() { echo "namespace.sh: $*" >&2; echo "$*" >"$STATE/failed"; exit 1; }
+
+cgroup_pids() { cat /sys/fs/cgroup/*/"$CGROUP_NAME"/cgroup.procs 2>/dev/null; find /sys/fs/cgroup/*/"$CGROUP_NAME" -mindepth 1 -name cgroup.procs -exec cat {} + 2>/dev/null; }
+netns_pids() {  # every process in this network namespace but this shell
+  local me pid ns
+  me=$(readlink /proc/self/ns/net)
+  for pid in /proc/[0-9]*; do
+    pid=${pid#/proc/}
+    [ "$pid" = $$ ] && continue
+    ns=$(readlink "/proc/$pid/ns/net" 2>/dev/null) || continue
+    [ "$ns" = "$me" ] && echo "$pid"
+  done
+}
+teardown() {
+  set +e
+  trap - EXIT INT TERM
+  [ -f "$STATE/pids/kubelet" ] && kill -TERM "$(cat "$STATE/pids/kubelet")" 2>/dev/null
+  local round
+  for round in $(seq 1 50); do
+    local pods others
+    pods=$(cgroup_pids | sort -u)
+    others=$(netns_pids)
+    [ -z "$pods$others" ] && break
+    # shellcheck disable=SC2086
+    [ -n "$pods" ] && kill -KILL $pods 2>/dev/null
+    # shellcheck disable=SC2086
+    if [ "$round" -lt 25 ]; then kill -TERM $others 2>/dev/null; else kill -KILL $others 2>/dev/null; fi
+    sleep 0.2
+  done
+  find /sys/fs/cgroup/*/"$CGROUP_NAME" -depth -type d -exec rmdir {} \; 2>/dev/null
+  echo "namespace.sh: torn down" >&2
+}
+trap teardown EXIT
+trap 'exit 1' INT TERM
 
 # -- the filesystem -----------------------------------------------------------------
 for dir in /var/lib /var/log /usr/libexec /run; do
@@ -77,6 +116,12 @@ wait_for() {  # wait_for NAME SECONDS CMD...: poll until CMD succeeds while NAME
 }
 
 KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$STATE/admin.kubeconfig")
+
+# Cluster DNS for the pods: only the API server's names (kopf and the Kubernetes
+# client dial kubernetes.default.svc); everything else is not found.
+start dns dnsmasq --keep-in-foreground --log-facility=- --conf-file=/dev/null --pid-file= \
+  --no-resolv --no-hosts --listen-address="$NODE_IP" --bind-interfaces --local=/cluster.local/ \
+  --host-record="kubernetes.default.svc.cluster.local,kubernetes.default.svc,kubernetes.default,$SERVICE_IP"
 
 start etcd "$BIN_DIR/etcd" --name node --data-dir "$STATE/etcd" \
   --listen-client-urls "http://0.0.0.0:2379" --advertise-client-urls "http://$NODE_IP:2379" \

@@ -132,7 +132,11 @@ class CertKeeper:
                 break
             version = stored[1] if stored else None
             if await self.api.write_secret(
-                s.namespace, s.secret_name, material.to_secret_data(), version
+                s.namespace,
+                s.secret_name,
+                material.to_secret_data(),
+                version,
+                owner_configuration=s.configuration_name,
             ):
                 logger.info(
                     "Issued a webhook certificate valid until %s",
