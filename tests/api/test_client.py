@@ -197,7 +197,8 @@ async def test_a_failed_prefetch_keeps_the_buffer_and_the_empty_buffer_raises(
     make_client: MakeClient,
 ) -> None:
     clock = FakeClock()  # frozen: the token bucket never refills
-    server = await make_client(clock=clock, rate_limit_rps="1", rate_limit_burst="1")
+    # One batch of 10 IDs empties the bucket (the limit charges one token per ID).
+    server = await make_client(clock=clock, rate_limit_rps="10", rate_limit_burst="10")
     client = IdClient(base_of(server), batch_size=10, low_water=0.5, pipeline=1)
     try:
         got = [await client.next_id() for _ in range(6)]  # below 5 left: prefetch, refused
@@ -212,7 +213,7 @@ async def test_a_failed_prefetch_keeps_the_buffer_and_the_empty_buffer_raises(
             await client.next_id()
         assert refused.value.retry_after == 1.0
         assert client.requests == 3  # the empty buffer asked again, in the foreground
-        clock.advance(1.0)  # one token back (and within the 2 s the mark is ahead)
+        clock.advance(1.0)  # a batch's tokens back (and within the 2 s the mark is ahead)
         got.append(await client.next_id())  # errors are not sticky
         assert len(set(got)) == 11
         assert strictly_increasing(got)
@@ -224,7 +225,8 @@ async def test_one_fetch_pipelines_batches_in_order_and_keeps_those_before_a_ref
     make_client: MakeClient,
 ) -> None:
     clock = FakeClock()  # frozen: the token bucket never refills
-    server = await make_client(clock=clock, rate_limit_rps="1", rate_limit_burst="3")
+    # Room for three batches of 10 IDs (one token per ID).
+    server = await make_client(clock=clock, rate_limit_rps="10", rate_limit_burst="30")
     async with IdClient(base_of(server), batch_size=10, low_water=0.0, pipeline=2) as client:
         # Trip 1 brings batches 1 and 2; trip 2 brings batch 3 and a 429, and
         # batch 3 still serves; trip 3 gets two 429s.

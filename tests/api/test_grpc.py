@@ -168,13 +168,14 @@ async def test_api_keys_guard_every_method_but_health(start: Any) -> None:
 
 
 async def test_one_rate_limit_for_http_and_grpc_with_retry_after(start: Any) -> None:
+    # One caller (the same peer host here) has one bucket, whichever protocol it uses.
     clock = FakeClock()
     sidecar = await start(clock=clock, rate_limit_rps="1", rate_limit_burst="2")
     assert (await sidecar.http.get("/v1/ids")).status == 200
     await sidecar.ids.Next(ids_pb2.NextRequest())
     error = await refused(sidecar.ids.Next(ids_pb2.NextRequest()))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert (error.details() or "").startswith("rate_limited: more than 1 requests per second")
+    assert (error.details() or "").startswith("rate_limited: more than 1 IDs per second")
     assert trailers(error)["retry-after"] == "1"
     assert (await sidecar.http.get("/v1/ids")).status == 429
     clock.advance(1.0)

@@ -149,7 +149,7 @@ def test_an_unreachable_sidecar_and_a_closed_client() -> None:
 
 
 async def test_close_wakes_a_waiting_thread_with_client_closed(make_client: MakeClient) -> None:
-    server = await make_client(rate_limit_rps="0.001", rate_limit_burst="1")
+    server = await make_client(rate_limit_rps="0.001", rate_limit_burst="5")
     client = SyncIdClient(base_of(server), batch_size=5, pipeline=1)
     outcome: list[BaseException] = []
 
@@ -160,7 +160,7 @@ async def test_close_wakes_a_waiting_thread_with_client_closed(make_client: Make
         except BaseException as e:
             outcome.append(e)
 
-    first = await asyncio.to_thread(client.next_id)  # the one token
+    first = await asyncio.to_thread(client.next_id)  # one batch: every token
     assert isinstance(first, int)
     with pytest.raises(errors.RateLimited):
         await asyncio.to_thread(lambda: [client.next_id() for _ in range(5)])

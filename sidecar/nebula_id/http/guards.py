@@ -8,10 +8,12 @@ out of seeing why the sidecar is unhealthy.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
+import math
 import pathlib
 import sys
 import time
@@ -24,6 +26,8 @@ from nebula_id import errors, logs
 from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock
 from nebula_id.core import ratelimit
+from nebula_id.http import errors as http_errors
+from nebula_id.http import keys
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 AUDIT_LOGGER = "nebula_id.audit"
@@ -84,39 +88,109 @@ class KeyCheck:
             raise errors.Unauthorized("the API key is not valid")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Quota:
+    """What one caller has left: the ``X-RateLimit-*`` headers of an answer."""
+
+    limit: int
+    remaining: int
+    reset_s: float
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_s)),
+        }
+
+
+class RateLimited(errors.RateLimited):
+    """`errors.RateLimited` carrying the caller's quota for the headers."""
+
+    def __init__(self, message: str, *, retry_after: float, quota: Quota) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.quota = quota
+
+
 class RateLimit:
-    """One token bucket for the whole sidecar, shared by HTTP and gRPC."""
+    """A token bucket per caller (API key, or peer without auth), charged one token per ID.
+
+    Shared by HTTP and gRPC.  A batch of `count` IDs costs `count` tokens, so a
+    caller cannot take more IDs per second than the rate by asking in batches,
+    and one caller's traffic never uses up another's bucket.
+    """
 
     def __init__(self, *, rate: float, burst: int, clock: Clock) -> None:
         self.rate = rate
         self.burst = burst
-        self._bucket = ratelimit.TokenBucket(rate=rate, burst=burst, clock=clock)
+        self._buckets = ratelimit.Buckets(rate=rate, burst=burst, clock=clock)
 
-    def take(self) -> None:
-        """Take a token; `errors.RateLimited` with the wait when there is none."""
-        wait = self._bucket.try_take()
-        if wait > 0:
-            raise errors.RateLimited(
-                f"more than {self.rate:g} requests per second (burst {self.burst})",
-                retry_after=wait,
+    def take(self, caller: str = "", cost: int = 1) -> Quota:
+        """Charge `caller` `cost` tokens; `RateLimited` (with the wait) when it has not enough."""
+        if cost > self.burst:
+            raise errors.InvalidArgument(
+                f"count {cost} is more than the rate limit allows at once ({self.burst}); "
+                f"ask for at most {self.burst} IDs per request"
             )
+        bucket = self._buckets.bucket(caller)
+        wait = bucket.try_take(cost)
+        quota = Quota(limit=self.burst, remaining=bucket.remaining, reset_s=bucket.full_in)
+        if wait > 0:
+            raise RateLimited(
+                f"more than {self.rate:g} IDs per second for this caller (burst {self.burst})",
+                retry_after=wait,
+                quota=quota,
+            )
+        return quota
+
+
+def caller_of(request: web.Request, key: str | None) -> str:
+    """Whose bucket a request uses: its API key's id, else its peer address."""
+    if key is not None:
+        return "key:" + key_id(key)
+    return "peer:" + (request.remote or "unix")
+
+
+def cost_of(request: web.Request) -> int:
+    """Tokens a request costs: its `count` (1 without one, or when it is malformed)."""
+    text = request.query.get("count")
+    if text is None or not text.isdigit():
+        return 1
+    return max(1, min(int(text), 1_000_000))
 
 
 def guard_middleware(*, key_check: KeyCheck | None, rate_limit: RateLimit | None) -> Middleware:
     """The API key, then the rate limit, in one middleware.
 
     One, not two: each aiohttp middleware adds a coroutine and a partial per
-    request, about a tenth of what the whole single-ID request costs.
+    request, about a tenth of what the whole single-ID request costs.  With a
+    rate limit every answer past the key check carries the caller's
+    ``X-RateLimit-*`` headers, errors included.
     """
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            if key_check is not None:
-                key_check.check(presented_key(request))
-            if rate_limit is not None:
-                rate_limit.take()
-        return await handler(request)
+        if request.path in OPEN_PATHS:
+            return await handler(request)
+        key = presented_key(request)
+        if key_check is not None:
+            key_check.check(key)
+        if rate_limit is None:
+            return await handler(request)
+        stats = request.app.get(keys.STATS)
+        try:
+            quota = rate_limit.take(caller_of(request, key), cost_of(request))
+        except RateLimited as e:
+            refusal = http_errors.error_response(e, stats)
+            refusal.headers.update(e.quota.headers())
+            return refusal
+        response: web.StreamResponse
+        try:
+            response = await handler(request)
+        except errors.NebulaIdError as e:
+            response = http_errors.error_response(e, stats)
+        response.headers.update(quota.headers())
+        return response
 
     return guard
 

@@ -93,9 +93,11 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
         self, request: ids_pb2.BatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> ids_pb2.BatchReply:
         try:
-            self._guard(context)
+            caller = self._guard(context, take_token=False)
             name, tag = self._which(request.algorithm, request.tag)
             count = self._count(request.count, "count")
+            if self._rate_limit is not None:
+                self._rate_limit.take(caller, count)
             reply = await self._batch(name, tag, count)
             self._stats.served(name, count)
             return reply
@@ -107,15 +109,17 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
         self, request: ids_pb2.StreamRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[ids_pb2.BatchReply]:
         try:
-            self._guard(context, take_token=False)
+            caller = self._guard(context, take_token=False)
             name, tag = self._which(request.algorithm, request.tag)
             size = self._count(request.batch_size or self._max_batch, "batch_size")
+            if self._rate_limit is not None:
+                size = min(size, self._rate_limit.burst)
             if request.total < 1:
                 raise errors.InvalidArgument("total must be at least 1")
             left = request.total
             while left > 0:
-                await self._wait_for_token()
                 count = min(size, left)
+                await self._wait_for_tokens(caller, count)
                 reply = await self._batch(name, tag, count)
                 self._stats.served(name, count)
                 left -= count
@@ -170,24 +174,29 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
 
     def _guard(
         self, context: grpc.aio.ServicerContext[Any, Any], *, take_token: bool = True
-    ) -> None:
-        """The API key (``x-api-key`` or ``authorization: Bearer`` metadata), then a token."""
-        if self._key_check is not None:
-            metadata = dict(context.invocation_metadata() or ())
-            key = guards.key_from(
-                _text(metadata.get("x-api-key")), _text(metadata.get("authorization"))
-            )
-            self._key_check.check(key)
-        if take_token and self._rate_limit is not None:
-            self._rate_limit.take()
+    ) -> str:
+        """The API key (``x-api-key`` or ``authorization: Bearer`` metadata), then a token.
 
-    async def _wait_for_token(self) -> None:
+        Returns the caller whose bucket the call is charged to (its key, else its peer).
+        """
+        metadata = dict(context.invocation_metadata() or ())
+        key = guards.key_from(
+            _text(metadata.get("x-api-key")), _text(metadata.get("authorization"))
+        )
+        if self._key_check is not None:
+            self._key_check.check(key)
+        caller = "key:" + guards.key_id(key) if key is not None else _peer_host(context.peer())
+        if take_token and self._rate_limit is not None:
+            self._rate_limit.take(caller)
+        return caller
+
+    async def _wait_for_tokens(self, caller: str, count: int) -> None:
         """A stream waits for the rate limit instead of failing halfway."""
         if self._rate_limit is None:
             return
         while True:
             try:
-                self._rate_limit.take()
+                self._rate_limit.take(caller, count)
                 return
             except errors.RateLimited as e:
                 await asyncio.sleep(e.retry_after)
@@ -242,6 +251,16 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             trailers.append(("retry-after", str(max(1, math.ceil(retry_after)))))
         status = STATUS_BY_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
         await context.abort(status, f"{reason}: {exc.message}", tuple(trailers))
+
+
+def _peer_host(peer: str) -> str:
+    """The caller of a peer without auth: its host (as HTTP's ``request.remote``), not port."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv4":
+        return "peer:" + address.rpartition(":")[0]
+    if kind == "ipv6":
+        return "peer:" + address.rpartition(":")[0].strip("[]")
+    return "peer:unix"
 
 
 def _text(value: str | bytes | None) -> str | None:
