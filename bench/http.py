@@ -275,8 +275,10 @@ def measure(seconds: float, repeats: int, workdir: pathlib.Path) -> dict[str, fl
     try:
         fast, fast_pid = sidecar("uvloop")
         slow, slow_pid = sidecar("asyncio", uvloop=False)
+        keys_file = workdir / "api-keys"  # keys have no command-line flag
+        keys_file.write_text("bench-key\n")
         guarded, guarded_pid = sidecar(
-            "guarded", "--auth-api-keys", "bench-key", "--rate-limit-rps", "1000000000"
+            "guarded", "--auth-api-keys-file", str(keys_file), "--rate-limit-rps", "1000000000"
         )
         floor_uv, floor_uv_pid = hello("uvloop")
         floor, floor_pid = hello("asyncio")

@@ -41,6 +41,9 @@ DATABASES_VOLUME = "nebula-id-databases"
 DATABASES_DIR = "/etc/nebula-id/databases"
 ETCD_TLS_VOLUME = "nebula-id-etcd-tls"
 ETCD_TLS_DIR = "/etc/nebula-id/etcd-tls"
+AUTH_VOLUME = "nebula-id-api-keys"
+AUTH_DIR = "/etc/nebula-id/api-keys"
+AUTH_FILE = "keys"
 SOCKET_VOLUME = "nebula-id-socket"
 SOCKET_DIR = "/var/run/nebula-id"
 SOCKET_PATH = f"{SOCKET_DIR}/nebula-id.sock"
@@ -240,8 +243,21 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         )
 
     if sidecar.auth_secret_ref is not None:
+        # A file, not an environment variable: the kubelet updates a mounted Secret in
+        # place, and the sidecar reloads the keys from it, so rotation needs no restart.
         ref = sidecar.auth_secret_ref
-        env.append(_secret("NEBULA_AUTH_API_KEYS", ref.name, ref.key))
+        env.append(_value("NEBULA_AUTH_API_KEYS_FILE", f"{AUTH_DIR}/{AUTH_FILE}"))
+        mounts.append({"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": AUTH_VOLUME,
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": AUTH_FILE}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
     if sidecar.rate_limit is not None:
         # The sidecar builds its app before it reads the pool from etcd, so the
         # pool's rate limit reaches it as settings.

@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = subparsers.add_parser("serve", help="run the sidecar (standalone without etcd)")
+    # No abbreviations: `--auth-api-keys KEY` must fail, not become `--auth-api-keys-file`.
+    serve = subparsers.add_parser(
+        "serve", help="run the sidecar (standalone without etcd)", allow_abbrev=False
+    )
     settings_mod.add_arguments(serve)
     serve.set_defaults(run=run_serve)
 
@@ -75,6 +78,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     app = app_mod.build_app(settings)
     context = app_mod.ssl_context(settings)
+    if context is not None:
+        from nebula_id.http import reload
+
+        app.cleanup_ctx.append(reload.watching_ctx([reload.certificate(settings, context)]))
     scheme = "https" if context else "http"
     mode = "cluster" if settings.cluster_mode else f"standalone, data dir {settings.data_dir}"
     loop = listen.new_event_loop()

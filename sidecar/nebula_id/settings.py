@@ -381,10 +381,18 @@ IGNORED_TOML = frozenset({"app.name", "database.max_connections", "algorithm.seg
 KNOWN_SECTIONS = frozenset(path.split(".")[0] for f in FIELDS for path in f.toml)
 
 
+NO_FLAG = frozenset({"auth_api_keys", "etcd_password"})
+"""Credentials with no command-line flag: a process's arguments are visible to every
+user of the machine (ps, /proc).  They come from the environment, the config file or,
+for API keys, `auth_api_keys_file`."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting (all default to None, meaning "not given")."""
     parser.add_argument("--config", default=None, help="TOML config file (env NEBULA_CONFIG)")
     for field in FIELDS:
+        if field.name in NO_FLAG:
+            continue
         env_hint = f" (env {field.env})"
         parser.add_argument(field.flag, dest=field.name, default=None, help=field.help + env_hint)
 

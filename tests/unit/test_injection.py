@@ -197,7 +197,14 @@ def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() ->
     assert clash["ports"][0]["containerPort"] == injection.PROBE_PORT + 1
     assert env_of(clash)["NEBULA_PROBE_PORT"] == str(injection.PROBE_PORT + 1)
     assert sidecar["resources"] == {"limits": {"cpu": "1", "memory": "256Mi"}}
-    assert env["NEBULA_AUTH_API_KEYS"] == {"secretKeyRef": {"name": "keys", "key": "api-keys"}}
+    # The keys come as a file (reloaded on rotation), never as an environment variable.
+    assert "NEBULA_AUTH_API_KEYS" not in env
+    assert env["NEBULA_AUTH_API_KEYS_FILE"] == f"{injection.AUTH_DIR}/{injection.AUTH_FILE}"
+    pod = injected(make_pod(), pool)
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == injection.AUTH_VOLUME]
+    assert volume["secret"]["secretName"] == "keys"
+    assert volume["secret"]["items"] == [{"key": "api-keys", "path": injection.AUTH_FILE}]
+    assert volume["secret"]["defaultMode"] == 0o444
 
 
 def test_the_pools_rate_limit_reaches_the_sidecar_as_settings() -> None:

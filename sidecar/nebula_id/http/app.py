@@ -25,7 +25,7 @@ from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
-from nebula_id.http import guards, keys, latency, metrics, probes, routes
+from nebula_id.http import guards, keys, latency, metrics, probes, reload, routes
 from nebula_id.http import stats as stats_mod
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -93,6 +93,8 @@ def build_app(
         from nebula_id.rpc import server as grpc_server
 
         app.cleanup_ctx.append(grpc_server.serving_ctx(key_check=key_check, rate_limit=rate_limit))
+    if key_check is not None and settings.auth_api_keys_file:
+        app.cleanup_ctx.append(reload.watching_ctx([reload.api_keys(settings, key_check)]))
     if audit_logger is not None:
         logger = audit_logger
 

@@ -44,7 +44,14 @@ def load_api_keys(settings: settings_mod.ServeSettings) -> tuple[str, ...]:
             raise errors.ConfigError(
                 f"auth_api_keys_file {path} cannot be read: {e.strerror}"
             ) from e
-        found += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        # One key a line; a comma list on a line works too (as NEBULA_AUTH_API_KEYS).
+        found += [
+            key.strip()
+            for line in lines
+            if not line.lstrip().startswith("#")
+            for key in line.split(",")
+            if key.strip()
+        ]
         if not found:
             raise errors.ConfigError(f"auth_api_keys_file {path} holds no keys")
     return tuple(found)
@@ -74,6 +81,13 @@ class KeyCheck:
 
     def __init__(self, api_keys: Iterable[str]) -> None:
         self._encoded = tuple(k.encode() for k in api_keys)
+
+    def replace(self, api_keys: Iterable[str]) -> None:
+        """Take a new set of keys (rotation); an empty set is refused, the old one kept."""
+        encoded = tuple(k.encode() for k in api_keys)
+        if not encoded:
+            raise errors.ConfigError("the new set of API keys is empty")
+        self._encoded = encoded
 
     def check(self, key: str | None) -> None:
         """Return when `key` is one of ours; `errors.Unauthorized` otherwise."""
@@ -159,6 +173,32 @@ def cost_of(request: web.Request) -> int:
     return max(1, min(int(text), 1_000_000))
 
 
+SECRET_PARAMETERS = frozenset(
+    {"api_key", "apikey", "api-key", "key", "token", "access_token", "x-api-key", "auth"}
+)
+"""Query parameters that would carry a credential: refused, and never logged."""
+
+
+def refuse_keys_in_url(request: web.Request) -> None:
+    """A key in the URL ends up in proxies' and browsers' logs: refuse it outright."""
+    if any(name.lower() in SECRET_PARAMETERS for name in request.query):
+        raise errors.InvalidArgument(
+            "API keys are accepted only in the X-API-Key or Authorization: Bearer header, "
+            "never in the URL; rotate a key that was sent in one"
+        )
+
+
+def loggable_path(request: web.Request) -> str:
+    """The path and query for the audit log, any credential-like value masked."""
+    if not request.query_string:
+        return request.path
+    parts = [
+        f"{name}=***" if name.lower() in SECRET_PARAMETERS else f"{name}={value}"
+        for name, value in request.query.items()
+    ]
+    return f"{request.path}?{'&'.join(parts)}"
+
+
 def guard_middleware(*, key_check: KeyCheck | None, rate_limit: RateLimit | None) -> Middleware:
     """The API key, then the rate limit, in one middleware.
 
@@ -172,6 +212,8 @@ def guard_middleware(*, key_check: KeyCheck | None, rate_limit: RateLimit | None
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
+        if key_check is not None:
+            refuse_keys_in_url(request)
         key = presented_key(request)
         if key_check is not None:
             key_check.check(key)
@@ -244,13 +286,13 @@ def audit_middleware(logger: logging.Logger) -> Middleware:
             "time": time.time(),
             "remote": request.remote,
             "method": request.method,
-            "path": request.path_qs,
+            "path": loggable_path(request),
             "status": response.status,
             "key": key_id(key) if key else None,
             "ms": round((time.monotonic() - started) * 1000, 3),
         }
         logger.info(
-            "%s %s %d", request.method, request.path_qs, response.status, extra={"fields": record}
+            "%s %s %d", request.method, record["path"], response.status, extra={"fields": record}
         )
         return response
 
