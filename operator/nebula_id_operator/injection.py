@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,6 +71,9 @@ class InjectionSettings:
 
     image: str = DEFAULT_IMAGE
     """The sidecar image when the pool does not name one."""
+    image_allowlist: tuple[str, ...] = ()
+    """Patterns (`fnmatch`, e.g. ``registry.example/nebula-id-sidecar:*``) a pool's
+    `spec.sidecar.image` must match to be used; empty: no pool may choose its image."""
     image_pull_policy: str = "IfNotPresent"
     etcd_endpoints: tuple[str, ...] = ()
     """The etcd endpoints the sidecars reach (may differ from the operator's own view)."""
@@ -268,7 +272,7 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": sidecar.image or settings.image,
+        "image": image_of(pool, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["nebula-id", "serve"],
         "restartPolicy": "Always",
@@ -297,6 +301,26 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         volumes=tuple(volumes),
         app_mounts=({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},),
         app_env=(_value(SOCKET_ENV, SOCKET_PATH),),
+    )
+
+
+def image_of(pool: pools.PoolConfig, settings: InjectionSettings) -> str:
+    """The sidecar image: the operator's, or the pool's own when the allowlist admits it.
+
+    A pool is written by whoever may edit pools in its namespace; the image runs
+    next to every app of the pool with its database credential, so only images
+    the cluster's operator admits are used.
+    """
+    wanted = pool.sidecar.image
+    if not wanted or wanted == settings.image:
+        return settings.image
+    if any(fnmatch.fnmatchcase(wanted, pattern) for pattern in settings.image_allowlist):
+        return wanted
+    allowed = ", ".join(settings.image_allowlist) or "none: only the operator's default image"
+    raise PodRejected(
+        f"pool {pool.ref} asks for sidecar image {wanted!r}, which the operator's image "
+        f"allowlist does not admit (allowed: {allowed}); remove spec.sidecar.image or ask "
+        "the cluster's administrator to add it (Helm value sidecar.imageAllowlist)"
     )
 
 

@@ -67,6 +67,9 @@ def injection_settings_from_env(
     return injection.InjectionSettings(
         image=get("IMAGE") or defaults.image,
         image_pull_policy=get("IMAGE_PULL_POLICY") or defaults.image_pull_policy,
+        image_allowlist=tuple(
+            p.strip() for p in (get("IMAGE_ALLOWLIST") or "").split(",") if p.strip()
+        ),
         etcd_endpoints=tuple(e.strip() for e in endpoints.split(",") if e.strip()),
         etcd_prefix=get("ETCD_PREFIX") or env.get("NEBULA_ETCD_PREFIX") or defaults.etcd_prefix,
         etcd_tls_secret=get("ETCD_TLS_SECRET"),

@@ -118,3 +118,28 @@ def test_the_sidecar_network_policy_admits_probes_and_the_apps_own_traffic_only(
     # The API server accepts it as rendered.
     control_plane.kubectl("create", "namespace", "np-shop", check=False)
     control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(policy))
+
+
+def test_a_custom_namespace_selector_keeps_the_built_in_exclusions(
+    helm_bin: str, control_plane: ControlPlane
+) -> None:
+    code, out, err = template(
+        helm_bin,
+        "etcd.allowInsecure=true",
+        "webhook.namespaceSelector.matchLabels.nebula-id\\.io/injection=enabled",
+        "sidecar.imageAllowlist={registry.example/nebula-id-sidecar:*}",
+    )
+    assert code == 0, err
+    docs = documents(out)
+    (config,) = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    selector = config["webhooks"][0]["namespaceSelector"]
+    assert selector["matchLabels"] == {"nebula-id.io/injection": "enabled"}
+    (excluded,) = [
+        e for e in selector["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"
+    ]
+    assert excluded["operator"] == "NotIn"
+    assert set(excluded["values"]) >= {"ids", "kube-system", "kube-public", "kube-node-lease"}
+    env = operator_env(docs)
+    assert env["NEBULA_SIDECAR_IMAGE_ALLOWLIST"] == "registry.example/nebula-id-sidecar:*"
+    # The API server accepts the merged selector.
+    control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(config))

@@ -188,7 +188,10 @@ def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() ->
         resources={"limits": {"cpu": "1", "memory": "256Mi"}},
         authSecretRef={"name": "keys", "key": "api-keys"},
     )
-    sidecar = injected(make_pod(), pool)["spec"]["initContainers"][0]
+    allowing = dataclasses.replace(SETTINGS, image_allowlist=("mine:*",))
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, pool, allowing))
+    sidecar = pod["spec"]["initContainers"][0]
     env = env_of(sidecar)
     assert sidecar["image"] == "mine:2"
     assert sidecar["ports"][0]["containerPort"] == injection.PROBE_PORT
@@ -200,11 +203,26 @@ def test_pool_sidecar_spec_overrides_image_port_resources_and_adds_api_keys() ->
     # The keys come as a file (reloaded on rotation), never as an environment variable.
     assert "NEBULA_AUTH_API_KEYS" not in env
     assert env["NEBULA_AUTH_API_KEYS_FILE"] == f"{injection.AUTH_DIR}/{injection.AUTH_FILE}"
-    pod = injected(make_pod(), pool)
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, pool, allowing))
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == injection.AUTH_VOLUME]
     assert volume["secret"]["secretName"] == "keys"
     assert volume["secret"]["items"] == [{"key": "api-keys", "path": injection.AUTH_FILE}]
     assert volume["secret"]["defaultMode"] == 0o444
+
+
+def test_a_pool_image_outside_the_allowlist_is_refused() -> None:
+    pool = make_pool(image="evil.example/miner:1")
+    with pytest.raises(injection.PodRejected, match=r"evil.example/miner:1.*allowlist"):
+        injection.inject(make_pod(), pool, SETTINGS)
+    allowing = dataclasses.replace(SETTINGS, image_allowlist=("registry.example/*",))
+    with pytest.raises(injection.PodRejected, match=r"allowed: registry.example/\*"):
+        injection.inject(make_pod(), pool, allowing)
+    # The operator's own image is always fine, named or not.
+    same = make_pool(image=SETTINGS.image)
+    pod = make_pod()
+    injection.apply(pod, injection.inject(pod, same, SETTINGS))
+    assert pod["spec"]["initContainers"][0]["image"] == SETTINGS.image
 
 
 def test_the_pools_rate_limit_reaches_the_sidecar_as_settings() -> None:
