@@ -62,7 +62,7 @@ def json_error(
     stats: stats_mod.RequestStats | None = None,
 ) -> web.Response:
     body = {"error": {"code": code, "reason": reason, "message": message}}
-    headers = {}
+    headers = {"Server": stats_mod.SERVER}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if stats is not None:
@@ -177,4 +177,17 @@ async def method_not_allowed(request: web.Request) -> web.Response:
         stats=request.app[keys.STATS],
     )
     response.headers["Allow"] = "GET, HEAD"
+    return response
+
+
+async def method_not_allowed_get_only(request: web.Request) -> web.Response:
+    """Any method but GET on a path that issues IDs (HEAD too: it would spend IDs)."""
+    response = json_error(
+        405,
+        "method_not_allowed",
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.path}; use GET",
+        stats=request.app[keys.STATS],
+    )
+    response.headers["Allow"] = "GET"
     return response

@@ -22,15 +22,16 @@ from nebula_id.core import layout as layouts
 from nebula_id.core import uuids
 from nebula_id.http import errors as http_errors
 from nebula_id.http import keys
+from nebula_id.http import stats as stats_mod
 
 ALGORITHM_NAMES = ("snowflake", "segment", "uuid7", "uuid4")
 JSON = "application/json"
 TEXT = "text/plain"
 # Passing the header beats `content_type=`, which re-parses it on every response.
-_JSON_HEADERS = {"Content-Type": JSON}
-_TEXT_HEADERS = {"Content-Type": TEXT + "; charset=utf-8"}
+_JSON_HEADERS = {"Content-Type": JSON, "Server": stats_mod.SERVER}
+_TEXT_HEADERS = {"Content-Type": TEXT + "; charset=utf-8", "Server": stats_mod.SERVER}
 BINARY = "application/octet-stream"
-_BINARY_HEADERS = {"Content-Type": BINARY}
+_BINARY_HEADERS = {"Content-Type": BINARY, "Server": stats_mod.SERVER}
 
 
 def _count(request: web.Request) -> int | None:
@@ -86,7 +87,10 @@ def _many_ints(request: web.Request, ids: list[int]) -> web.Response:
 
 def _json(payload: Mapping[str, Any], status: int = 200) -> web.Response:
     return web.Response(
-        status=status, body=json.dumps(payload, default=str).encode(), content_type=JSON
+        status=status,
+        body=json.dumps(payload, default=str).encode(),
+        content_type=JSON,
+        headers={"Server": stats_mod.SERVER},
     )
 
 
@@ -296,6 +300,14 @@ def add_routes(
         wrapped = http_errors.guarded(handler) if guard else http_errors.as_async(handler)
         if timed is not None:
             wrapped = timed(path, wrapped)
-        router.add_get(path, wrapped)
-        router.add_route("*", path, http_errors.method_not_allowed)
+        # HEAD runs the GET handler: on an ID path it would consume IDs it never shows.
+        issues_ids = path.startswith("/v1/ids")
+        router.add_get(path, wrapped, allow_head=not issues_ids)
+        router.add_route(
+            "*",
+            path,
+            http_errors.method_not_allowed_get_only
+            if issues_ids
+            else http_errors.method_not_allowed,
+        )
     router.add_route("*", "/{tail:.*}", http_errors.not_found)
