@@ -138,6 +138,9 @@ say "ruff format --check"
 "$PY" -m ruff format --check . || FAILED+=("ruff format")
 say "mypy (strict)"
 "$PY" -m mypy || FAILED+=("mypy")
+say "bandit (accepted findings carry a # nosec comment saying why)"
+"$PY" -m bandit -q -c pyproject.toml -r sidecar/nebula_id operator/nebula_id_operator \
+  || FAILED+=("bandit")
 
 # -- 5. pytest over the selected tiers --------------------------------------------------------
 paths=()

@@ -53,7 +53,8 @@ class ServeSettings:
     port: int = pools.DEFAULT_PORT
     unix_socket: str | None = None
     grpc_port: int | None = None
-    probe_host: str = "0.0.0.0"  # nosec B104: health only; the ID API stays on `host`
+    # Bandit B104 accepted: health only; the ID API stays on `host`
+    probe_host: str = "0.0.0.0"  # nosec B104
     probe_port: int | None = None
     probe_metrics: bool = False
     pool: str | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import urllib.parse
 
 import yaml
-
 from tests.support.binaries import REPO_ROOT
 
 

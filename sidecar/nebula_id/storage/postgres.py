@@ -52,12 +52,14 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 )
 """
 
+# Bandit B608 accepted for the three queries below: TABLE and FIRST_COUNTER are
+# our constants, every value is a $n parameter.
 INSERT_TAG = f"""
 INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
 VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5)
 ON CONFLICT (pool, tag, datacenter) DO NOTHING
 RETURNING tag
-"""
+"""  # nosec B608
 
 # The step is a parameter so the adaptive step needs no schema change; the
 # limit check is written as `max_id <= limit - step` so it cannot overflow.
@@ -67,11 +69,11 @@ UPDATE {TABLE}
  WHERE pool = $1 AND tag = $2 AND datacenter = $3
    AND datacenter_id = $5 AND max_id <= $6::bigint - $4::bigint
 RETURNING max_id
-"""
+"""  # nosec B608
 
 READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
-"""
+"""  # nosec B608
 
 # A range must survive a database crash before any of its IDs is served, even
 # when the server runs with synchronous_commit=off (a popular speed-up that
