@@ -226,3 +226,13 @@ def test_later_timestamps_give_larger_ids(
         timestamp_ms=other_ts, datacenter=other_dc, worker=other_worker, sequence=other_seq
     )
     assert (first < second) == (ts < other_ts)
+
+
+def test_the_largest_parsable_id_parses_and_the_next_does_not() -> None:
+    wide = SnowflakeLayout(timestamp_bits=50, datacenter_bits=1, worker_bits=1, sequence_bits=11)
+    largest = wide.largest_parsable_id
+    assert largest < (1 << 63) - 1
+    assert wide.parse(largest).timestamp_ms <= MAX_TIMESTAMP_MS
+    with pytest.raises(errors.InvalidLayout):
+        wide.parse(largest + 1)
+    assert SnowflakeLayout().largest_parsable_id == (1 << 63) - 1

@@ -187,6 +187,14 @@ class SnowflakeLayout:
             sequence=value & self.max_sequence,
         )
 
+    @property
+    def largest_parsable_id(self) -> int:
+        """The largest ID `parse` accepts: 63 bits, and a timestamp no later than year 9999."""
+        last_ms = MAX_TIMESTAMP_MS - self.epoch_ms
+        if last_ms < 0:
+            return -1
+        return min((1 << ID_BITS) - 1, ((last_ms + 1) << self.timestamp_shift) - 1)
+
     def parse_text(self, text: str) -> ParsedId:
         """Parse a decimal ID as given in a URL or on the command line."""
         stripped = text.strip()

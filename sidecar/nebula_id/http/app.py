@@ -25,7 +25,7 @@ from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
-from nebula_id.http import guards, keys, latency, metrics, probes, reload, routes
+from nebula_id.http import guards, keys, latency, metrics, openapi, probes, reload, routes
 from nebula_id.http import stats as stats_mod
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -77,10 +77,21 @@ def build_app(
     app[keys.REGISTRY] = registry
     app[keys.STATS] = stats
     metrics_handler = metrics.metrics_handler(registry)
+    with_keys = key_check is not None
+
+    async def openapi_document(request: web.Request) -> web.Response:
+        pool = request.app[keys.POOL]
+        doc = openapi.document(
+            max_batch_size=pool.sidecar.max_batch_size,
+            api_keys=with_keys,
+            largest_id=pool.layout.largest_parsable_id,
+        )
+        return web.json_response(doc, headers={"Server": stats_mod.SERVER})
+
     routes.add_routes(
         app.router,
         guard=not middlewares,
-        extra=(("/metrics", metrics_handler),),
+        extra=(("/metrics", metrics_handler), (openapi.PATH, openapi_document)),
         timed=request_latency.timed,
     )
     probes.attach(app, settings, metrics=metrics_handler)

@@ -29,7 +29,7 @@ from nebula_id.core import ratelimit
 from nebula_id.http import errors as http_errors
 from nebula_id.http import keys
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 AUDIT_LOGGER = "nebula_id.audit"
 
 
