@@ -62,6 +62,19 @@ def top(collapsed: str, count: int) -> tuple[list[tuple[str, float]], list[tuple
     )
 
 
+def ours(collapsed: str) -> float:
+    """Share of samples with a frame of nebula-id's own code on the stack (the CLI aside)."""
+    samples = mine = 0
+    for line in collapsed.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        samples += int(n)
+        if any("nebula_id/" in f and "nebula_id/cli.py" not in f for f in stack.split(";")):
+            mine += int(n)
+    return mine / samples if samples else float("nan")
+
+
 def profile(path: str, seconds: float, flags: list[str], workdir: pathlib.Path) -> str:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -119,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     flags = shlex.split(args.flags)
     with tempfile.TemporaryDirectory(prefix="nebula-bench-profile-") as tmp:
         for path in args.paths.split(","):
-            own, total = top(
-                profile(path, max(2.0, args.seconds), flags, pathlib.Path(tmp)), args.top
-            )
+            collapsed = profile(path, max(2.0, args.seconds), flags, pathlib.Path(tmp))
+            own, total = top(collapsed, args.top)
             print(f"\n--- py-spy, GET {path} {' '.join(flags)} (share of samples)")
+            print(f"{ours(collapsed):6.1%}  nebula-id's own code (a frame of it on the stack)")
             print(f"{'self':>6}  function")
             for name, share in own:
                 print(f"{share:6.1%}  {name}")

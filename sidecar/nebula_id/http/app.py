@@ -206,6 +206,11 @@ class SegmentsNotConfigured:
     def tags(self) -> list[str]:
         return list(self._tags)
 
+    def take_one(self, tag: str) -> int | None:
+        if tag not in self._tags:
+            raise errors.UnknownTag(tag, self._tags)
+        return None  # next_ids says why
+
     async def next_ids(self, tag: str, count: int) -> list[int]:
         if tag not in self._tags:
             raise errors.UnknownTag(tag, self._tags)

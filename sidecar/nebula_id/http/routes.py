@@ -134,7 +134,17 @@ uuid7 = _uuid_handler("uuid7", uuids.uuid7, uuids.uuid7_batch)
 uuid4 = _uuid_handler("uuid4", uuids.uuid4, uuids.uuid4_batch)
 
 
-async def _segment_ids(request: web.Request, tag: str) -> web.Response:
+def _segment_ids(request: web.Request, tag: str) -> web.Response | Awaitable[web.Response]:
+    """A single ID from the buffer without a coroutine; anything else awaits the source."""
+    if not request.query_string:
+        value = request.app[keys.SEGMENTS].take_one(tag)
+        if value is not None:
+            request.app[keys.STATS].singles["segment"] += 1
+            return _one(request, str(value))
+    return _segment_ids_awaited(request, tag)
+
+
+async def _segment_ids_awaited(request: web.Request, tag: str) -> web.Response:
     source = request.app[keys.SEGMENTS]
     count = _count(request) if request.query_string else None
     ids = await source.next_ids(tag, count or 1)
@@ -146,7 +156,7 @@ async def _segment_ids(request: web.Request, tag: str) -> web.Response:
     return _many_ints(request, ids)
 
 
-def segment(request: web.Request) -> Awaitable[web.Response]:
+def segment(request: web.Request) -> web.Response | Awaitable[web.Response]:
     return _segment_ids(request, request.match_info["tag"])
 
 
@@ -157,7 +167,7 @@ def _default_tag(request: web.Request) -> str:
     return tags[0]
 
 
-def segment_default(request: web.Request) -> Awaitable[web.Response]:
+def segment_default(request: web.Request) -> web.Response | Awaitable[web.Response]:
     """`/v1/ids/segment` without a tag: the pool's first tag."""
     return _segment_ids(request, _default_tag(request))
 
