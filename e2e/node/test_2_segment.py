@@ -46,7 +46,8 @@ def postgres_on_node(node: Node) -> Iterator[dict[str, str]]:
         user="postgres", check=True, capture_output=True,
     )  # fmt: skip
     with (data / "pg_hba.conf").open("a") as hba:
-        hba.write(f"host all all {POD_CIDR} trust\n")
+        # The pods, and psql on the node itself.
+        hba.write(f"host all all {POD_CIDR} trust\nhost all all {NODE_IP}/32 trust\n")
     log = (workdir / "postgres.log").open("wb")
     argv = [
         "nsenter", "-t", str(node.ns_pid), "-n", "-m", "--",
