@@ -86,8 +86,8 @@ if [ ! -f "$base_tar" ] || [ ! -f "$app_tar" ]; then
 fi
 
 shrink_cache() {  # vfs keeps every layer as a full copy: past a size, start over
-  if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-12000}" ]; then
-    log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-12000} MB: emptying it"
+  if [ "$(du -sm "$DIR/buildah-root" | cut -f1)" -gt "${NEBULA_BUILDAH_MAX_MB:-30000}" ]; then
+    log "layer cache over ${NEBULA_BUILDAH_MAX_MB:-30000} MB: emptying it"
     # Ours alone (the lock above is held): faster than rmi, and fine after a crash.
     rm -rf "$DIR/buildah-root" "$DIR/buildah-run"
     mkdir -p "$DIR/buildah-root" "$DIR/buildah-run"
@@ -143,9 +143,11 @@ for component in operator sidecar; do
     ensure_base
     bud "$image" "$ROOT/$dockerfile" "$ROOT" --build-arg "PYTHON_IMAGE=$BASE_IMAGE" "${TRUST[@]}"
     archive "$image" "$tar"
-    find "$OUT" -name "$component-*.tar" ! -name "${tar##*/}" -delete
+    # Other checkouts share this cache: drop only archives nobody used for 3 days.
+    find "$OUT" -name "$component-*.tar" -mtime +3 -delete
     log "$component image built in $((SECONDS - t0)) s ($(du -h "$tar" | cut -f1))"
   fi
+  touch "$tar"
   IMAGES[$component]=$image
   IMAGES[${component}_tar]=$tar
 done

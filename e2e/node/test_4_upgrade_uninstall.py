@@ -40,7 +40,25 @@ def test_helm_upgrade_then_uninstall_leaves_nothing_behind(
             "--reuse-values", "--set", "operator.logLevel=debug",
             "--set", "sidecar.resources.limits.memory=96Mi", "--wait", "--timeout=300s",
         )  # fmt: skip
-        deployment = node.kube_json("get", "deployment", "-n", system, release["name"])
+        # Only the new replicas serve the webhook from here on (the old ones, with
+        # the old sidecar defaults, are gone).
+        template = node.kube_json("get", "deployment", "-n", system, release["name"])
+        new_hash = support.wait_until(
+            "the old operator pods to go",
+            lambda: (
+                len(
+                    hashes := {
+                        p["metadata"]["labels"].get("pod-template-hash")
+                        for p in node.kube_json("get", "pods", "-n", system)["items"]
+                    }
+                )
+                == 1
+                and hashes.pop()
+            ),
+            timeout=120,
+        )
+        assert new_hash
+        deployment = template
         assert deployment["status"].get("updatedReplicas") == 2, deployment["status"]
         assert "debug" in json.dumps(deployment["spec"]["template"]["spec"]["containers"][0])
         node.kubectl("apply", "-n", NS, "-f", str(REPO / "examples" / "app-deployment.yaml"))
