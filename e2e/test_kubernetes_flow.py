@@ -32,6 +32,7 @@ from tests.support.controlplane import ControlPlane, run_cli
 from tests.support.matching import is_subset
 
 from e2e import kubelet
+from nebula_id.core import access
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id_operator import injection
@@ -128,8 +129,13 @@ def secret_reader(plane: ControlPlane, namespace: str) -> kubelet.SecretReader:
 
 
 def process_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """A clean environment: no proxies, nothing of the test runner's but PATH and HOME."""
-    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TZ")}
+    """A clean environment: no proxies, nothing of the test runner's but PATH and HOME.
+
+    PYTHONPATH is kept so that the processes run this checkout's code even when
+    the venv's editable install points at another one.
+    """
+    names = ("PATH", "HOME", "LANG", "TZ", "PYTHONPATH")
+    keep = {k: v for k, v in os.environ.items() if k in names}
     return {**keep, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", **extra}
 
 
@@ -210,7 +216,7 @@ def render_chart(helm_bin: str, names: Mapping[str, str], values: Mapping[str, A
     try:
         out = run_cli(
             [helm_bin, "template", names["release"], str(CHART), "-n", names["system"],
-             "--include-crds", "-f", str(values_file)]
+             "--include-crds", "-f", str(values_file), "--set", "etcd.allowInsecure=true"]
         ).stdout  # fmt: skip
     finally:
         values_file.unlink()
@@ -313,7 +319,14 @@ def test_install_pool_inject_serve_and_release(
         cluster_scoped = [
             (d["kind"], d["metadata"]["name"])
             for d in docs
-            if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration")
+            if d["kind"]
+            in (
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "MutatingWebhookConfiguration",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
+            )
         ]
         plane.kubectl(
             "apply", "-n", system, "-f", "-", input="\n---\n".join(yaml.safe_dump(d) for d in docs)
@@ -394,6 +407,7 @@ def test_install_pool_inject_serve_and_release(
             etcd_endpoints=(etcd,),
             etcd_prefix=names["prefix"],
             etcd_auth_secret="etcd-auth",
+            etcd_pool_users=True,
             datacenter="dc-a",
         )
         created: dict[str, dict[str, Any]] = {}
@@ -408,7 +422,10 @@ def test_install_pool_inject_serve_and_release(
             assert is_subset(dict(expected.container), sidecar), json.dumps(sidecar, indent=1)
             assert [c["name"] for c in pod["spec"]["containers"]] == ["web"]
             env = {e["name"]: e for e in sidecar["env"]}
-            assert env["NEBULA_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "etcd-auth"
+            # The pool's own etcd user (the chart turns etcd.poolUsers on with an etcd user).
+            assert env["NEBULA_ETCD_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == (
+                access.secret_name(pool)
+            )
             assert env["NEBULA_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
                 "name": "nebula-id-db-dc-a",
                 "key": "dsn",
@@ -423,7 +440,12 @@ def test_install_pool_inject_serve_and_release(
                 pod["spec"]["initContainers"][0],
                 secrets=secret_reader(plane, app),
                 root=tmp_path / pool,
-                host_overrides={"NEBULA_HOST": "127.0.0.1"},
+                host_overrides={
+                    "NEBULA_HOST": "127.0.0.1",
+                    # Every sidecar here shares the machine's network namespace.
+                    "NEBULA_PROBE_HOST": "127.0.0.1",
+                    "NEBULA_PROBE_PORT": str(free_port()),
+                },
             )
             assert local.env["NEBULA_POD_NAME"] == pod["metadata"]["name"]
             assert local.env["NEBULA_POD_UID"] == pod["metadata"]["uid"]

@@ -5,7 +5,8 @@
 #   bash scripts/bench.sh core         # only the named parts
 #
 # Each part is one `python -m bench.<part>` module; add a part by adding its
-# name to PARTS (and its module to bench/).  Extra settings go through the
+# name to PARTS (and its module to bench/).  `profile` (py-spy on the sidecar
+# under wrk) is not in PARTS: run it by name.  Extra settings go through the
 # environment: PYTHON (default: the test venv of scripts/test.sh if it exists,
 # else the dev venv, else python3), BENCH_ARGS (passed to every part).
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PARTS=(core segment http client)
+PARTS=(core segment http transport client scaling)
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
 if [ -z "${PYTHON:-}" ]; then
@@ -31,12 +32,16 @@ export PYTHONPATH="$ROOT/sidecar:$ROOT/operator:$ROOT${PYTHONPATH:+:$PYTHONPATH}
 "$PYTHON" -c 'import nebula_id, uuid_utils' 2>/dev/null \
   || { echo "scripts/bench.sh: $PYTHON cannot import nebula_id; run scripts/test.sh once (it makes the venv) or set PYTHON" >&2; exit 1; }
 
+# The gRPC code is generated, never committed: make it if this checkout has not yet.
+"$PYTHON" sidecar/nebula_id/rpc/codegen.py >/dev/null \
+  || { echo "scripts/bench.sh: cannot generate the gRPC code (needs grpcio-tools)" >&2; exit 1; }
+
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${PARTS[@]}")
 read -r -a extra <<<"${BENCH_ARGS:-}"
 
 # The HTTP parts drive the sidecar with wrk (Debian's package).
-if [[ " ${selected[*]} " =~ \ (http|segment)\  ]] && ! command -v wrk >/dev/null; then
+if [[ " ${selected[*]} " =~ \ (http|segment|scaling|profile)\  ]] && ! command -v wrk >/dev/null; then
   echo "==> installing wrk" >&2
   sudo=(); [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q wrk >/dev/null 2>&1 \

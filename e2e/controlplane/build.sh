@@ -5,7 +5,9 @@
 #
 #   e2e/controlplane/build.sh            # build what is missing, print the bin dir
 #   e2e/controlplane/build.sh helm-docs  # only the names given; these are built
-#                                        # only when asked for: helm-docs, promlint
+#                                        # only when asked for: helm-docs, promlint,
+#                                        # and the node tier's extras: kubelet,
+#                                        # kube-controller-manager, kube-scheduler, pause
 #   NEBULA_CACHE_DIR=/tmp/x build.sh     # another cache root
 #
 # Pinned versions live here and nowhere else.
@@ -141,6 +143,37 @@ GO
     if [ ! -x "$BIN_DIR/kubectl" ]; then
       timed kubectl gobuild kubectl -ldflags "$ld" ./kubectl
     fi
+    local extra
+    for extra in "$@"; do
+      [ -x "$BIN_DIR/$extra" ] || timed "$extra" gobuild "$extra" -ldflags "$ld" "k8s.io/kubernetes/cmd/$extra"
+    done
+  )
+}
+
+build_pause() {
+  # The pod sandbox's pause process: a static binary that waits for a signal.
+  local dir="$WORK/pause"
+  mkdir -p "$dir"
+  cat >"$dir/main.go" <<'GO'
+// Command pause holds a pod's namespaces open until it is told to stop.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+	<-c
+}
+GO
+  (
+    cd "$dir"
+    [ -f go.mod ] || go mod init nebula-id.local/pause >/dev/null 2>&1
+    gobuild pause -ldflags "-s -w" .
   )
 }
 
@@ -230,6 +263,8 @@ for w in $want; do
   case $w in
     etcd) [ -x "$BIN_DIR/etcd" ] || timed etcd build_etcd ;;
     kube-apiserver|kubectl) { [ -x "$BIN_DIR/kube-apiserver" ] && [ -x "$BIN_DIR/kubectl" ]; } || build_k8s ;;
+    kubelet|kube-controller-manager|kube-scheduler|kube-proxy) [ -x "$BIN_DIR/$w" ] || build_k8s "$w" ;;
+    pause) [ -x "$BIN_DIR/pause" ] || timed pause build_pause ;;
     helm) fresh helm "$HELM_RECIPE" || build_helm ;;
     helm-docs) fresh helm-docs "$HELM_DOCS_RECIPE" || build_helm_docs ;;
     promlint) fresh promlint "$PROMLINT_RECIPE" || build_promlint ;;

@@ -39,7 +39,7 @@ log "helm install"
 helm upgrade --install nebula-id "$ROOT/helm/nebula-id" -n nebula-id --create-namespace --wait --timeout 180s \
   --set image.operator.repository=nebula-id-operator --set image.operator.tag="$TAG" \
   --set image.sidecar.repository=nebula-id-sidecar --set image.sidecar.tag="$TAG" \
-  --set 'etcd.endpoints={http://etcd.etcd.svc:2379}' --set datacenter=dc-a
+  --set 'etcd.endpoints={http://etcd.etcd.svc:2379}' --set etcd.allowInsecure=true --set datacenter=dc-a
 
 log "pool and app in namespace $APP_NS"
 kubectl create namespace "$APP_NS" --dry-run=client -o yaml | kubectl apply -f -

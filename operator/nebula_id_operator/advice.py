@@ -16,7 +16,7 @@ def secret_hint(namespace: str, dc: pools.Datacenter) -> str:
     return (
         f"Create it in the pool's namespace with the PostgreSQL DSN of datacenter {dc.name}: "
         f"kubectl create secret generic {name} -n {namespace} "
-        f"--from-literal={key}=postgresql://USER:PASSWORD@HOST:5432/DATABASE "
+        f"--from-literal={key}=postgresql://USER:PASSWORD@HOST:5432/DATABASE?sslmode=verify-full "
         "(the operator retries by itself within a minute)."
     )
 

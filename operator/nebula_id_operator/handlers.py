@@ -97,7 +97,9 @@ async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reco
     ctx = _ctx(memo)
     started = time.monotonic()
     meta = body["metadata"]
-    outcome = await reconcile.reconcile(ctx, meta["namespace"], meta["name"], _spec(body))
+    outcome = await reconcile.reconcile(
+        ctx, meta["namespace"], meta["name"], _spec(body), uid=meta.get("uid")
+    )
     previous = dict(body.get("status") or {})
     new_status = status.reconcile_status(
         config=outcome.config,

@@ -36,8 +36,8 @@ async def check_database(dsn: str, *, timeout_s: float) -> tuple[bool, str]:
                 await conn.fetchval("SELECT 1")
             finally:
                 await conn.close(timeout=timeout_s)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
-        return False, f"{postgres.redact(dsn)}: {type(e).__name__}: {e}"[:500]
+    except postgres.DB_ERRORS as e:
+        return False, f"{postgres.where(dsn)}: {postgres.failure(e)}"[:500]
     return True, "ok"
 
 

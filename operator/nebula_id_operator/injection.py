@@ -8,18 +8,23 @@ so injection is idempotent.
 The sidecar is a *native* sidecar (an init container with ``restartPolicy:
 Always``, Kubernetes >= 1.29): the kubelet starts it before the application's
 containers, so the app can ask for IDs from its first line, and stops it after
-them, so the app can still ask while it shuts down.  It listens on all pod
-interfaces because the kubelet's probes reach the pod IP, not loopback.
+them, so the app can still ask while it shuts down.  It serves the ID API on
+loopback only (and on a Unix socket in an ``emptyDir`` that every app container
+mounts at `SOCKET_DIR`, its path in ``$NEBULA_UNIX_SOCKET``), so no other pod
+can call it; the kubelet's probes reach the pod IP, so health alone is served
+there, on `PROBE_PORT` (the container port named `PORT_NAME`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.core import access
 from nebula_id.core import pool as pools
 
 INJECT_LABEL = "nebula-id.io/inject"
@@ -27,6 +32,8 @@ POOL_ANNOTATION = "nebula-id.io/pool"
 WORKER_ANNOTATION = "nebula-id.io/worker-id"
 CONTAINER_NAME = "nebula-id"
 PORT_NAME = "nebula-id"
+PROBE_PORT = 9180
+"""The sidecar's health-only port on the pod IP (``/healthz``, ``/readyz``)."""
 RUN_AS_USER = 65532  # the `nonroot` user of the sidecar image (Dockerfile.sidecar)
 
 DATA_VOLUME = "nebula-id-data"
@@ -35,6 +42,19 @@ DATABASES_VOLUME = "nebula-id-databases"
 DATABASES_DIR = "/etc/nebula-id/databases"
 ETCD_TLS_VOLUME = "nebula-id-etcd-tls"
 ETCD_TLS_DIR = "/etc/nebula-id/etcd-tls"
+AUTH_VOLUME = "nebula-id-api-keys"
+AUTH_DIR = "/etc/nebula-id/api-keys"
+AUTH_FILE = "keys"
+SOCKET_VOLUME = "nebula-id-socket"
+SOCKET_DIR = "/var/run/nebula-id"
+SOCKET_PATH = f"{SOCKET_DIR}/nebula-id.sock"
+"""The sidecar's Unix socket, in an emptyDir mounted at the same path in every app container."""
+SOCKET_ENV = "NEBULA_UNIX_SOCKET"
+# Secret files are owned by root (or by the pod's fsGroup, which is the app's to
+# choose), so the sidecar, running as 65532 without fsGroup, can read them only
+# through the "other" bits.  The volumes are mounted into the sidecar alone, so
+# no other container of the pod sees them.
+SECRET_FILE_MODE = 0o444
 
 DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
 DEFAULT_RESOURCES: Mapping[str, Any] = {
@@ -51,6 +71,9 @@ class InjectionSettings:
 
     image: str = DEFAULT_IMAGE
     """The sidecar image when the pool does not name one."""
+    image_allowlist: tuple[str, ...] = ()
+    """Patterns (`fnmatch`, e.g. ``registry.example/nebula-id-sidecar:*``) a pool's
+    `spec.sidecar.image` must match to be used; empty: no pool may choose its image."""
     image_pull_policy: str = "IfNotPresent"
     etcd_endpoints: tuple[str, ...] = ()
     """The etcd endpoints the sidecars reach (may differ from the operator's own view)."""
@@ -59,14 +82,21 @@ class InjectionSettings:
     """A Secret in the pod's namespace with `ca.crt`, `tls.crt` and `tls.key`."""
     etcd_auth_secret: str | None = None
     """A Secret in the pod's namespace with `username` and `password`."""
+    etcd_pool_users: bool = False
+    """Log in with the pool's own etcd user (Secret ``nebula-id-etcd-{pool}``, written by
+    the operator) instead of `etcd_auth_secret`."""
     datacenter: str | None = None
     """The datacenter this cluster runs in; None means the pool's first one."""
     resources: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: copy.deepcopy(dict(DEFAULT_RESOURCES))
     )
     """Resources when the pool's `spec.sidecar.resources` is empty."""
-    listen_host: str = "0.0.0.0"
-    """Where the sidecar listens: the kubelet's probes reach the pod IP, not loopback."""
+    listen_host: str = "127.0.0.1"
+    """Where the sidecar serves the ID API: loopback, so only its own pod can call it."""
+    probe_port: int = PROBE_PORT
+    """The health-only port on the pod IP, for the kubelet's probes."""
+    probe_metrics: bool = False
+    """Serve /metrics on the probe port too (for a PodMonitor)."""
     log_level: str = "info"
     log_format: str = "text"
     """The sidecar's log format: text, or json lines."""
@@ -78,6 +108,10 @@ class Sidecar:
 
     container: Mapping[str, Any]
     volumes: tuple[Mapping[str, Any], ...]
+    app_mounts: tuple[Mapping[str, Any], ...] = ()
+    """Mounted in every app container: the socket's directory."""
+    app_env: tuple[Mapping[str, Any], ...] = ()
+    """Set in every app container that does not set it itself."""
 
 
 class PodRejected(errors.InvalidArgument):
@@ -127,12 +161,15 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
             f"does not list ({', '.join(dc.name for dc in pool.datacenters)})"
         ) from e
     sidecar = pool.sidecar
+    probe_port = settings.probe_port + (1 if settings.probe_port == sidecar.port else 0)
     env: list[dict[str, Any]] = [
         _value("NEBULA_HOST", settings.listen_host),
         _value("NEBULA_PORT", str(sidecar.port)),
+        _value("NEBULA_PROBE_PORT", str(probe_port)),
         _value("NEBULA_POOL", pool.ref),
         _value("NEBULA_DATACENTER", own_dc.name),
         _value("NEBULA_DATA_DIR", DATA_DIR),
+        _value(SOCKET_ENV, SOCKET_PATH),
         _value("NEBULA_LOG_LEVEL", settings.log_level),
         _field("NEBULA_POD_NAME", "metadata.name"),
         _field("NEBULA_POD_NAMESPACE", "metadata.namespace"),
@@ -141,8 +178,16 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
     ]
     if settings.log_format != "text":
         env.append(_value("NEBULA_LOG_FORMAT", settings.log_format))
-    mounts: list[dict[str, Any]] = [{"name": DATA_VOLUME, "mountPath": DATA_DIR}]
-    volumes: list[dict[str, Any]] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
+    if settings.probe_metrics:
+        env.append(_value("NEBULA_PROBE_METRICS", "true"))
+    mounts: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+        {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+    ]
 
     if settings.etcd_endpoints:
         env.append(_value("NEBULA_ETCD_ENDPOINTS", ",".join(settings.etcd_endpoints)))
@@ -157,10 +202,19 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         volumes.append(
             {
                 "name": ETCD_TLS_VOLUME,
-                "secret": {"secretName": settings.etcd_tls_secret, "defaultMode": 0o440},
+                "secret": {
+                    "secretName": settings.etcd_tls_secret,
+                    "defaultMode": SECRET_FILE_MODE,
+                },
             }
         )
-    if settings.etcd_auth_secret:
+    if settings.etcd_pool_users:
+        secret = access.secret_name(pool.name)
+        env += [
+            _secret("NEBULA_ETCD_USERNAME", secret, access.SECRET_USERNAME_KEY),
+            _secret("NEBULA_ETCD_PASSWORD", secret, access.SECRET_PASSWORD_KEY),
+        ]
+    elif settings.etcd_auth_secret:
         env += [
             _secret("NEBULA_ETCD_USERNAME", settings.etcd_auth_secret, "username"),
             _secret("NEBULA_ETCD_PASSWORD", settings.etcd_auth_secret, "password"),
@@ -186,12 +240,28 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         env.append(_value("NEBULA_DATABASE_URL_DIR", DATABASES_DIR))
         mounts.append({"name": DATABASES_VOLUME, "mountPath": DATABASES_DIR, "readOnly": True})
         volumes.append(
-            {"name": DATABASES_VOLUME, "projected": {"sources": sources, "defaultMode": 0o440}}
+            {
+                "name": DATABASES_VOLUME,
+                "projected": {"sources": sources, "defaultMode": SECRET_FILE_MODE},
+            }
         )
 
     if sidecar.auth_secret_ref is not None:
+        # A file, not an environment variable: the kubelet updates a mounted Secret in
+        # place, and the sidecar reloads the keys from it, so rotation needs no restart.
         ref = sidecar.auth_secret_ref
-        env.append(_secret("NEBULA_AUTH_API_KEYS", ref.name, ref.key))
+        env.append(_value("NEBULA_AUTH_API_KEYS_FILE", f"{AUTH_DIR}/{AUTH_FILE}"))
+        mounts.append({"name": AUTH_VOLUME, "mountPath": AUTH_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": AUTH_VOLUME,
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": AUTH_FILE}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
     if sidecar.rate_limit is not None:
         # The sidecar builds its app before it reads the pool from etcd, so the
         # pool's rate limit reaches it as settings.
@@ -202,11 +272,12 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
 
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
-        "image": sidecar.image or settings.image,
+        "image": image_of(pool, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["nebula-id", "serve"],
         "restartPolicy": "Always",
-        "ports": [{"name": PORT_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        # Only the probe port: the ID API listens on loopback, unreachable from outside.
+        "ports": [{"name": PORT_NAME, "containerPort": probe_port, "protocol": "TCP"}],
         "env": env,
         "volumeMounts": mounts,
         "resources": copy.deepcopy(dict(sidecar.resources or settings.resources)),
@@ -225,7 +296,32 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    return Sidecar(container=container, volumes=tuple(volumes))
+    return Sidecar(
+        container=container,
+        volumes=tuple(volumes),
+        app_mounts=({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},),
+        app_env=(_value(SOCKET_ENV, SOCKET_PATH),),
+    )
+
+
+def image_of(pool: pools.PoolConfig, settings: InjectionSettings) -> str:
+    """The sidecar image: the operator's, or the pool's own when the allowlist admits it.
+
+    A pool is written by whoever may edit pools in its namespace; the image runs
+    next to every app of the pool with its database credential, so only images
+    the cluster's operator admits are used.
+    """
+    wanted = pool.sidecar.image
+    if not wanted or wanted == settings.image:
+        return settings.image
+    if any(fnmatch.fnmatchcase(wanted, pattern) for pattern in settings.image_allowlist):
+        return wanted
+    allowed = ", ".join(settings.image_allowlist) or "none: only the operator's default image"
+    raise PodRejected(
+        f"pool {pool.ref} asks for sidecar image {wanted!r}, which the operator's image "
+        f"allowlist does not admit (allowed: {allowed}); remove spec.sidecar.image or ask "
+        "the cluster's administrator to add it (Helm value sidecar.imageAllowlist)"
+    )
 
 
 def _value(name: str, value: str) -> dict[str, Any]:
@@ -277,6 +373,32 @@ def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
         ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
     else:
         ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+    for index, app in enumerate(spec.get("containers") or []):
+        ops += _app_container_ops(f"/spec/containers/{index}", app, sidecar)
+    return ops
+
+
+def _app_container_ops(path: str, app: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
+    """Mount the socket's directory in one app container and tell it the path.
+
+    A mount path or an environment variable the container already has is left
+    as the user wrote it.
+    """
+    ops: JsonPatch = []
+    taken_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    mounts = [
+        copy.deepcopy(dict(m)) for m in sidecar.app_mounts if m["mountPath"] not in taken_paths
+    ]
+    if mounts and app.get("volumeMounts"):
+        ops += [{"op": "add", "path": f"{path}/volumeMounts/-", "value": m} for m in mounts]
+    elif mounts:
+        ops.append({"op": "add", "path": f"{path}/volumeMounts", "value": mounts})
+    taken_env = {e.get("name") for e in app.get("env") or []}
+    env = [copy.deepcopy(dict(e)) for e in sidecar.app_env if e["name"] not in taken_env]
+    if env and app.get("env"):
+        ops += [{"op": "add", "path": f"{path}/env/-", "value": e} for e in env]
+    elif env:
+        ops.append({"op": "add", "path": f"{path}/env", "value": env})
     return ops
 
 

@@ -156,6 +156,38 @@ class KubeApi:
             raise SecretNotFound(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key]).decode("utf-8").strip()
 
+    async def create_secret(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        labels: Mapping[str, str] | None = None,
+        owner: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Create an Opaque Secret; False when one of that name exists already (left as is)."""
+        path = f"/api/v1/namespaces/{quote(namespace)}/secrets"
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = dict(labels)
+        if owner:
+            metadata["ownerReferences"] = [dict(owner)]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": metadata,
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        }
+        status, answer = await self._request("POST", path, json=body)
+        if status == 409:
+            return False
+        if status not in (200, 201):
+            # The answer is the API server's Status (never our request body).
+            reason = (answer or {}).get("reason") if isinstance(answer, dict) else None
+            raise KubeUnavailable(f"creating Secret {namespace}/{name}: HTTP {status} {reason}")
+        return True
+
     async def annotate_pod(
         self, namespace: str, name: str, annotations: Mapping[str, str | None]
     ) -> bool:

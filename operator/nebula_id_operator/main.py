@@ -168,11 +168,14 @@ async def _lead(
     stopping = asyncio.create_task(stop.wait(), name="stop signal")
     kopf_stop = asyncio.Event()
     namespaces = list(settings.namespaces)
+    from nebula_id_operator.webhook import kopf_identity
+
     operating = asyncio.create_task(
         kopf.operator(
             registry=handlers.build_registry(settings),
             settings=kopf_settings,
             standalone=True,
+            identity=kopf_identity(settings.identity),
             clusterwide=not namespaces,
             namespaces=namespaces,
             memo=kopf.Memo(ctx=ctx, connection=info),

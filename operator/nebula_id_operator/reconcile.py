@@ -37,7 +37,7 @@ from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id.etcd.client import Compare
 from nebula_id.storage import postgres
-from nebula_id_operator import advice, kube, status
+from nebula_id_operator import advice, etcd_access, kube, status
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import settings as operator_settings
 
@@ -160,12 +160,44 @@ async def provision_databases(
     return status.Check.failed(reason, message, permanent=not transient), error
 
 
-async def reconcile(ctx: Context, namespace: str, name: str, spec: Mapping[str, Any]) -> Outcome:
+async def grant_access(
+    ctx: Context, namespace: str, name: str, *, uid: str | None
+) -> tuple[status.Check | None, errors.NebulaIdError | None]:
+    """The pool's own etcd user and Secret, when the operator hands them out."""
+    if not ctx.settings.etcd_pool_users:
+        return None, None
+    keys = ctx.settings.keys(namespace, name)
+    try:
+        secret = await etcd_access.ensure(ctx.etcd, ctx.kube, keys, uid=uid)
+    except kube.KubeUnavailable as e:
+        message = advice.with_next_step(
+            f"cannot write the pool's etcd credential Secret: {e.message}",
+            advice.next_step("KubernetesUnavailable", namespace=namespace),
+        )
+        return status.Check.failed("KubernetesUnavailable", message), e
+    except errors.CoordinationError as e:
+        message = advice.with_next_step(
+            f"cannot create the pool's etcd user: {e.message}",
+            advice.next_step("EtcdUnavailable", namespace=namespace),
+        )
+        return status.Check.failed("EtcdUnavailable", message), e
+    return status.Check.passed("ConfigWritten", f"etcd user for the pool in Secret {secret}"), None
+
+
+async def reconcile(
+    ctx: Context, namespace: str, name: str, spec: Mapping[str, Any], *, uid: str | None = None
+) -> Outcome:
     """Write the config, then provision the databases; never raises our errors."""
     result, etcd_check, error = await write_config(ctx, namespace, name, spec)
     if result is None:
         waiting = status.Check.unknown("WaitingForConfig", "the config is not in etcd yet")
         return Outcome(config=None, etcd=etcd_check, database=waiting, error=error)
+    access_check, access_error = await grant_access(ctx, namespace, name, uid=uid)
+    if access_check is not None and access_error is not None:
+        waiting = status.Check.unknown("WaitingForConfig", "the pool's etcd user is not ready")
+        return Outcome(
+            config=result.config, etcd=access_check, database=waiting, error=access_error
+        )
     database, db_error = await provision_databases(ctx, namespace, result.config)
     return Outcome(
         config=result.config,
@@ -240,6 +272,8 @@ async def delete(
     result = await etcd_pools.delete(
         ctx.etcd, keys, fence=ctx.fence(), now_ms=ctx.clock.wall_ms(), dropping=drop
     )
+    if ctx.settings.etcd_pool_users:
+        await etcd_access.remove(ctx.etcd, keys)
     identity = result.identity
     if not drop or identity is None or identity.state != "dropping":
         return result, []

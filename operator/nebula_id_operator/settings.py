@@ -42,7 +42,8 @@ class OperatorSettings:
     """Who this replica is in the leader election (the pod name in a cluster)."""
     leader_ttl_seconds: int = 5
     """TTL of the leader's etcd lease; a dead leader is replaced after about this long."""
-    probe_host: str = "0.0.0.0"
+    # Bandit B104 accepted: the kubelet's probes reach the pod IP; this server answers health only.
+    probe_host: str = "0.0.0.0"  # nosec B104
     """Address of the /healthz, /readyz and /metrics server."""
     probe_port: int = 8081
     """Port of the /healthz, /readyz and /metrics server (0: do not serve)."""
@@ -57,9 +58,12 @@ class OperatorSettings:
     """Upper bound of one database call (provisioning, health check)."""
     pod_name: str | None = None
     pod_namespace: str | None = None
+    etcd_pool_users: bool = False
+    """Give each pool its own etcd user, role and Secret (needs etcd's root role)."""
     webhook_enabled: bool = False
     """Serve the sidecar injection webhook (see `nebula_id_operator.webhook`)."""
-    webhook_host: str = "0.0.0.0"
+    # Bandit B104 accepted: the API server calls the webhook through a Service, on the pod IP.
+    webhook_host: str = "0.0.0.0"  # nosec B104
     webhook_port: int = 9443
 
     def __post_init__(self) -> None:
@@ -120,6 +124,7 @@ _OPERATOR_FIELDS: dict[str, Callable[[str], Any]] = {
     "pod_name": _text,
     "pod_namespace": _text,
     "operator_webhook_enabled": _bool,
+    "operator_etcd_pool_users": _bool,
     "operator_webhook_host": _text,
     "operator_webhook_port": int,
 }
@@ -146,6 +151,7 @@ _RENAMES = {
     "pod_name": "pod_name",
     "pod_namespace": "pod_namespace",
     "operator_webhook_enabled": "webhook_enabled",
+    "operator_etcd_pool_users": "etcd_pool_users",
     "operator_webhook_host": "webhook_host",
     "operator_webhook_port": "webhook_port",
 }

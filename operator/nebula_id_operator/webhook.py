@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import threading
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -66,16 +67,26 @@ def injection_settings_from_env(
     return injection.InjectionSettings(
         image=get("IMAGE") or defaults.image,
         image_pull_policy=get("IMAGE_PULL_POLICY") or defaults.image_pull_policy,
+        image_allowlist=tuple(
+            p.strip() for p in (get("IMAGE_ALLOWLIST") or "").split(",") if p.strip()
+        ),
         etcd_endpoints=tuple(e.strip() for e in endpoints.split(",") if e.strip()),
         etcd_prefix=get("ETCD_PREFIX") or env.get("NEBULA_ETCD_PREFIX") or defaults.etcd_prefix,
         etcd_tls_secret=get("ETCD_TLS_SECRET"),
         etcd_auth_secret=get("ETCD_AUTH_SECRET"),
+        etcd_pool_users=_truthy(env.get("NEBULA_OPERATOR_ETCD_POOL_USERS", "")),
         datacenter=get("DATACENTER") or env.get("NEBULA_DATACENTER") or None,
         resources=parsed_resources,
         listen_host=get("LISTEN_HOST") or defaults.listen_host,
+        probe_port=int(get("PROBE_PORT") or defaults.probe_port),
+        probe_metrics=_truthy(get("PROBE_METRICS") or ""),
         log_level=get("LOG_LEVEL") or defaults.log_level,
         log_format=get("LOG_FORMAT") or defaults.log_format,
     )
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 class OperatorView(Protocol):
@@ -191,6 +202,13 @@ def configure(
     settings.admission.managed = None
 
 
+def kopf_identity(name: str) -> Any:
+    """kopf's peering identity, given explicitly: kopf's default asks
+    `getpass.getuser()`, which raises for a uid without a passwd entry -- and the
+    images run as 65532, which has none."""
+    return name
+
+
 async def run(
     op_settings: OperatorView,
     *,
@@ -222,6 +240,7 @@ async def run(
         settings=settings,
         standalone=True,
         clusterwide=True,
+        identity=kopf_identity(f"webhook@{socket.gethostname()}"),
         stop_flag=stop_flag,
         ready_flag=ready_flag,
     )

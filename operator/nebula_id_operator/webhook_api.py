@@ -72,14 +72,35 @@ class KubeApi:
         return dict(secret.data or {}), str(secret.metadata.resource_version)
 
     async def write_secret(
-        self, namespace: str, name: str, data: Mapping[str, str], resource_version: str | None
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        resource_version: str | None,
+        *,
+        owner_configuration: str | None = None,
     ) -> bool:
-        """Create, or replace at `resource_version`; False when another writer won the race."""
+        """Create, or replace at `resource_version`; False when another writer won the race.
+
+        With `owner_configuration`, the Secret is owned by that
+        MutatingWebhookConfiguration (when it exists): the Secret is not part of
+        the Helm release, and this way the garbage collector removes it when
+        `helm uninstall` removes the configuration.
+        """
+        metadata: dict[str, Any] = {
+            "name": name,
+            "labels": {"app.kubernetes.io/part-of": "nebula-id"},
+        }
+        owner = (
+            await self._configuration_owner(owner_configuration) if owner_configuration else None
+        )
+        if owner is not None:
+            metadata["ownerReferences"] = [owner]
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "nebula-id"}},
+            "metadata": metadata,
             "data": dict(data),
         }
         try:
@@ -93,6 +114,25 @@ class KubeApi:
                 return False
             raise errors.CoordinationError(f"writing Secret {namespace}/{name}: {e}") from e
         return True
+
+    async def _configuration_owner(self, configuration: str) -> dict[str, Any] | None:
+        """An owner reference to the MutatingWebhookConfiguration, or None if it is absent."""
+        try:
+            mwc = await asyncio.to_thread(
+                self._admission.read_mutating_webhook_configuration, configuration
+            )
+        except Exception as e:
+            if self._status(e) == 404:
+                return None
+            raise errors.CoordinationError(
+                f"reading webhook configuration {configuration}: {e}"
+            ) from e
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "name": configuration,
+            "uid": str(mwc.metadata.uid),
+        }
 
     async def set_ca_bundle(self, configuration: str, ca_bundle: bytes) -> bool:
         """Put `ca_bundle` into every webhook of the configuration; False if it does not exist."""

@@ -37,7 +37,8 @@ class WebhookSettings:
     """How the operator serves the webhook and keeps its certificate."""
 
     enabled: bool = True
-    listen_address: str = "0.0.0.0"
+    # Bandit B104 accepted: the API server reaches the pod IP
+    listen_address: str = "0.0.0.0"  # nosec B104
     port: int = 9443
     namespace: str = "nebula-id"
     """The operator's namespace: where the certificate Secret and the Service live."""
@@ -132,7 +133,11 @@ class CertKeeper:
                 break
             version = stored[1] if stored else None
             if await self.api.write_secret(
-                s.namespace, s.secret_name, material.to_secret_data(), version
+                s.namespace,
+                s.secret_name,
+                material.to_secret_data(),
+                version,
+                owner_configuration=s.configuration_name,
             ):
                 logger.info(
                     "Issued a webhook certificate valid until %s",

@@ -93,12 +93,16 @@ def annotation_value(config: pools.PoolConfig, claim: Claim) -> str:
 def desired_annotations(
     config: pools.PoolConfig, claims: Iterable[Claim], *, pool_namespace: str
 ) -> dict[PodRef, str]:
-    """The worker-id annotation each claiming pod should carry."""
+    """The worker-id annotation each claiming pod should carry.
+
+    Only pods in the pool's own namespace: a claim is written by a sidecar, and a
+    sidecar must not get the operator to annotate pods of another namespace.
+    """
     wanted: dict[PodRef, str] = {}
     for claim in sorted(claims, key=lambda c: (c.datacenter_id, c.worker)):
-        if claim.pod is None:
+        if claim.pod is None or (claim.namespace or pool_namespace) != pool_namespace:
             continue
-        ref = (claim.namespace or pool_namespace, claim.pod)
+        ref = (pool_namespace, claim.pod)
         wanted.setdefault(ref, annotation_value(config, claim))
     return wanted
 

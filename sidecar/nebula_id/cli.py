@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = subparsers.add_parser("serve", help="run the sidecar (standalone without etcd)")
+    # No abbreviations: `--auth-api-keys KEY` must fail, not become `--auth-api-keys-file`.
+    serve = subparsers.add_parser(
+        "serve", help="run the sidecar (standalone without etcd)", allow_abbrev=False
+    )
     settings_mod.add_arguments(serve)
     serve.set_defaults(run=run_serve)
 
@@ -71,34 +74,49 @@ def run_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from nebula_id.http import app as app_mod
+    from nebula_id.http import listen
 
     app = app_mod.build_app(settings)
     context = app_mod.ssl_context(settings)
+    if context is not None:
+        from nebula_id.http import reload
+
+        app.cleanup_ctx.append(reload.watching_ctx([reload.certificate(settings, context)]))
     scheme = "https" if context else "http"
     mode = "cluster" if settings.cluster_mode else f"standalone, data dir {settings.data_dir}"
+    loop = listen.new_event_loop()
+    unix = listen.unix_listener(settings.unix_socket) if settings.unix_socket else None
     log.info(
-        "nebula-id %s starting on %s://%s:%d (%s)",
+        "nebula-id %s starting on %s://%s:%d%s%s (%s, %s)",
         __version__,
         scheme,
         settings.host,
         settings.port,
+        f" and unix:{settings.unix_socket}" if unix else "",
+        f", gRPC on port {settings.grpc_port}" if settings.grpc_port is not None else "",
         mode,
+        listen.loop_name(loop),
     )
     try:
         web.run_app(
             app,
             host=settings.host,
             port=settings.port,
+            sock=unix,
             ssl_context=context,
             access_log=None,
             print=None,
             shutdown_timeout=5.0,
+            loop=loop,
         )
     except OSError as e:
         # Binding is the only OS call run_app makes itself; adapters map their own.
         raise errors.ConfigError(
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
         ) from e
+    finally:
+        if settings.unix_socket:
+            listen.remove_socket(settings.unix_socket)
     return 0
 
 

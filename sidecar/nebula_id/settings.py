@@ -52,6 +52,12 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = pools.DEFAULT_PORT
+    unix_socket: str | None = None
+    grpc_port: int | None = None
+    # Bandit B104 accepted: health only; the ID API stays on `host`
+    probe_host: str = "0.0.0.0"  # nosec B104
+    probe_port: int | None = None
+    probe_metrics: bool = False
     pool: str | None = None
     etcd_endpoints: tuple[str, ...] = ()
     etcd_prefix: str = pool_keys.DEFAULT_PREFIX
@@ -218,6 +224,17 @@ def _int(value: Any) -> int:
         raise ValueError(f"must be an integer, got {value!r}") from e
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got {value!r}")
@@ -251,10 +268,11 @@ def _dsn_map(value: Any) -> Mapping[str, str]:
     if isinstance(value, Mapping):
         return {str(k): _text(v) for k, v in value.items()}
     result: dict[str, str] = {}
-    for part in _list(value):
+    for number, part in enumerate(_list(value), start=1):
         name, sep, dsn = part.partition("=")
         if not sep or not name.strip() or not dsn.strip():
-            raise ValueError(f"{part!r} must be written as datacenter=dsn")
+            # Never the item itself: it may hold a password.
+            raise ValueError(f"item {number} must be written as datacenter=dsn")
         result[name.strip()] = dsn.strip()
     return result
 
@@ -323,6 +341,11 @@ class Field:
 FIELDS: tuple[Field, ...] = (
     Field("host", _text, ("app.host",), "address to listen on"),
     Field("port", _int, ("app.port",), "port to listen on"),
+    Field("unix_socket", _optional_text, ("app.unix_socket",), "also serve HTTP on this socket"),
+    Field("grpc_port", _int, ("grpc.port",), "serve gRPC on this port too (host as --host)"),
+    Field("probe_host", _text, ("probe.host",), "address of the health-only probe server"),
+    Field("probe_port", _int, ("probe.port",), "serve /healthz and /readyz alone on this port"),
+    Field("probe_metrics", _bool, ("probe.metrics",), "serve /metrics on the probe port too"),
     Field("pool", _optional_text, ("app.pool",), "pool as namespace/name (cluster mode)"),
     Field("etcd_endpoints", _endpoints, ("etcd.endpoints",), "comma list; enables cluster mode"),
     Field("etcd_prefix", _text, ("etcd.prefix",), "etcd key prefix"),
@@ -402,10 +425,18 @@ IGNORED_TOML = frozenset({"app.name", "database.max_connections", "algorithm.seg
 KNOWN_SECTIONS = frozenset(path.split(".")[0] for f in FIELDS for path in f.toml)
 
 
+NO_FLAG = frozenset({"auth_api_keys", "etcd_password"})
+"""Credentials with no command-line flag: a process's arguments are visible to every
+user of the machine (ps, /proc).  They come from the environment, the config file or,
+for API keys, `auth_api_keys_file`."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting (all default to None, meaning "not given")."""
     parser.add_argument("--config", default=None, help="TOML config file (env NEBULA_CONFIG)")
     for field in FIELDS:
+        if field.name in NO_FLAG:
+            continue
         env_hint = f" (env {field.env})"
         parser.add_argument(field.flag, dest=field.name, default=None, help=field.help + env_hint)
 
@@ -474,6 +505,17 @@ def check(settings: ServeSettings) -> None:
     """Cross-field checks; each message names the settings involved."""
     if not 1 <= settings.port <= 65535:
         raise errors.ConfigError(f"port must be 1..65535, got {settings.port}")
+    if settings.grpc_port is not None and not 0 <= settings.grpc_port <= 65535:
+        raise errors.ConfigError(
+            f"grpc_port must be 0..65535 (0: any free port), got {settings.grpc_port}"
+        )
+    if settings.grpc_port is not None and settings.grpc_port == settings.port:
+        raise errors.ConfigError(f"grpc_port and port must differ, both are {settings.port}")
+    if settings.probe_port is not None:
+        if not 1 <= settings.probe_port <= 65535:
+            raise errors.ConfigError(f"probe_port must be 1..65535, got {settings.probe_port}")
+        if settings.probe_port in (settings.port, settings.grpc_port):
+            raise errors.ConfigError("probe_port must differ from port and grpc_port")
     if not 1 <= settings.max_batch_size <= 100_000:
         raise errors.ConfigError(f"max_batch_size must be 1..100000, got {settings.max_batch_size}")
     if bool(settings.tls_cert_file) != bool(settings.tls_key_file):

@@ -39,6 +39,9 @@ class SegmentSource(Protocol):
 
     def tags(self) -> list[str]: ...
 
+    def take_one(self, tag: str) -> int | None:
+        """One ID of `tag` if one is buffered (no await), else None; `UnknownTag` as below."""
+
     async def next_ids(self, tag: str, count: int) -> list[int]:
         """`count` increasing IDs of `tag`; `UnknownTag` or `SegmentExhausted` otherwise."""
 

@@ -58,7 +58,7 @@ async def test_snowflake_ids_stay_unique_and_increasing_across_many_refills(
         got = [await client.next_id() for _ in range(2_000)]
         got += await client.next_ids(1_234)
         got += [await client.next_id() for _ in range(766)]
-        assert client.requests >= 4_000 // 50
+        assert client.requests >= 4_000 // (50 * 2)  # two batches per round trip
     assert all(isinstance(v, int) and v > 0 for v in got)
     assert len(set(got)) == 4_000
     assert strictly_increasing(got)
@@ -197,8 +197,9 @@ async def test_a_failed_prefetch_keeps_the_buffer_and_the_empty_buffer_raises(
     make_client: MakeClient,
 ) -> None:
     clock = FakeClock()  # frozen: the token bucket never refills
-    server = await make_client(clock=clock, rate_limit_rps="1", rate_limit_burst="1")
-    client = IdClient(base_of(server), batch_size=10, low_water=0.5)
+    # One batch of 10 IDs empties the bucket (the limit charges one token per ID).
+    server = await make_client(clock=clock, rate_limit_rps="10", rate_limit_burst="10")
+    client = IdClient(base_of(server), batch_size=10, low_water=0.5, pipeline=1)
     try:
         got = [await client.next_id() for _ in range(6)]  # below 5 left: prefetch, refused
         for _ in range(1000):  # up to 5 s on a busy machine
@@ -212,12 +213,39 @@ async def test_a_failed_prefetch_keeps_the_buffer_and_the_empty_buffer_raises(
             await client.next_id()
         assert refused.value.retry_after == 1.0
         assert client.requests == 3  # the empty buffer asked again, in the foreground
-        clock.advance(1.0)  # one token back (and within the 2 s the mark is ahead)
+        clock.advance(1.0)  # a batch's tokens back (and within the 2 s the mark is ahead)
         got.append(await client.next_id())  # errors are not sticky
         assert len(set(got)) == 11
         assert strictly_increasing(got)
     finally:
         await client.close()
+
+
+async def test_one_fetch_pipelines_batches_in_order_and_keeps_those_before_a_refusal(
+    make_client: MakeClient,
+) -> None:
+    clock = FakeClock()  # frozen: the token bucket never refills
+    # Room for three batches of 10 IDs (one token per ID).
+    server = await make_client(clock=clock, rate_limit_rps="10", rate_limit_burst="30")
+    async with IdClient(base_of(server), batch_size=10, low_water=0.0, pipeline=2) as client:
+        # Trip 1 brings batches 1 and 2; trip 2 brings batch 3 and a 429, and
+        # batch 3 still serves; trip 3 gets two 429s.
+        got = await client.next_ids(30)
+        assert client.requests == 2
+        with pytest.raises(errors.RateLimited):
+            await client.next_id()
+        assert client.requests == 3
+    assert len(got) == 30
+    assert strictly_increasing(got)
+
+
+async def test_the_unix_socket_and_pipeline_settings_are_checked() -> None:
+    with pytest.raises(errors.InvalidArgument, match="pipeline must be from 1 to 8"):
+        IdClient(pipeline=0)
+    with pytest.raises(errors.InvalidArgument, match="unix:///absolute/path"):
+        IdClient("unix://relative.sock")
+    with pytest.raises(errors.InvalidArgument, match="must be http://, https:// or unix://"):
+        IdClient("ftp://127.0.0.1")
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -259,7 +287,7 @@ async def test_clock_moved_backward_is_raised_then_serving_resumes(
 ) -> None:
     clock = FakeClock(wall_ms=1_800_000_000_000)
     server = await make_client(clock=clock)
-    async with IdClient(base_of(server), batch_size=10, low_water=0.0) as client:
+    async with IdClient(base_of(server), batch_size=10, low_water=0.0, pipeline=1) as client:
         before = await client.next_ids(10)
         clock.set_wall_ms(clock.wall_ms() - 50)
         with pytest.raises(errors.ClockMovedBackward) as refused:
@@ -282,7 +310,7 @@ async def test_connection_refused_is_unavailable_naming_the_address() -> None:
             client.take()
     assert isinstance(refused.value, errors.Unavailable)
     assert refused.value.reason == "not_ready"
-    assert isinstance(refused.value.__cause__, aiohttp.ClientError)
+    assert isinstance(refused.value.__cause__, ConnectionRefusedError)
 
 
 @pytest.mark.parametrize(
@@ -385,7 +413,7 @@ async def test_close_cancels_the_fetch_in_flight_and_the_waiters_get_client_clos
     await client.close()  # twice is fine
 
 
-async def test_context_manager_closes_its_own_session_and_cancels_the_prefetch(
+async def test_context_manager_closes_its_own_connection_and_cancels_the_prefetch(
     make_client: MakeClient,
 ) -> None:
     server = await make_client()
@@ -394,12 +422,13 @@ async def test_context_manager_closes_its_own_session_and_cancels_the_prefetch(
         while client.buffered >= 10:
             client.take()
         assert len(prefetch_tasks()) == 1  # started, not yet answered
-        session = client._session
+        connection = client._connection
+        assert connection is not None
+        assert connection.is_open
     assert prefetch_tasks() == []
     assert client.closed
     assert client.buffered == 0
-    assert session is not None
-    assert session.closed
+    assert not connection.is_open
 
 
 async def test_a_caller_cancelled_while_waiting_does_not_cancel_the_shared_fetch(

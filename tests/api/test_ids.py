@@ -109,6 +109,24 @@ async def test_text_plain_is_one_id_per_line(make_client: MakeClient) -> None:
     assert UUID_RE.match((await single.text()).strip())
 
 
+async def test_octet_stream_batches_are_big_endian_int64s(make_client: MakeClient) -> None:
+    client = await make_client(tags="orders:100")
+    binary = {"Accept": "application/octet-stream"}
+    for path in ("/v1/ids/snowflake?count=7", "/v1/ids/segment/orders?count=7"):
+        response = await client.get(path, headers=binary)
+        assert response.status == 200
+        assert response.content_type == "application/octet-stream"
+        body = await response.read()
+        assert len(body) == 7 * 8
+        values = [int.from_bytes(body[i : i + 8], "big", signed=True) for i in range(0, 56, 8)]
+        assert all(0 < a < b for a, b in itertools.pairwise(values))
+    # Anything else keeps the JSON answer, and UUIDs never come as bytes.
+    mixed = await client.get("/v1/ids?count=2", headers={"Accept": "application/octet-stream, */*"})
+    assert len((await mixed.json())["ids"]) == 2
+    uuids = await client.get("/v1/ids/uuid7?count=2", headers=binary)
+    assert len((await uuids.json())["ids"]) == 2
+
+
 async def test_info_reports_pool_layout_node_and_sources(make_client: MakeClient) -> None:
     client = await make_client(worker_id="4", tags="orders:10")
     await client.get("/v1/ids/segment/orders")

@@ -211,6 +211,8 @@ def test_tls_and_api_key(sidecars: list[Sidecar], tmp_path: pathlib.Path) -> Non
     cert, key = ca.issue("localhost", ip_addresses=("127.0.0.1",), server=True).write(
         tmp_path, "server"
     )
+    keys_file = tmp_path / "api-keys"
+    keys_file.write_text("s3cret\n")
     sidecar = Sidecar(
         tmp_path / "data",
         tmp_path / "tls.log",
@@ -218,8 +220,8 @@ def test_tls_and_api_key(sidecars: list[Sidecar], tmp_path: pathlib.Path) -> Non
         str(cert),
         "--tls-key-file",
         str(key),
-        "--auth-api-keys",
-        "s3cret",
+        "--auth-api-keys-file",
+        str(keys_file),
     )
     sidecars.append(sidecar)
     sidecar.base = f"https://127.0.0.1:{sidecar.port}"

@@ -30,7 +30,9 @@ CRD_NAME = "nebulaidpools.nebula-id.io"
 
 
 def helm(helm_bin: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return run_cli([helm_bin, *args], check=check)
+    # The test etcd is plain http://, which this chart refuses by default.
+    insecure = ["--set", "etcd.allowInsecure=true"] if str(CHART) in args else []
+    return run_cli([helm_bin, *args, *insecure], check=check)
 
 
 def render(helm_bin: str, *values: str, namespace: str = "ids") -> list[dict[str, Any]]:

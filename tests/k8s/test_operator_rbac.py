@@ -4,7 +4,9 @@ The operator runs as a ServiceAccount bound only to what `helm template` renders
 from `templates/rbac.yaml` (namespaced variant), with a real token from the
 TokenRequest API.  It must still bring a segment pool to Ready (reading its
 Secret), annotate a claiming pod and post events; and the account must not be
-able to list Secrets or touch anything else.
+able to list Secrets or touch anything else.  The chart's ValidatingAdmissionPolicy
+(`templates/rbac-policy.yaml`) narrows its pod `patch` to the worker-id
+annotation, and its aggregated ClusterRoles give `view`/`edit` rights on pools.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import subprocess
 import textwrap
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +43,23 @@ def render_rbac(helm_bin: str) -> str:
             helm_bin, "template", "rbac", str(ROOT / "helm" / "nebula-id"),
             "--namespace", RELEASE_NAMESPACE,
             "--set", "etcd.endpoints[0]=http://127.0.0.1:2379",
+            "--set", "etcd.allowInsecure=true",
             "--set", f"watchNamespaces[0]={NAMESPACE}",
             "--show-only", "templates/rbac.yaml",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return proc.stdout
+
+
+def render_policy(helm_bin: str) -> str:
+    proc = subprocess.run(
+        [
+            helm_bin, "template", "rbac", str(ROOT / "helm" / "nebula-id"),
+            "--namespace", RELEASE_NAMESPACE,
+            "--set", "etcd.endpoints[0]=http://127.0.0.1:2379",
+            "--set", "etcd.allowInsecure=true",
+            "--show-only", "templates/rbac-policy.yaml",
         ],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
@@ -67,6 +87,14 @@ def restricted_kubeconfig(
     kinds = [doc["kind"] for doc in yaml.safe_load_all(rendered) if doc]
     assert kinds == ["Role", "RoleBinding"]
     control_plane.kubectl("apply", "-f", "-", input=rendered)
+    policy = [doc for doc in yaml.safe_load_all(render_policy(helm_bin)) if doc]
+    assert sorted(doc["kind"] for doc in policy) == [
+        "ClusterRole",
+        "ClusterRole",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(policy))
     token = control_plane.kubectl(
         "create", "token", ACCOUNT, "-n", RELEASE_NAMESPACE, "--duration=1h"
     ).stdout.strip()
@@ -92,6 +120,9 @@ def test_the_account_gets_only_what_the_operator_needs(
     assert not can_i(control_plane, "get", "pods", "-n", NAMESPACE)
     assert not can_i(control_plane, "delete", "nebulaidpools.nebula-id.io", "-n", NAMESPACE)
     assert not can_i(control_plane, "get", "secrets", "-n", "default")
+    assert not can_i(control_plane, "create", "secrets", "-n", NAMESPACE)
+    assert not can_i(control_plane, "patch", "pods", "-n", "default")
+    assert not can_i(control_plane, "patch", "pods", "--subresource=status", "-n", NAMESPACE)
     assert not can_i(control_plane, "list", "nebulaidpools.nebula-id.io", "--all-namespaces")
 
 
@@ -180,3 +211,96 @@ def test_restricted_operator_reconciles_a_segment_pool(
     )  # fmt: skip
     assert "Ready" in {event["reason"] for event in events["items"]}
     assert "forbidden" not in operator.log_path.read_text().lower()
+
+
+def test_the_operator_account_may_change_only_the_worker_annotation_of_a_pod(
+    control_plane: ControlPlane, operator: helpers.Operator, restricted_kubeconfig: Path
+) -> None:
+    control_plane.kubectl(
+        "run", "guarded", "-n", NAMESPACE, "--image=registry.invalid/app:1", "--restart=Never"
+    )
+
+    config = yaml.safe_load(restricted_kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    context = ssl.create_default_context(
+        cadata=base64.b64decode(cluster["certificate-authority-data"]).decode()
+    )
+    token = config["users"][0]["user"]["token"]
+
+    def patch(body: dict[str, object]) -> tuple[int, str]:
+        """A merge patch as the operator sends it: no GET first (the account may not get pods)."""
+        request = urllib.request.Request(
+            f"{cluster['server']}/api/v1/namespaces/{NAMESPACE}/pods/guarded",
+            data=json.dumps(body).encode(),
+            method="PATCH",
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "application/merge-patch+json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def label_denied() -> str | None:
+        code, text = patch({"metadata": {"labels": {"app": "payments"}}})
+        return text if code == 403 and "ValidatingAdmissionPolicy" in text else None
+
+    denied = helpers.eventually(label_denied, timeout=20, what="the policy to deny a label change")
+    assert "may not change a pod's labels" in denied
+    code, text = patch({"spec": {"containers": [{"name": "guarded", "image": "evil.invalid/x:1"}]}})
+    assert code == 403
+    assert "may not change a pod's spec" in text
+    code, text = patch({"metadata": {"annotations": {"prometheus.io/scrape": "true"}}})
+    assert code == 403
+    assert "only the nebula-id.io/worker-id annotation" in text
+    code, text = patch({"metadata": {"annotations": {"nebula-id.io/worker-id": "dc-a/9"}}})
+    assert code == 200, text
+    pod = helpers.get_json(control_plane, "pod", "guarded", "-n", NAMESPACE)
+    assert pod["metadata"]["annotations"]["nebula-id.io/worker-id"] == "dc-a/9"
+    assert "app" not in (pod["metadata"].get("labels") or {})
+    # Others (here the admin) are not bound by the policy.
+    control_plane.kubectl("label", "pod", "guarded", "-n", NAMESPACE, "team=ids")
+
+
+def test_view_and_edit_roles_for_pools_aggregate_into_the_default_roles(
+    control_plane: ControlPlane, restricted_kubeconfig: Path
+) -> None:
+    roles = {
+        role["metadata"]["name"]: role
+        for role in helpers.get_json(control_plane, "clusterroles")["items"]
+        if role["metadata"]["name"] in ("rbac-nebula-id-view", "rbac-nebula-id-edit")
+    }
+    view, edit = roles["rbac-nebula-id-view"], roles["rbac-nebula-id-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    # Bound directly (no controller-manager aggregates here), each grants what it says.
+    for user, role in (
+        ("pool-reader", "rbac-nebula-id-view"),
+        ("pool-editor", "rbac-nebula-id-edit"),
+    ):
+        control_plane.kubectl(
+            "create", "rolebinding", user, "-n", NAMESPACE,
+            f"--clusterrole={role}", f"--user={user}", check=False,
+        )  # fmt: skip
+
+    def can(user: str, *args: str) -> bool:
+        proc = control_plane.kubectl(
+            "auth", "can-i", *args, "-n", NAMESPACE, f"--as={user}", check=False
+        )
+        return proc.stdout.strip() == "yes"
+
+    helpers.eventually(
+        lambda: can("pool-reader", "list", "nebulaidpools.nebula-id.io"),
+        timeout=10,
+        what="view binding",
+    )
+    assert can("pool-reader", "get", "nebulaidpools.nebula-id.io", "--subresource=status")
+    assert not can("pool-reader", "create", "nebulaidpools.nebula-id.io")
+    assert can("pool-editor", "create", "nebulaidpools.nebula-id.io")
+    assert can("pool-editor", "delete", "nebulaidpools.nebula-id.io")
+    assert not can("pool-editor", "patch", "nebulaidpools.nebula-id.io", "--subresource=status")
+    assert not can("pool-editor", "get", "secrets")

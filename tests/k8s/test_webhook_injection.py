@@ -64,7 +64,7 @@ def render_chart(helm_bin: str, *values: str) -> list[dict[str, Any]]:
     from tests.support.controlplane import run_cli
 
     argv = [helm_bin, "template", "nebula-id", str(CHART), "-n", RELEASE_NAMESPACE]
-    argv += ["--kube-version", "1.34.0", "--include-crds"]
+    argv += ["--kube-version", "1.34.0", "--include-crds", "--set", "etcd.allowInsecure=true"]
     for value in values:
         argv += ["--set", value]
     rendered = run_cli(argv).stdout
@@ -245,10 +245,12 @@ def test_a_labelled_pod_gets_exactly_the_built_sidecar(
         assert is_subset(dict(volume), volumes[volume["name"]])
     env = {e["name"]: e for e in init[0]["env"]}
     assert env["NEBULA_POOL"]["value"] == f"{namespace}/ids"
-    assert env["NEBULA_AUTH_API_KEYS"]["valueFrom"]["secretKeyRef"] == {
-        "name": "api-keys",
-        "key": "api-keys",
-    }
+    # API keys arrive as a mounted file (reloaded on rotation), not as a variable.
+    assert "NEBULA_AUTH_API_KEYS" not in env
+    assert volumes[injection.AUTH_VOLUME]["secret"]["secretName"] == "api-keys"
+    assert volumes[injection.AUTH_VOLUME]["secret"]["items"] == [
+        {"key": "api-keys", "path": injection.AUTH_FILE}
+    ]
     assert [c["name"] for c in pod["spec"]["containers"]] == ["app"]
 
 

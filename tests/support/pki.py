@@ -49,7 +49,9 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    # An empty common name gives an empty subject: etcd's JSON gateway refuses a
+    # client certificate with a CN once auth is enabled (the CN would be ignored).
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
     if organization:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
     return x509.Name(attrs)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from nebula_id import errors
 from nebula_id.core import layout as layouts
-from nebula_id.core.layout import SnowflakeLayout
+from nebula_id.core.layout import MAX_TIMESTAMP_MS, SnowflakeLayout
 
 DEFAULT_EPOCH_MS = 1_704_067_200_000
 
@@ -162,7 +162,10 @@ def layouts_and_parts(draw: st.DrawFn) -> tuple[SnowflakeLayout, int, int, int, 
         sequence_bits=sequence_bits,
         epoch_ms=epoch_ms,
     )
-    timestamp_ms = epoch_ms + draw(st.integers(0, layout.max_timestamp))
+    # Up to year 9999: no clock issues later IDs, and parse refuses them.
+    timestamp_ms = epoch_ms + draw(
+        st.integers(0, min(layout.max_timestamp, MAX_TIMESTAMP_MS - epoch_ms))
+    )
     datacenter = draw(st.integers(0, layout.max_datacenter))
     worker = draw(st.integers(0, layout.max_worker))
     sequence = draw(st.integers(0, layout.max_sequence))
@@ -192,6 +195,11 @@ def test_parse_then_compose_round_trips(
     case: tuple[SnowflakeLayout, int, int, int, int], value: int
 ) -> None:
     layout = case[0]
+    if (value >> layout.timestamp_shift) + layout.epoch_ms > MAX_TIMESTAMP_MS:
+        # A wide timestamp field reaches past year 9999: refused, never a crash.
+        with pytest.raises(errors.InvalidLayout, match="9999"):
+            layout.parse(value)
+        return
     parsed = layout.parse(value)
     assert (
         layout.compose(
@@ -221,3 +229,13 @@ def test_later_timestamps_give_larger_ids(
         timestamp_ms=other_ts, datacenter=other_dc, worker=other_worker, sequence=other_seq
     )
     assert (first < second) == (ts < other_ts)
+
+
+def test_the_largest_parsable_id_parses_and_the_next_does_not() -> None:
+    wide = SnowflakeLayout(timestamp_bits=50, datacenter_bits=1, worker_bits=1, sequence_bits=11)
+    largest = wide.largest_parsable_id
+    assert largest < (1 << 63) - 1
+    assert wide.parse(largest).timestamp_ms <= MAX_TIMESTAMP_MS
+    with pytest.raises(errors.InvalidLayout):
+        wide.parse(largest + 1)
+    assert SnowflakeLayout().largest_parsable_id == (1 << 63) - 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from nebula_id.core import keys as pool_keys
@@ -56,6 +57,12 @@ def test_annotation_plan_sets_changes_and_clears() -> None:
         ("ns", "gone"): None,
     }
     assert workers.annotation_changes(wanted, wanted) == {}
+
+
+def test_claims_naming_another_namespace_annotate_nothing() -> None:
+    foreign = dataclasses.replace(claim(1, 5, "victim"), namespace="kube-system")
+    wanted = workers.desired_annotations(CONFIG, [foreign, claim(1, 3, "a")], pool_namespace="ns")
+    assert wanted == {("ns", "a"): "dc-a/3"}
 
 
 def test_stale_claims_are_those_without_a_live_lease() -> None:

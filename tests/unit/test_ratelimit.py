@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nebula_id.clock import FakeClock
+from nebula_id.core import ratelimit
 from nebula_id.core.ratelimit import TokenBucket
 
 
@@ -50,3 +51,16 @@ def test_wall_clock_jump_does_not_refill() -> None:
 def test_rejects_nonsense(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="must be"):
         TokenBucket(rate=rate, burst=burst, clock=FakeClock())
+
+
+def test_buckets_are_per_caller_and_bounded() -> None:
+    clock = FakeClock()
+    buckets = ratelimit.Buckets(rate=1.0, burst=3, clock=clock, max_callers=2)
+    assert buckets.bucket("a").try_take(3) == 0.0
+    assert buckets.bucket("a").try_take(1) > 0
+    assert buckets.bucket("b").try_take(3) == 0.0  # b is not charged for a
+    assert buckets.bucket("a").remaining == 0
+    buckets.bucket("c")  # evicts the least recently used: b
+    assert len(buckets) == 2
+    assert buckets.bucket("a").remaining == 0  # a was kept
+    assert buckets.bucket("b").remaining == 3  # b starts over

@@ -213,6 +213,26 @@ async def test_serves_increasing_ids_from_loaded_ranges(clock: FakeClock) -> Non
     await alloc.close()
 
 
+async def test_take_one_serves_the_buffer_without_awaiting_and_prefetches(
+    clock: FakeClock,
+) -> None:
+    store = MemoryStore()
+    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    assert alloc.take_one("order") is None  # nothing loaded yet: await next_ids instead
+    await alloc.start()
+    taken = [alloc.take_one("order") for _ in range(5)]
+    assert taken == [0, 1, 2, 3, 4]
+    assert (await alloc.next_ids("order", 1)) == [5]  # the same sequence either way
+    await settle()
+    assert len(store.calls) == 2  # past 10 %: the next range was asked for
+    rest = [alloc.take_one("order") for _ in range(14)]
+    assert rest == [*range(6, 10), *range(10, 20)]
+    assert alloc.take_one("order") is None  # both ranges used up, the third not loaded
+    with pytest.raises(errors.UnknownTag):
+        alloc.take_one("nope")
+    await alloc.close()
+
+
 async def test_unknown_tag_and_bad_count(clock: FakeClock) -> None:
     alloc = allocator(MemoryStore(), clock)
     await alloc.start()

@@ -68,3 +68,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "nebula-id.sidecarEtcdEndpoints" -}}
 {{- join "," (default .Values.etcd.endpoints .Values.etcd.sidecar.endpoints) }}
 {{- end }}
+
+{{/*
+Refuse an etcd that anyone on the network could rewrite: every endpoint must be
+https:// and the operator must log in with a user, unless etcd.allowInsecure.
+*/}}
+{{- define "nebula-id.etcdGuard" -}}
+{{- if not .Values.etcd.allowInsecure }}
+{{- $problems := list }}
+{{- range $e := concat .Values.etcd.endpoints .Values.etcd.sidecar.endpoints }}
+{{- if not (hasPrefix "https://" $e) }}
+{{- $problems = append $problems (printf "endpoint %s is not https://" $e) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.etcd.auth.secretName }}
+{{- $problems = append $problems "etcd.auth.secretName is empty (no etcd user)" }}
+{{- end }}
+{{- if $problems }}
+{{- fail (printf "refusing a plaintext or unauthenticated etcd: %s. Use https:// endpoints with etcd.tls and etcd.auth, or set etcd.allowInsecure=true on purpose (anyone who reaches etcd can then rewrite every pool)." (join "; " $problems)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Per-pool etcd users: on when asked for and the operator logs in to etcd at all. */}}
+{{- define "nebula-id.poolUsers" -}}
+{{- if and .Values.etcd.poolUsers .Values.etcd.auth.secretName }}true{{ end }}
+{{- end }}

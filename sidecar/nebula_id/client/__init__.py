@@ -5,11 +5,22 @@
     async with IdClient("http://127.0.0.1:8080", algorithm="snowflake") as ids:
         order_id = await ids.next_id()
 
-`buffered` holds the client, `answers` reads the sidecar's answers back into
-IDs or `nebula_id.errors` exceptions.
+`buffered` holds the asyncio client and `threaded` the one for threads
+(`SyncIdClient`, same prefetch); `wire` is their HTTP/1.1 connection, and
+`answers` reads the sidecar's answers back into IDs or `nebula_id.errors`
+exceptions.
 """
 
 from nebula_id.client.answers import BadAnswer, SidecarUnreachable
 from nebula_id.client.buffered import BufferEmpty, ClientClosed, Id, IdClient
+from nebula_id.client.threaded import SyncIdClient
 
-__all__ = ["BadAnswer", "BufferEmpty", "ClientClosed", "Id", "IdClient", "SidecarUnreachable"]
+__all__ = [
+    "BadAnswer",
+    "BufferEmpty",
+    "ClientClosed",
+    "Id",
+    "IdClient",
+    "SidecarUnreachable",
+    "SyncIdClient",
+]

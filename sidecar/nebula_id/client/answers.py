@@ -9,8 +9,10 @@ Pure: bytes in, values or exceptions out, no I/O.
 
 from __future__ import annotations
 
+import array
 import json
 import re
+import sys
 from typing import Any
 
 from nebula_id import errors
@@ -55,6 +57,16 @@ def ids_from(body: bytes, *, numeric: bool) -> list[int] | list[str]:
         return values
     except (ValueError, TypeError, KeyError) as e:
         raise BadAnswer(f"the answer is not a batch of IDs ({e}): {_snippet(body)}") from e
+
+
+def ids_from_binary(body: bytes) -> list[int]:
+    """The IDs of an ``application/octet-stream`` batch: big-endian int64s."""
+    if len(body) % 8:
+        raise BadAnswer(f"a binary batch of {len(body)} bytes is not a whole number of IDs")
+    values = array.array("q", body)
+    if sys.byteorder == "little":
+        values.byteswap()
+    return values.tolist()
 
 
 def error_from(

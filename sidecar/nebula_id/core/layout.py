@@ -32,6 +32,10 @@ def parse_epoch(text: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z, the last moment `format_epoch` can write."""
+
+
 def format_epoch(epoch_ms: int) -> str:
     moment = dt.datetime.fromtimestamp(epoch_ms / 1000, tz=dt.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -167,13 +171,29 @@ class SnowflakeLayout:
         """Split an ID into its parts; raises `InvalidLayout` for a negative or oversize ID."""
         if not 0 <= value < (1 << ID_BITS):
             raise errors.InvalidLayout(f"{value} is not a 63-bit Snowflake ID")
+        timestamp_ms = (value >> self.timestamp_shift) + self.epoch_ms
+        if timestamp_ms > MAX_TIMESTAMP_MS:
+            # A wide timestamp field reaches past what a date can say; no clock
+            # ever issued such an ID.
+            raise errors.InvalidLayout(
+                f"{value} would carry a timestamp after the year 9999; "
+                "it is not an ID of this layout"
+            )
         return ParsedId(
             id=value,
-            timestamp_ms=(value >> self.timestamp_shift) + self.epoch_ms,
+            timestamp_ms=timestamp_ms,
             datacenter=(value >> self.datacenter_shift) & self.max_datacenter,
             worker=(value >> self.worker_shift) & self.max_worker,
             sequence=value & self.max_sequence,
         )
+
+    @property
+    def largest_parsable_id(self) -> int:
+        """The largest ID `parse` accepts: 63 bits, and a timestamp no later than year 9999."""
+        last_ms = MAX_TIMESTAMP_MS - self.epoch_ms
+        if last_ms < 0:
+            return -1
+        return min((1 << ID_BITS) - 1, ((last_ms + 1) << self.timestamp_shift) - 1)
 
     def parse_text(self, text: str) -> ParsedId:
         """Parse a decimal ID as given in a URL or on the command line."""

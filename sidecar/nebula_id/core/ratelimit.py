@@ -45,3 +45,41 @@ class TokenBucket:
             self._tokens -= tokens
             return 0.0
         return (tokens - self._tokens) / self._rate
+
+    @property
+    def remaining(self) -> int:
+        """Whole tokens left after the last `try_take` (not refilled since)."""
+        return int(self._tokens)
+
+    @property
+    def full_in(self) -> float:
+        """Seconds until the bucket is full again, from the last `try_take`."""
+        return (self._burst - self._tokens) / self._rate
+
+
+class Buckets:
+    """One `TokenBucket` per caller (an API key, or a peer), at most `max_callers` kept.
+
+    The least recently used bucket goes first when the table is full; a caller
+    that comes back then starts from a full bucket, which costs at most one
+    burst, and the table cannot grow without bound.
+    """
+
+    __slots__ = ("_buckets", "_burst", "_clock", "_max", "_rate")
+
+    def __init__(self, *, rate: float, burst: int, clock: Clock, max_callers: int = 4096) -> None:
+        TokenBucket(rate=rate, burst=burst, clock=clock)  # validates rate and burst
+        self._rate, self._burst, self._clock, self._max = rate, burst, clock, max_callers
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def bucket(self, caller: str) -> TokenBucket:
+        bucket = self._buckets.pop(caller, None)
+        if bucket is None:
+            if len(self._buckets) >= self._max:
+                del self._buckets[next(iter(self._buckets))]
+            bucket = TokenBucket(rate=self._rate, burst=self._burst, clock=self._clock)
+        self._buckets[caller] = bucket  # most recently used last
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)

@@ -255,6 +255,23 @@ class SegmentAllocator:
     def tags(self) -> list[str]:
         return list(self._tags)
 
+    def take_one(self, tag: str) -> int | None:
+        """One ID of `tag` when its buffers hold one, without awaiting; else None.
+
+        The same ID `next_ids(tag, 1)` would return; None means "await
+        `next_ids`", which waits for a range.  Single-ID requests take this path.
+        """
+        state = self._tags.get(tag)
+        if state is None:
+            raise errors.UnknownTag(tag, list(self._tags))
+        buffer = state.buffer
+        ids = buffer.take(1)
+        if not ids:
+            return None
+        if buffer.should_prefetch():
+            self._start_load(state)
+        return ids[0]
+
     async def next_ids(self, tag: str, count: int) -> list[int]:
         """`count` IDs of `tag`, increasing within each range."""
         state = self._tags.get(tag)

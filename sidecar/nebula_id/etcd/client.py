@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from nebula_id import errors
+from nebula_id.core.access import Permission
 from nebula_id.etcd import values
 from nebula_id.etcd.values import (
     Compare,
@@ -51,6 +52,7 @@ __all__ = [
     "LeaseInfo",
     "LeaseNotFound",
     "Op",
+    "Permission",
     "Put",
     "RangeResult",
     "TxnResult",
@@ -368,6 +370,88 @@ class EtcdClient:
     async def leases(self, *, call_timeout: float | None = None) -> list[int]:
         payload = await self._call("/v3/lease/leases", {}, call_timeout=call_timeout)
         return [int(item["ID"]) for item in payload.get("leases", [])]
+
+    # -- auth (root only) ----------------------------------------------------------------------
+
+    async def auth_enabled(self, *, call_timeout: float | None = None) -> bool:
+        payload = await self._call("/v3/auth/status", {}, call_timeout=call_timeout)
+        return bool(payload.get("enabled", False))
+
+    async def role_add(self, name: str, *, call_timeout: float | None = None) -> bool:
+        """Create role `name`; False when it exists already."""
+        return await self._absent_ok("/v3/auth/role/add", {"name": name}, call_timeout)
+
+    async def role_delete(self, name: str, *, call_timeout: float | None = None) -> bool:
+        """Delete role `name`; False when it did not exist."""
+        return await self._absent_ok("/v3/auth/role/delete", {"role": name}, call_timeout)
+
+    async def role_permissions(
+        self, name: str, *, call_timeout: float | None = None
+    ) -> tuple[Permission, ...]:
+        payload = await self._call("/v3/auth/role/get", {"role": name}, call_timeout=call_timeout)
+        return tuple(
+            Permission(
+                kind=str(perm.get("permType", "READ")),
+                key=values.unb64(perm.get("key", "")).decode("utf-8", errors="replace"),
+                range_end=values.unb64(perm.get("range_end", "")).decode("utf-8", errors="replace"),
+            )
+            for perm in payload.get("perm", [])
+        )
+
+    async def role_grant(
+        self, name: str, permission: Permission, *, call_timeout: float | None = None
+    ) -> None:
+        perm: dict[str, Any] = {"permType": permission.kind, "key": values.b64(permission.key)}
+        if permission.range_end:
+            perm["range_end"] = values.b64(permission.range_end)
+        await self._call(
+            "/v3/auth/role/grant", {"name": name, "perm": perm}, call_timeout=call_timeout
+        )
+
+    async def role_revoke(
+        self, name: str, permission: Permission, *, call_timeout: float | None = None
+    ) -> None:
+        body: dict[str, Any] = {"role": name, "key": values.b64(permission.key)}
+        if permission.range_end:
+            body["range_end"] = values.b64(permission.range_end)
+        await self._call("/v3/auth/role/revoke", body, call_timeout=call_timeout)
+
+    async def user_add(
+        self, name: str, password: str, *, call_timeout: float | None = None
+    ) -> bool:
+        """Create user `name`; False when it exists already (its password is left alone)."""
+        body = {"name": name, "password": password}
+        return await self._absent_ok("/v3/auth/user/add", body, call_timeout)
+
+    async def user_change_password(
+        self, name: str, password: str, *, call_timeout: float | None = None
+    ) -> None:
+        await self._call(
+            "/v3/auth/user/changepw",
+            {"name": name, "password": password},
+            call_timeout=call_timeout,
+        )
+
+    async def user_grant_role(
+        self, name: str, role: str, *, call_timeout: float | None = None
+    ) -> None:
+        await self._call(
+            "/v3/auth/user/grant", {"user": name, "role": role}, call_timeout=call_timeout
+        )
+
+    async def user_delete(self, name: str, *, call_timeout: float | None = None) -> bool:
+        """Delete user `name`; False when it did not exist."""
+        return await self._absent_ok("/v3/auth/user/delete", {"name": name}, call_timeout)
+
+    async def _absent_ok(self, path: str, body: dict[str, Any], call_timeout: float | None) -> bool:
+        """Call an auth admin endpoint; False for "already exists" / "not found"."""
+        try:
+            await self._call(path, body, call_timeout=call_timeout)
+        except EtcdRequestError as e:
+            if "already exists" in e.message or "not found" in e.message:
+                return False
+            raise
+        return True
 
     # -- watch -------------------------------------------------------------------------------
 

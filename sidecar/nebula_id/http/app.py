@@ -25,7 +25,7 @@ from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
-from nebula_id.http import guards, keys, latency, metrics, routes
+from nebula_id.http import guards, keys, latency, metrics, openapi, probes, reload, routes
 from nebula_id.http import stats as stats_mod
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -48,12 +48,14 @@ def build_app(
 
     guard_middlewares: list[Middleware] = []
     api_keys = guards.load_api_keys(settings)
-    if api_keys:
-        guard_middlewares.append(guards.auth_middleware(api_keys))
+    key_check = guards.KeyCheck(api_keys) if api_keys else None
+    rate_limit: guards.RateLimit | None = None
     if settings.rate_limit_rps is not None:
         burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
+        rate_limit = guards.RateLimit(rate=settings.rate_limit_rps, burst=burst, clock=clock)
+    if key_check is not None or rate_limit is not None:
         guard_middlewares.append(
-            guards.rate_limit_middleware(rate=settings.rate_limit_rps, burst=burst, clock=clock)
+            guards.guard_middleware(key_check=key_check, rate_limit=rate_limit)
         )
     audit_logger = (
         guards.open_audit_log(
@@ -74,16 +76,36 @@ def build_app(
     app[keys.CLOCK] = clock
     app[keys.REGISTRY] = registry
     app[keys.STATS] = stats
+    metrics_handler = metrics.metrics_handler(registry)
+    with_keys = key_check is not None
+
+    async def openapi_document(request: web.Request) -> web.Response:
+        pool = request.app[keys.POOL]
+        doc = openapi.document(
+            max_batch_size=pool.sidecar.max_batch_size,
+            api_keys=with_keys,
+            largest_id=pool.layout.largest_parsable_id,
+        )
+        return web.json_response(doc, headers={"Server": stats_mod.SERVER})
+
     routes.add_routes(
         app.router,
         guard=not middlewares,
-        extra=(("/metrics", metrics.metrics_handler(registry)),),
+        extra=(("/metrics", metrics_handler), (openapi.PATH, openapi_document)),
         timed=request_latency.timed,
     )
+    probes.attach(app, settings, metrics=metrics_handler)
 
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))
     app.cleanup_ctx.append(_segments_ctx(collector))
+    if settings.grpc_port is not None:
+        # Last: it serves from the sources the contexts above opened.
+        from nebula_id.rpc import server as grpc_server
+
+        app.cleanup_ctx.append(grpc_server.serving_ctx(key_check=key_check, rate_limit=rate_limit))
+    if key_check is not None and settings.auth_api_keys_file:
+        app.cleanup_ctx.append(reload.watching_ctx([reload.api_keys(settings, key_check)]))
     if audit_logger is not None:
         logger = audit_logger
 
@@ -183,6 +205,11 @@ class SegmentsNotConfigured:
 
     def tags(self) -> list[str]:
         return list(self._tags)
+
+    def take_one(self, tag: str) -> int | None:
+        if tag not in self._tags:
+            raise errors.UnknownTag(tag, self._tags)
+        return None  # next_ids says why
 
     async def next_ids(self, tag: str, count: int) -> list[int]:
         if tag not in self._tags:

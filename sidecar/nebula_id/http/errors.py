@@ -17,9 +17,11 @@ would otherwise answer in plain text.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -60,7 +62,7 @@ def json_error(
     stats: stats_mod.RequestStats | None = None,
 ) -> web.Response:
     body = {"error": {"code": code, "reason": reason, "message": message}}
-    headers = {}
+    headers = {"Server": stats_mod.SERVER}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if stats is not None:
@@ -114,12 +116,24 @@ def _unexpected(request: web.Request) -> web.Response:
     )
 
 
-def guarded(handler: Handler) -> Handler:
-    """`handler` with our errors mapped, for an app without middlewares."""
+AnyHandler = Callable[[web.Request], web.StreamResponse | Awaitable[web.StreamResponse]]
+"""A route's handler: a coroutine function, or a plain function when it needs no I/O
+(its answer, or an awaitable of it, is returned straight away)."""
+
+
+def guarded(handler: AnyHandler) -> Handler:
+    """`handler` with our errors mapped, for an app without middlewares.
+
+    This wrapper is the one coroutine of a request in such an app: a plain
+    function handler runs inside it without a coroutine of its own.
+    """
 
     async def guarded_handler(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            answer = handler(request)
+            if not isinstance(answer, web.StreamResponse):
+                answer = await answer
+            return answer
         except errors.NebulaIdError as e:
             return error_response(e, request.app.get(keys.STATS))
         except web.HTTPException:
@@ -129,6 +143,21 @@ def guarded(handler: Handler) -> Handler:
 
     guarded_handler.__name__ = getattr(handler, "__name__", "handler")
     return guarded_handler
+
+
+def as_async(handler: AnyHandler) -> Handler:
+    """`handler` as the coroutine function aiohttp expects (the middlewares map errors)."""
+    if inspect.iscoroutinefunction(handler):
+        return handler
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        result = handler(request)
+        if not isinstance(result, web.StreamResponse):
+            result = await result
+        return result
+
+    answer.__name__ = getattr(handler, "__name__", "handler")
+    return answer
 
 
 async def not_found(request: web.Request) -> web.Response:
@@ -148,4 +177,17 @@ async def method_not_allowed(request: web.Request) -> web.Response:
         stats=request.app[keys.STATS],
     )
     response.headers["Allow"] = "GET, HEAD"
+    return response
+
+
+async def method_not_allowed_get_only(request: web.Request) -> web.Response:
+    """Any method but GET on a path that issues IDs (HEAD too: it would spend IDs)."""
+    response = json_error(
+        405,
+        "method_not_allowed",
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.path}; use GET",
+        stats=request.app[keys.STATS],
+    )
+    response.headers["Allow"] = "GET"
     return response

@@ -22,3 +22,5 @@ POOL = web.AppKey("pool", pools.PoolConfig)
 SNOWFLAKE = web.AppKey("snowflake", sources.SnowflakeSource)
 SEGMENTS = web.AppKey("segments", sources.SegmentSource)
 STATS = web.AppKey("stats", stats_mod.RequestStats)
+GRPC_PORT = web.AppKey("grpc_port", int)
+"""The port the gRPC server bound (set only when `grpc_port` is configured)."""

@@ -65,6 +65,9 @@ class StatsCollector(Collector):
 def metrics_handler(registry: CollectorRegistry) -> Handler:
     async def metrics(request: web.Request) -> web.Response:
         body = exposition.generate_latest(registry)
-        return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=body,
+            headers={"Content-Type": exposition.CONTENT_TYPE_LATEST, "Server": stats_mod.SERVER},
+        )
 
     return metrics

@@ -39,3 +39,8 @@ class RequestStats:
 
     def failed(self, status: int, code: str, reason: str) -> None:
         self.errors[(status, code, reason)] += 1
+
+
+SERVER = "nebula-id"
+"""The ``Server`` header of every answer: no versions to fingerprint (aiohttp's
+default names Python's and aiohttp's)."""

@@ -83,6 +83,7 @@ class StandaloneSegments:
         self._allocator = allocator
         self._store = store
         self.next_ids = allocator.next_ids
+        self.take_one = allocator.take_one
 
     def tags(self) -> list[str]:
         return self._allocator.tags()

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import re
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeAlias, TypeVar
@@ -51,9 +54,12 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 )
 """
 
+# Bandit B608 accepted for the queries below (marked nosec): TABLE and FIRST_COUNTER
+# are our constants, every value is a $n parameter.
+
 # Tables made before rows carried the pool's generation.
 ADD_GENERATION = (
-    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0"
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0"  # nosec B608
 )
 
 # A re-created pool (same identity, data kept) takes its old rows over: they carry the
@@ -61,18 +67,18 @@ ADD_GENERATION = (
 STAMP_GENERATION = f"""
 UPDATE {TABLE} SET generation = GREATEST(generation, $4::bigint)
  WHERE pool = $1 AND tag = $2 AND datacenter = $3
-"""
+"""  # nosec B608
 
 # Only rows of this life or earlier ones: a drop that was overtaken by a re-creation
 # (a deposed operator leader resuming) leaves the new life's rows alone.
-DROP_ROWS = f"DELETE FROM {TABLE} WHERE pool = $1 AND generation <= $2::bigint"
+DROP_ROWS = f"DELETE FROM {TABLE} WHERE pool = $1 AND generation <= $2::bigint"  # nosec B608
 
 INSERT_TAG = f"""
 INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step, generation)
 VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5, $6)
 ON CONFLICT (pool, tag, datacenter) DO NOTHING
 RETURNING tag
-"""
+"""  # nosec B608
 
 # The step is a parameter so the adaptive step needs no schema change; the
 # limit check is written as `max_id <= limit - step` so it cannot overflow.
@@ -82,7 +88,7 @@ UPDATE {TABLE}
  WHERE pool = $1 AND tag = $2 AND datacenter = $3
    AND datacenter_id = $5 AND max_id <= $6::bigint - $4::bigint
 RETURNING max_id
-"""
+"""  # nosec B608
 
 # A repair from the etcd floor: the row goes up to the floor, or is created at it.
 RAISE_ROW = f"""
@@ -91,11 +97,11 @@ VALUES ($1, $2, $3, $4, $5::bigint, 1, $6)
 ON CONFLICT (pool, tag, datacenter) DO UPDATE
    SET max_id = GREATEST(t.max_id, EXCLUDED.max_id), updated_at = now()
  WHERE t.datacenter_id = EXCLUDED.datacenter_id
-"""
+"""  # nosec B608
 
 READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
-"""
+"""  # nosec B608
 
 # A range must survive a database crash before any of its IDs is served, even
 # when the server runs with synchronous_commit=off (a popular speed-up that
@@ -141,13 +147,16 @@ class ProvisionResult:
 
 
 # Everything asyncpg or the network can throw at us; all of it becomes StorageError.
-_DB_ERRORS: tuple[type[BaseException], ...] = (
+# ValueError: a DSN asyncpg cannot parse (urllib's "Invalid IPv6 URL", a bad port).
+DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
+    ValueError,
 )
+_DB_ERRORS = DB_ERRORS
 # Errors after which a fresh connection may succeed at once.
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
@@ -160,14 +169,55 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
-def redact(dsn: str) -> str:
-    """A DSN without its password, for messages and logs."""
-    scheme, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else f"{scheme}://{user}@{host}"
+_SAFE_HOST = re.compile(r"[A-Za-z0-9._:\[\]/%-]{1,255}")
+_KEYWORD_HOST = re.compile(r"(?:^|\s)host\s*=\s*'?([^\s']+)")
+_KEYWORD_PORT = re.compile(r"(?:^|\s)port\s*=\s*'?(\d{1,5})")
+
+
+def where(dsn: str) -> str:
+    """The host (and port) of a DSN: the only part of it that messages, status and logs name.
+
+    User names, passwords, database names and query parameters (``password=``,
+    ``sslpassword=``, ``options=``) may all be secret, and a DSN that does not
+    parse may be anything, so nothing else of it is ever repeated.
+    """
+    text = dsn.strip()
+    host, port = _url_host(text) if "://" in text else _keyword_host(text)
+    if not host or not _SAFE_HOST.fullmatch(host):
+        return "the configured database"
+    if port and port.isdigit():
+        return f"{host}:{port}"
+    return host
+
+
+def _url_host(text: str) -> tuple[str | None, str | None]:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        host, port = parts.hostname, (str(parts.port) if parts.port else None)
+    except ValueError:
+        return None, None
+    if not host:  # postgresql:///db?host=/run/postgresql
+        query = urllib.parse.parse_qs(parts.query)
+        host = next(iter(query.get("host", [])), None)
+        port = port or next(iter(query.get("port", [])), None)
+    return host, port
+
+
+def _keyword_host(text: str) -> tuple[str | None, str | None]:
+    host, port = _KEYWORD_HOST.search(text), _KEYWORD_PORT.search(text)
+    return (host.group(1) if host else None), (port.group(1) if port else None)
+
+
+def failure(error: BaseException) -> str:
+    """An error's class and code, never its text: asyncpg's messages can carry the DSN."""
+    name = type(error).__name__
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(error, asyncpg.PostgresError) and isinstance(sqlstate, str):
+        return f"{name} (SQLSTATE {sqlstate})"
+    code = error.errno if isinstance(error, OSError) else None
+    if code is not None and code in errno.errorcode:
+        return f"{name} ({errno.errorcode[code]})"
+    return name
 
 
 async def _create_rows(
@@ -235,7 +285,7 @@ async def provision(
     except _DB_ERRORS as e:
         raise errors.StorageError(
             f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
-            f"at {redact(dsn)}: {type(e).__name__}: {e}"
+            f"at {where(dsn)}: {failure(e)}"
         ) from e
 
 
@@ -261,7 +311,7 @@ async def drop_rows(
                 await conn.close(timeout=settings.command_timeout_s)
     except _DB_ERRORS as e:
         raise errors.StorageError(
-            f"cannot drop the segments of {pool_ref} at {redact(dsn)}: {type(e).__name__}: {e}"
+            f"cannot drop the segments of {pool_ref} at {where(dsn)}: {failure(e)}"
         ) from e
     return int(status.split()[-1]) if status.startswith("DELETE") else 0
 
@@ -444,8 +494,8 @@ class PostgresSegmentStore:
                 break
         assert last is not None
         raise errors.StorageError(
-            f"PostgreSQL of datacenter {self.datacenter!r} ({redact(self._dsn)}) could not "
-            f"{what}: {type(last).__name__}: {last}"
+            f"PostgreSQL of datacenter {self.datacenter!r} ({where(self._dsn)}) could not "
+            f"{what}: {failure(last)}"
         ) from last
 
     @asynccontextmanager

@@ -176,6 +176,9 @@ class ClusterSegments:
     def tags(self) -> list[str]:
         return self._allocator.tags()
 
+    def take_one(self, tag: str) -> int | None:
+        return self._allocator.take_one(tag)
+
     async def next_ids(self, tag: str, count: int) -> list[int]:
         self._check_gate()
         allocator = self._allocator
