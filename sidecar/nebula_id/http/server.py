@@ -9,6 +9,11 @@ the API's ``{"error": {...}}`` shape (``invalid_argument``, 400) instead,
 logged as one line without the request's bytes; 5xx answers stay aiohttp's.
 `run` is ``web.run_app`` with that runner: the same sites, signals
 (SIGTERM/SIGINT shut down gracefully) and loop teardown.
+
+aiohttp has no public hook for that answer, so two private names are used:
+``AppRunner._make_server`` and ``Server._kwargs``.  Were either to change,
+start-up would fail at once, and ``tests/api/test_oversized_requests.py``
+checks the answers of a real ``nebula-id serve``.
 """
 
 from __future__ import annotations
