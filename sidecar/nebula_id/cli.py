@@ -71,10 +71,8 @@ def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_mod.load(args)
     logs.configure(settings.log_level, settings.log_format, pool=settings.pool, stream=sys.stderr)
-    from aiohttp import web
-
     from nebula_id.http import app as app_mod
-    from nebula_id.http import listen
+    from nebula_id.http import listen, server
 
     app = app_mod.build_app(settings)
     context = app_mod.ssl_context(settings)
@@ -98,19 +96,17 @@ def run_serve(args: argparse.Namespace) -> int:
         listen.loop_name(loop),
     )
     try:
-        web.run_app(
+        server.run(
             app,
             host=settings.host,
             port=settings.port,
             sock=unix,
             ssl_context=context,
-            access_log=None,
-            print=None,
             shutdown_timeout=5.0,
             loop=loop,
         )
     except OSError as e:
-        # Binding is the only OS call run_app makes itself; adapters map their own.
+        # Binding is the only OS call the runner makes itself; adapters map their own.
         raise errors.ConfigError(
             f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
         ) from e

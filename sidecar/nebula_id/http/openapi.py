@@ -27,6 +27,13 @@ _ERROR_CODES = [
 ]
 
 
+UNPARSABLE = (
+    "a request line or header line longer than 8190 bytes, or more than 128 headers (on any path)"
+)
+"""What aiohttp's parser refuses before any route runs; the sidecar answers it in
+the error shape too (`nebula_id.http.server`)."""
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -200,6 +207,12 @@ def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[st
             }
         },
     }
+    for item in paths.values():
+        for answers in (operation["responses"] for operation in item.values()):
+            if "400" in answers:
+                answers["400"]["description"] += f"; or {UNPARSABLE}"
+            else:
+                answers["400"] = _error(UNPARSABLE)
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {

@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 
 from nebula_id import settings as settings_mod
 from nebula_id.http import errors as http_errors
-from nebula_id.http import keys, routes, stats
+from nebula_id.http import keys, routes, server, stats
 
 PROBE_RUNNER = web.AppKey("probe_runner", web.AppRunner)
 
@@ -53,7 +53,7 @@ def attach(
     app = probe_app(api, metrics=metrics if settings.probe_metrics else None)
 
     async def start(api: web.Application) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        runner = server.JsonErrorRunner(app, access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, settings.probe_host, port).start()
