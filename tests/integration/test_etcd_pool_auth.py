@@ -196,7 +196,7 @@ async def test_a_pool_credential_reaches_its_own_pool_and_nothing_else(
         # Its own pool: read config, health and identity; write workers, clock and floors.
         assert await a.get(pool_a.config) is not None
         assert await a.get(pool_a.health) is not None
-        assert await a.get(f"{pool_a.root}/identity") is None
+        assert await a.get(pool_a.identity) is not None  # written with the config
         await a.put(pool_a.worker(2, 31), b"x")
         await a.put(pool_a.clock(2, 31), b"x")
         await a.put(f"{pool_a.root}/floors/2/tag", b"x")
