@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import re
 from collections import Counter
 from typing import Any
 
@@ -206,19 +205,3 @@ def test_ten_replicas_restart_and_deletion_keep_every_worker_id_unique(
         settle(2, "back to 2 pods")
         wait_for_active(node, 2)
 
-
-def test_helm_test_gets_an_id_from_an_injected_sidecar(node: Node, release: dict[str, Any]) -> None:
-    """`helm test`: the chart's hook pod gets the sidecar injected and an ID from it."""
-    done = node.helm(
-        "test",
-        release["name"],
-        "-n",
-        release["namespace"],
-        "--logs",
-        "--timeout",
-        "240s",
-        timeout=300,
-    )
-    print(done.stdout)
-    assert re.search(r"Phase:\s+Succeeded", done.stdout), done.stdout
-    assert "nebula-id sidecar answered" in done.stdout, done.stdout
