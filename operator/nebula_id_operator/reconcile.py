@@ -4,9 +4,10 @@ Order matters for safety.  The config goes to etcd first, through
 `nebula_id.etcd.pools.apply` (the same validation and compare-and-swap as
 `nebula-id pool apply`), because that is where datacenter IDs are assigned and
 must be remembered.  Then each datacenter's database is provisioned with
-`nebula_id.storage.postgres.provision`, which is idempotent and never drops or
-lowers a counter.  Each step ends in a `status.Check`; the first error is kept
-so the handler can map it to kopf once (`failures`).
+`nebula_id.storage.engines.provision` (PostgreSQL or MySQL, as the DSN says),
+which is idempotent and never drops or lowers a counter.  Each step ends in a
+`status.Check`; the first error is kept so the handler can map it to kopf once
+(`failures`).
 
 Deletion removes the config, health and claims from etcd and keeps the segment
 rows and the clock records: a pool created again under the same name continues
@@ -22,14 +23,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
-
 from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
-from nebula_id.storage import postgres
+from nebula_id.storage import engines, postgres
 from nebula_id_operator import kube, status
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import settings as operator_settings
@@ -108,7 +107,9 @@ async def provision_databases(
     async def one(dc: pools.Datacenter) -> tuple[str, errors.NebulaIdError] | None:
         try:
             dsn = await read_dsn(ctx, namespace, dc)
-            await postgres.provision(dsn, config, dc, settings=ctx.postgres)
+            done = await engines.provision(dsn, config, dc, settings=ctx.postgres)
+            for warning in done.warnings:
+                log.warning("pool %s, datacenter %s: %s", config.ref, dc.name, warning)
         except kube.SecretNotFound as e:
             return "SecretNotFound", e
         except kube.KubeUnavailable as e:
@@ -158,16 +159,10 @@ async def drop_data(ctx: Context, namespace: str, config: pools.PoolConfig) -> l
             continue
         timeout = ctx.settings.database_timeout_seconds
         try:
-            conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
-            try:
-                exists = await conn.fetchval("SELECT to_regclass($1)", postgres.TABLE)
-                if exists is not None:
-                    await conn.execute(f"DELETE FROM {postgres.TABLE} WHERE pool = $1", config.ref)
-            finally:
-                await conn.close(timeout=timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as e:
+            await engines.delete_pool(dsn, config.ref, timeout_s=timeout)
+        except errors.StorageError as e:
             raise errors.StorageError(
-                f"cannot drop the segments of {config.ref} in {dc.name!r}: {e}"
+                f"cannot drop the segments of {config.ref} in {dc.name!r}: {e.message}"
             ) from e
     keys = ctx.settings.keys(namespace, config.name)
     await ctx.etcd.delete(keys.clock_prefix, prefix=True)

@@ -178,15 +178,17 @@ async def _apply_one(
 async def _provision(
     dsn: str, config: pools.PoolConfig, datacenter: pools.Datacenter, out: TextIO
 ) -> None:
-    from nebula_id.storage import postgres  # asyncpg only when a database is given
+    from nebula_id.storage import engines  # database drivers only when a database is given
 
-    done = await postgres.provision(dsn, config, datacenter)
+    done = await engines.provision(dsn, config, datacenter)
     created = ", ".join(done.created_tags) or "none"
     print(
         f"segment tables in datacenter {datacenter.name}: tags created: {created}; "
         f"already there: {', '.join(done.existing_tags) or 'none'}",
         file=out,
     )
+    for warning in done.warnings:
+        print(f"WARNING: datacenter {datacenter.name}: {warning}", file=out)
 
 
 def _datacenters(config: pools.PoolConfig) -> str:

@@ -70,6 +70,17 @@ READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
 """
 
+LOCK_ROW = READ_ROW + " FOR UPDATE"
+
+RAISE_COUNTER = f"""
+UPDATE {TABLE} SET max_id = $4::bigint, updated_at = now()
+ WHERE pool = $1 AND tag = $2 AND datacenter = $3 AND max_id < $4::bigint
+"""
+
+TABLE_EXISTS = "SELECT to_regclass($1)"
+
+DELETE_POOL = f"DELETE FROM {TABLE} WHERE pool = $1"
+
 # A range must survive a database crash before any of its IDs is served, even
 # when the server runs with synchronous_commit=off (a popular speed-up that
 # loses the last commits on a crash, which here would mean re-issued IDs).
@@ -111,6 +122,8 @@ class ProvisionResult:
     datacenter: str
     created_tags: tuple[str, ...]
     existing_tags: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """Settings of the database that put durability at risk (empty when all is well)."""
 
 
 # Everything asyncpg or the network can throw at us; all of it becomes StorageError.
@@ -202,6 +215,44 @@ async def provision(
         ) from e
 
 
+async def _once(
+    dsn: str, timeout_s: float, what: str, operation: Callable[[_Connection], Awaitable[T]]
+) -> T:
+    """Run `operation` on a fresh connection, within a timeout; `StorageError` on failure."""
+    try:
+        async with asyncio.timeout(timeout_s * 2):
+            conn = await asyncpg.connect(
+                dsn, timeout=timeout_s, command_timeout=timeout_s, server_settings=SESSION_SETTINGS
+            )
+            try:
+                return await operation(conn)
+            finally:
+                await conn.close(timeout=timeout_s)
+    except _DB_ERRORS as e:
+        raise errors.StorageError(f"cannot {what} at {redact(dsn)}: {type(e).__name__}: {e}") from e
+
+
+async def ping(dsn: str, *, timeout_s: float) -> None:
+    """One ``SELECT 1``; `StorageError` when it fails."""
+
+    async def select(conn: _Connection) -> None:
+        await conn.fetchval("SELECT 1")
+
+    await _once(dsn, timeout_s, "answer SELECT 1", select)
+
+
+async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
+    """Delete every row of `pool_ref`; the number of rows deleted (0 without a table)."""
+
+    async def delete(conn: _Connection) -> int:
+        if await conn.fetchval(TABLE_EXISTS, TABLE) is None:
+            return 0
+        status = await conn.execute(DELETE_POOL, pool_ref)
+        return int(status.rsplit(" ", 1)[-1])
+
+    return await _once(dsn, timeout_s, f"delete the segments of pool {pool_ref}", delete)
+
+
 class PostgresSegmentStore:
     """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database."""
 
@@ -251,6 +302,10 @@ class PostgresSegmentStore:
             step=step,
         )
 
+    async def raise_floor(self, tag: str, counter: int) -> tuple[int, int]:
+        """Raise `tag`'s counter to at least `counter`; (before, after). Never lowers."""
+        return await self._call(f"raise the floor of {tag!r}", self._raise_once, tag, counter)
+
     async def ping(self) -> None:
         """Raise `StorageError` unless the database answers a trivial query."""
 
@@ -283,6 +338,19 @@ class PostgresSegmentStore:
             # Nothing updated: the table or row is missing, or the row refuses us.
             await self._diagnose(conn, tag, step)
         raise errors.StorageError(f"tag {tag!r} could not be provisioned for allocation")
+
+    async def _raise_once(self, conn: _Connection, tag: str, counter: int) -> tuple[int, int]:
+        pool, dc = self._pool_config, self._datacenter
+        if all(t.name != tag for t in pool.tags):
+            raise errors.InvalidPool(f"tag {tag!r} is not a tag of pool {pool.ref}")
+        await _create_rows(conn, pool, dc)
+        async with conn.transaction():
+            row = await conn.fetchrow(LOCK_ROW, pool.ref, tag, dc.name)
+            assert row is not None  # just provisioned, and rows are never deleted here
+            before = int(row["max_id"])
+            if counter > before:
+                await conn.execute(RAISE_COUNTER, pool.ref, tag, dc.name, counter)
+        return before, max(before, counter)
 
     async def _diagnose(self, conn: _Connection, tag: str, step: int) -> None:
         """Provision a missing row (a sidecar finds its tags ready), or raise why not."""

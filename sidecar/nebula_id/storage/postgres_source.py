@@ -1,7 +1,8 @@
-"""The cluster-mode `SegmentSource`: PostgreSQL per datacenter, with failover.
+"""The cluster-mode `SegmentSource`: a database per datacenter, with failover.
 
 `open_segments` is what the sidecar's app factory enters when a database URL is
-configured.  It builds one `PostgresSegmentStore` per datacenter that has a DSN,
+configured.  It builds one store per datacenter that has a DSN (PostgreSQL or
+MySQL/MariaDB, as `storage.engines` picks from the DSN's scheme),
 wraps them in a `FailoverSegmentStore` (itself a `SegmentStore`, so the double
 buffer of `core.segment` never learns about datacenters), follows the health
 the operator publishes, probes datacenters it holds as down, and exports
@@ -30,7 +31,7 @@ from nebula_id.clock import Clock
 from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
 from nebula_id.settings import ServeSettings
-from nebula_id.storage import health, postgres
+from nebula_id.storage import engines, health, postgres
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class FailoverSegmentStore:
 
     def __init__(
         self,
-        stores: Mapping[str, postgres.PostgresSegmentStore],
+        stores: Mapping[str, engines.SegmentDatabase],
         policy: failover.Failover,
         *,
         metrics: SegmentMetrics | None = None,
@@ -222,7 +223,7 @@ async def open_segments(
     health_interval_s: float = health.DEFAULT_INTERVAL_S,
     prefetch_ratio: float = 0.1,
 ) -> AsyncIterator[ClusterSegments]:
-    """Segment IDs from PostgreSQL, for as long as the context is open."""
+    """Segment IDs from the datacenters' databases, for as long as the context is open."""
     failover_settings = failover_settings or failover.FailoverSettings()
     dsns = datacenter_dsns(settings, pool)
     own = pool.datacenter(settings.datacenter).name
@@ -231,7 +232,7 @@ async def open_segments(
     if preferred != own:
         log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
     stores = {
-        dc.name: postgres.PostgresSegmentStore(
+        dc.name: engines.open_store(
             dsns[dc.name], pool=pool, datacenter=dc, settings=postgres_settings
         )
         for dc in pool.datacenters
