@@ -4,6 +4,9 @@
 {prefix}/pools/{ns}/{name}/health                 written by the operator
 {prefix}/pools/{ns}/{name}/workers/{dc}/{worker}  a claim, attached to the holder's lease
 {prefix}/pools/{ns}/{name}/clock/{dc}/{worker}    the high-water mark, kept without a lease
+{prefix}/pools/{ns}/{name}/floors/{dc}/{tag}      a segment floor: the highest ID any range of
+                                                  (tag, dc) may have handed out, kept apart
+                                                  from the database row as a second witness
 """
 
 from __future__ import annotations
@@ -61,3 +64,10 @@ class PoolKeys:
 
     def clock(self, datacenter: int, worker: int) -> str:
         return f"{self.root}/clock/{datacenter}/{worker}"
+
+    @property
+    def floors_prefix(self) -> str:
+        return f"{self.root}/floors/"
+
+    def floor(self, datacenter: int, tag: str) -> str:
+        return f"{self.root}/floors/{datacenter}/{tag}"
