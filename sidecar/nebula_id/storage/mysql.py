@@ -236,13 +236,15 @@ async def _connection(dsn: str, settings: postgres.PostgresSettings) -> AsyncIte
         conn.close()
 
 
-async def _once(
+async def with_connection(
     dsn: str,
-    settings: postgres.PostgresSettings,
+    *,
+    timeout_s: float,
     what: str,
     operation: Callable[[_Connection], Awaitable[T]],
 ) -> T:
-    """Run `operation` on a fresh connection within the connect + command budget."""
+    """Run `operation` on a fresh connection, within a timeout; `StorageError` on failure."""
+    settings = postgres.PostgresSettings(connect_timeout_s=timeout_s, command_timeout_s=timeout_s)
     try:
         async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
             async with _connection(dsn, settings) as conn:
@@ -264,11 +266,12 @@ async def provision(
 
     Idempotent and safe to run concurrently: it never drops, resets or lowers anything.
     """
-    result = await _once(
+    settings = settings or postgres.PostgresSettings()
+    result = await with_connection(
         dsn,
-        settings or postgres.PostgresSettings(),
-        f"provision segments of pool {pool.ref} in datacenter {datacenter.name!r}",
-        lambda conn: _create_rows(conn, pool, datacenter),
+        timeout_s=max(settings.connect_timeout_s, settings.command_timeout_s),
+        what=f"provision segments of pool {pool.ref} in datacenter {datacenter.name!r}",
+        operation=lambda conn: _create_rows(conn, pool, datacenter),
     )
     for warning in result.warnings:
         log.warning("datacenter %s (%s): %s", datacenter.name, postgres.redact(dsn), warning)
@@ -277,13 +280,16 @@ async def provision(
 
 async def ping(dsn: str, *, timeout_s: float) -> None:
     """One ``SELECT 1``; `StorageError` when it fails."""
-    settings = postgres.PostgresSettings(connect_timeout_s=timeout_s, command_timeout_s=timeout_s)
-    await _once(dsn, settings, "answer SELECT 1", lambda conn: _fetchone(conn, "SELECT 1"))
+    await with_connection(
+        dsn,
+        timeout_s=timeout_s,
+        what="answer SELECT 1",
+        operation=lambda conn: _fetchone(conn, "SELECT 1"),
+    )
 
 
 async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
     """Delete every row of `pool_ref`; the number of rows deleted (0 without a table)."""
-    settings = postgres.PostgresSettings(connect_timeout_s=timeout_s, command_timeout_s=timeout_s)
 
     async def delete(conn: _Connection) -> int:
         try:
@@ -293,7 +299,9 @@ async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
                 return 0
             raise
 
-    return await _once(dsn, settings, f"delete the segments of pool {pool_ref}", delete)
+    return await with_connection(
+        dsn, timeout_s=timeout_s, what=f"delete the segments of pool {pool_ref}", operation=delete
+    )
 
 
 class MySQLSegmentStore:

@@ -215,8 +215,8 @@ async def provision(
         ) from e
 
 
-async def _once(
-    dsn: str, timeout_s: float, what: str, operation: Callable[[_Connection], Awaitable[T]]
+async def with_connection(
+    dsn: str, *, timeout_s: float, what: str, operation: Callable[[_Connection], Awaitable[T]]
 ) -> T:
     """Run `operation` on a fresh connection, within a timeout; `StorageError` on failure."""
     try:
@@ -238,7 +238,7 @@ async def ping(dsn: str, *, timeout_s: float) -> None:
     async def select(conn: _Connection) -> None:
         await conn.fetchval("SELECT 1")
 
-    await _once(dsn, timeout_s, "answer SELECT 1", select)
+    await with_connection(dsn, timeout_s=timeout_s, what="answer SELECT 1", operation=select)
 
 
 async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
@@ -250,7 +250,9 @@ async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
         status = await conn.execute(DELETE_POOL, pool_ref)
         return int(status.rsplit(" ", 1)[-1])
 
-    return await _once(dsn, timeout_s, f"delete the segments of pool {pool_ref}", delete)
+    return await with_connection(
+        dsn, timeout_s=timeout_s, what=f"delete the segments of pool {pool_ref}", operation=delete
+    )
 
 
 class PostgresSegmentStore:
