@@ -1,4 +1,5 @@
-"""`nebula-id pool import` against real Leaf tables and sequences, on both engines.
+"""Moving to nebula-id without a repeat: `nebula-id pool import` against real Leaf tables
+and sequences on both engines, and a declared Snowflake ceiling against real etcd.
 
 Each test applies a pool with the real CLI, runs the real import, then draws
 IDs under load (8 concurrent consumers per datacenter through the segment
@@ -9,6 +10,7 @@ system issued, in every datacenter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,13 +20,17 @@ from pathlib import Path
 
 import pytest
 
+from nebula_id import errors
+from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
 from nebula_id.core import keys as pool_keys
+from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
 from nebula_id.etcd import client as etcd
-from nebula_id.etcd import floors
+from nebula_id.etcd import floors, worker
 from nebula_id.etcd import pools as pool_store
+from nebula_id.etcd import source as sources
 from nebula_id.storage import engines
 from tests.support.engines import EngineServer
 from tests.support.services import MariaDBServer, PostgresCluster
@@ -285,3 +291,87 @@ async def test_import_from_a_sequence_continues_above_it(
     old_max = current + margin
     assert f"raised counter 1 -> {old_max + 1}" in done.stdout
     assert_all_above(await draw_under_load(await cli.config(pool), dsns, "orders"), old_max)
+
+
+@pytest.mark.parametrize("declared", ["previousMaxId", "previousStoppedAt"])
+async def test_a_declared_snowflake_ceiling_holds_for_every_worker(
+    cli: Cli, declared: str, tmp_path: Path
+) -> None:
+    """Six leased workers in two datacenters, under load, issue only IDs above the old ones."""
+    name = f"snow-{declared.lower()}"
+    layout = pools.parse_spec({}, namespace="default", name=name).layout
+    stop_ms = int(time.time() * 1000) + 1500
+    # The old generator's highest possible ID in its last millisecond.
+    old_max = layout.compose(
+        timestamp_ms=stop_ms,
+        datacenter=layout.max_datacenter,
+        worker=layout.max_worker,
+        sequence=layout.max_sequence,
+    )
+    value = str(old_max) if declared == "previousMaxId" else layouts.format_epoch(stop_ms)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"""
+apiVersion: nebula-id.io/v1alpha1
+kind: NebulaIdPool
+metadata:
+  name: {name}
+spec:
+  snowflake:
+    {declared}: "{value}"
+  datacenters:
+    - name: dc-a
+      id: 0
+    - name: dc-b
+      id: 1
+"""
+    )
+    applied = cli.run("apply", "-f", str(path))
+    assert applied.returncode == 0, applied.stderr
+    config = await cli.config(name)
+    assert config.snowflake_issue_after_ms == stop_ms
+
+    waits: list[str] = []
+    drawn: list[int] = []
+
+    async def draw(source: sources.LeasedSnowflake) -> None:
+        while len(drawn) < 60_000:
+            try:
+                drawn.extend(source.next_ids(100))
+            except errors.NotReady as e:
+                waits.append(e.message)
+                await asyncio.sleep(min(e.retry_after or 0.01, 0.05))
+            await asyncio.sleep(0)
+
+    async with contextlib.AsyncExitStack() as stack:
+        holders = [
+            await stack.enter_async_context(
+                worker.open_snowflake(
+                    settings_mod.ServeSettings(
+                        pool=f"default/{name}",
+                        etcd_endpoints=(cli.endpoint,),
+                        etcd_prefix=cli.prefix,
+                        datacenter=dc,
+                        data_dir=tmp_path / f"{dc}-{i}",
+                        pod_name=f"{dc}-{i}",
+                        pod_uid=f"uid-{dc}-{i}",
+                        node_name="node-test",
+                    ),
+                    config,
+                    clock=SystemClock(),
+                )
+            )
+            for dc in ("dc-a", "dc-b")
+            for i in range(3)
+        ]
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(draw(h) for h in holders))
+    lowest = min(drawn)
+    print(
+        f"{declared}: old max {old_max}, lowest new {lowest}, {len(waits)} waits, e.g. {waits[:1]}"
+    )
+    assert len(drawn) == len(set(drawn))
+    assert lowest > old_max
+    assert any("generator this pool replaces" in w for w in waits)
+    nodes = {(p.datacenter, p.worker) for p in map(layout.parse, drawn)}
+    assert {dc for dc, _ in nodes} == {0, 1}

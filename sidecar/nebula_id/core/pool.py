@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.core import handover
 from nebula_id.core import layout as layouts
 
 ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
@@ -81,6 +82,15 @@ class PoolConfig:
     sidecar: SidecarSpec
     # IDs of datacenters that were removed: never handed to another datacenter.
     retired_datacenter_ids: tuple[int, ...] = ()
+    # The Snowflake generator this pool replaces (spec.snowflake.previous*), if declared.
+    previous_snowflake: handover.PreviousGenerator | None = None
+
+    @property
+    def snowflake_issue_after_ms(self) -> int | None:
+        """Unix ms that every Snowflake ID's timestamp must exceed, if the pool says so."""
+        if self.previous_snowflake is None:
+            return None
+        return self.previous_snowflake.issue_after_ms(self.layout)
 
     @property
     def ref(self) -> str:
@@ -124,6 +134,7 @@ class PoolConfig:
                 **self.layout.to_json(),
                 "epochMs": self.layout.epoch_ms,
                 "clockBackwardToleranceMs": self.clock_backward_tolerance_ms,
+                **(self.previous_snowflake.to_json() if self.previous_snowflake else {}),
             },
             "datacenters": [
                 {"name": dc.name, "id": dc.id}
@@ -248,6 +259,9 @@ def parse_spec(
             layout.check_epoch(now_ms)
         except errors.InvalidLayout as e:
             raise errors.InvalidPool(f"spec.snowflake: {e.message}") from e
+    previous_snowflake = handover.parse(
+        _mapping(spec.get("snowflake"), "spec.snowflake"), layout, now_ms=now_ms
+    )
 
     datacenters = _parse_datacenters(spec, layout, previous)
     tags = _parse_tags(spec)
@@ -270,6 +284,7 @@ def parse_spec(
         lease_ttl_seconds=ttl,
         sidecar=_parse_sidecar(_mapping(spec.get("sidecar"), "spec.sidecar")),
         retired_datacenter_ids=_retired(previous, datacenters),
+        previous_snowflake=previous_snowflake,
     )
     if previous is not None:
         check_update(previous, config)
