@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support import processes
@@ -44,7 +45,13 @@ class MariaDBServer:
     Both keep the data dir and the port, so `start()` brings the same server back.
     """
 
-    def __init__(self, workdir: Path | None = None, *, template: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        *,
+        template: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="nebula-maria-"))
         self.workdir = workdir
@@ -53,6 +60,7 @@ class MariaDBServer:
         self.log_path = workdir / "mariadb.log"
         self.port = 0
         self._template = template
+        self._extra_args = tuple(extra_args)
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- addresses -------------------------------------------------------------
@@ -113,6 +121,7 @@ class MariaDBServer:
             "--innodb-log-file-size=16M",
             "--max-connections=200",
             "--performance-schema=OFF",
+            *self._extra_args,
         ]
 
     def _ready(self) -> bool:

@@ -152,6 +152,9 @@ class Address:
             "autocommit": True,
             "charset": "utf8mb4",
             "program_name": "nebula-id",
+            # Notes such as "table already exists" (CREATE TABLE IF NOT EXISTS on
+            # every provisioning) would cost a SHOW WARNINGS round trip and a log line.
+            "init_command": "SET SESSION sql_notes = 0",
         }
 
 
