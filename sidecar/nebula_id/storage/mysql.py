@@ -5,8 +5,9 @@ A range is one autocommitted statement, ``UPDATE ... SET max_id =
 LAST_INSERT_ID(max_id + step) ...``: InnoDB locks the row for the statement,
 and the new value comes back in the statement's own OK packet (its "insert
 id"), so there is no second query and no window between the update and the
-read.  It works alike on MySQL and on every MariaDB (``UPDATE ... RETURNING``
-does not exist in either).
+read.  It works alike on MySQL and on every MariaDB (MySQL has no ``UPDATE ...
+RETURNING``; MariaDB 10.5 added ``RETURNING`` to INSERT and DELETE only, and to
+UPDATE only in 13.0).
 
 Durability: a range must survive a crash of the database before any of its IDs
 is served.  InnoDB guarantees that only with ``innodb_flush_log_at_trx_commit
@@ -429,9 +430,11 @@ class MySQLSegmentStore:
             if all(t.name != tag for t in pool.tags):
                 raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
             try:
-                await _create_rows(conn, pool, dc)
+                created = await _create_rows(conn, pool, dc)
             except errors.InvalidPool as e:
                 raise errors.StorageError(e.message) from e
+            for warning in created.warnings:
+                log.warning("datacenter %s: %s", dc.name, warning)
             return
         datacenter_id, max_id = int(row[0]), int(row[1])
         if datacenter_id != dc.id:
