@@ -300,7 +300,8 @@ async def test_a_declared_snowflake_ceiling_holds_for_every_worker(
     """Six leased workers in two datacenters, under load, issue only IDs above the old ones."""
     name = f"snow-{declared.lower()}"
     layout = pools.parse_spec({}, namespace="default", name=name).layout
-    stop_ms = int(time.time() * 1000) + 1500
+    # Far enough ahead that the workers hold their leases before it, even on a busy machine.
+    stop_ms = int(time.time() * 1000) + 4000
     # The old generator's highest possible ID in its last millisecond.
     old_max = layout.compose(
         timestamp_ms=stop_ms,
