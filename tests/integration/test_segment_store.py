@@ -23,9 +23,11 @@ from asyncmy import errors as mysql_errors
 from nebula_id import errors
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
-from nebula_id.storage import engines
+from nebula_id.storage import engines, mysql
+from nebula_id.storage import postgres as pg_store
 from tests.support.engines import EngineServer
 from tests.support.fixtures import EngineFactory
+from tests.support.mariadb import MariaDBServer
 
 pytestmark = pytest.mark.integration
 
@@ -287,6 +289,44 @@ async def test_a_floor_only_ever_rises(segment_db: EngineServer) -> None:
     assert after.start == 5000
     assert fresh == (1, 7)
     assert users.start == 7
+
+
+async def test_mysql_rows_are_repaired_from_a_floor_and_not_created_at_1(
+    mariadb: MariaDBServer,
+) -> None:
+    """The repair interface a store wrapped with an external floor uses (MySQL side)."""
+    pool = make_pool("repair")
+    dc = pool.datacenters[0]
+    strict = mysql.MySQLSegmentStore(
+        mariadb.dsn(), pool=pool, datacenter=dc, settings=FAST, create_rows=False
+    )
+    try:
+        with pytest.raises(pg_store.RowMissing, match="only provisioning creates rows"):
+            await strict.allocate("orders", 10)
+        await strict.raise_row("orders", 700)  # created at the floor, not at 1
+        first = await strict.allocate("orders", 10)
+        await strict.raise_row("orders", 5)  # never lowers
+        second = await strict.allocate("orders", 10)
+        await strict.raise_row("orders", 9000)
+        third = await strict.allocate("orders", 10)
+    finally:
+        await strict.close()
+    assert strict.datacenter_id == 0
+    assert (first.start, second.start, third.start) == (700, 710, 9000)
+    # Another datacenter ID's row is left alone by a repair.
+    other = mysql.MySQLSegmentStore(
+        mariadb.dsn(), pool=pool, datacenter=pools.Datacenter(name="dc-0", id=3), settings=FAST
+    )
+    try:
+        await other.raise_row("orders", 10**6)
+    finally:
+        await other.close()
+    counters = mariadb.sql(
+        f"SELECT datacenter_id, max_id FROM nebula_segments WHERE pool = '{pool.ref}' "
+        "AND tag = 'orders'",
+        db="nebula",
+    )
+    assert counters.split() == ["0", "9010"]
 
 
 async def test_provisioning_warns_when_commits_are_not_durable(

@@ -76,6 +76,16 @@ SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = %s AND tag = %s AND datac
 
 LOCK_ROW = READ_ROW + " FOR UPDATE"
 
+# A repair from a floor kept elsewhere (etcd): the row goes up to it, or is created
+# at it; a row of another datacenter ID is left alone.
+RAISE_ROW = f"""
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
+VALUES (%s, %s, %s, %s, %s, 1)
+ON DUPLICATE KEY UPDATE
+    max_id = IF(datacenter_id = VALUES(datacenter_id), GREATEST(max_id, VALUES(max_id)), max_id),
+    updated_at = CURRENT_TIMESTAMP(6)
+"""
+
 RAISE_COUNTER = f"""
 UPDATE {TABLE} SET max_id = %s, updated_at = CURRENT_TIMESTAMP(6)
  WHERE pool = %s AND tag = %s AND datacenter = %s AND max_id < %s
@@ -309,7 +319,12 @@ async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
 
 
 class MySQLSegmentStore:
-    """A `core.segment.SegmentStore` over one datacenter's MySQL or MariaDB database."""
+    """A `core.segment.SegmentStore` over one datacenter's MySQL or MariaDB database.
+
+    With ``create_rows=False`` (where only provisioning may create rows, and a lost
+    row is repaired from a floor kept elsewhere with `raise_row`) a missing row
+    raises `postgres.RowMissing` instead of being created at 1.
+    """
 
     def __init__(
         self,
@@ -318,7 +333,9 @@ class MySQLSegmentStore:
         pool: pools.PoolConfig,
         datacenter: pools.Datacenter,
         settings: postgres.PostgresSettings | None = None,
+        create_rows: bool = True,
     ) -> None:
+        self._create_rows = create_rows
         self._dsn = dsn
         self._address = Address.parse(dsn)
         self._pool_config = pool
@@ -343,6 +360,20 @@ class MySQLSegmentStore:
     def limit(self) -> int:
         """Counters stay below this; the slice is ``[base, base + limit)``."""
         return self._limit
+
+    @property
+    def datacenter_id(self) -> int:
+        return self._datacenter.id
+
+    async def raise_row(self, tag: str, max_id: int) -> None:
+        """Raise the row of `tag` to at least `max_id`, creating it there if missing."""
+        pool, dc = self._pool_config, self._datacenter
+
+        async def once(conn: _Connection) -> None:
+            await _execute(conn, CREATE_TABLE)
+            await _execute(conn, RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id)
+
+        await self._call(f"repair the row of {tag!r}", once)
 
     async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
         """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
@@ -429,6 +460,11 @@ class MySQLSegmentStore:
         if row is None:
             if all(t.name != tag for t in pool.tags):
                 raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
+            if not self._create_rows:
+                raise postgres.RowMissing(
+                    f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
+                    "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
+                )
             try:
                 created = await _create_rows(conn, pool, dc)
             except errors.InvalidPool as e:

@@ -255,6 +255,10 @@ async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
     )
 
 
+class RowMissing(errors.StorageError):
+    """The tag's row does not exist, and this store may not create it at 1."""
+
+
 class PostgresSegmentStore:
     """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database."""
 
