@@ -214,7 +214,9 @@ def render_chart(helm_bin: str, names: Mapping[str, str], values: Mapping[str, A
         ).stdout  # fmt: skip
     finally:
         values_file.unlink()
-    return [d for d in yaml.safe_load_all(out) if d]
+    # `helm install` creates no `helm test` hooks: leave them out too.
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    return [d for d in docs if "helm.sh/hook" not in (d["metadata"].get("annotations") or {})]
 
 
 def service_account_kubeconfig(

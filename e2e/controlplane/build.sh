@@ -4,6 +4,8 @@
 # assets.  Binaries already built are skipped, so later runs take seconds.
 #
 #   e2e/controlplane/build.sh            # build what is missing, print the bin dir
+#   e2e/controlplane/build.sh helm-docs  # only the names given; these are built
+#                                        # only when asked for: helm-docs, promlint
 #   NEBULA_CACHE_DIR=/tmp/x build.sh     # another cache root
 #
 # Pinned versions live here and nowhere else.
@@ -12,6 +14,8 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-3.6.16}"
 HELM_VERSION="${HELM_VERSION:-3.19.0}"
+HELM_DOCS_VERSION="${HELM_DOCS_VERSION:-1.14.2}"
+CLIENT_GOLANG_VERSION="${CLIENT_GOLANG_VERSION:-1.23.2}"
 
 CACHE_ROOT="${NEBULA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nebula-id}"
 BIN_DIR="$CACHE_ROOT/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-helm-$HELM_VERSION"
@@ -24,6 +28,10 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 
 # Bump a recipe when its build flags change, so cached binaries get rebuilt.
 HELM_RECIPE="helm-$HELM_VERSION-k8s-ldflags-1"
+HELM_DOCS_RECIPE="helm-docs-$HELM_DOCS_VERSION"
+# The promlint wrapper's source is in the repo: its hash is part of the recipe.
+PROMLINT_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tools/promlint/main.go"
+PROMLINT_RECIPE="promlint-$CLIENT_GOLANG_VERSION-$(sha256sum "$PROMLINT_SRC" | cut -c1-12)"
 
 log() { echo "[build.sh] $*" >&2; }
 
@@ -36,8 +44,10 @@ timed() {  # timed NAME CMD...: run and record the wall time
 
 gobuild() {  # gobuild NAME ARGS...: go build into BIN_DIR; never leave a half-written binary
   local name=$1; shift
-  go build -trimpath -o "$BIN_DIR/.$name.partial" "$@"
-  mv -f "$BIN_DIR/.$name.partial" "$BIN_DIR/$name"
+  # A partial name per build: two runs building the same binary must not
+  # move each other's file.
+  go build -trimpath -o "$BIN_DIR/.$name.partial.$$" "$@"
+  mv -f "$BIN_DIR/.$name.partial.$$" "$BIN_DIR/$name"
 }
 
 build_etcd() {
@@ -169,12 +179,60 @@ GO
   )
 }
 
+build_helm_docs() {
+  local dir="$WORK/helm-docs-$HELM_DOCS_VERSION"
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    if [ ! -f .deps-ready ]; then
+      rm -f go.mod go.sum
+      go mod init nebula-id.local/helm-docs >/dev/null 2>&1
+      cat >tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "github.com/norwoodj/helm-docs/cmd/helm-docs"
+GO
+      go get "github.com/norwoodj/helm-docs@v$HELM_DOCS_VERSION" >&2
+      go mod tidy >&2
+      touch .deps-ready
+    fi
+    timed helm-docs gobuild helm-docs -ldflags "-s -w" github.com/norwoodj/helm-docs/cmd/helm-docs
+    echo "$HELM_DOCS_RECIPE" >"$BIN_DIR/.helm-docs.recipe"
+  )
+}
+
+build_promlint() {  # tools/promlint/main.go around client_golang's promlint package
+  local dir="$WORK/promlint-$CLIENT_GOLANG_VERSION"
+  mkdir -p "$dir"
+  cp "$PROMLINT_SRC" "$dir/main.go"
+  (
+    cd "$dir"
+    if [ ! -f .deps-ready ]; then
+      rm -f go.mod go.sum
+      go mod init nebula-id.local/promlint >/dev/null 2>&1
+      go get "github.com/prometheus/client_golang@v$CLIENT_GOLANG_VERSION" >&2
+      go mod tidy >&2
+      touch .deps-ready
+    fi
+    timed promlint gobuild promlint -ldflags "-s -w" .
+    echo "$PROMLINT_RECIPE" >"$BIN_DIR/.promlint.recipe"
+  )
+}
+
+fresh() {  # fresh NAME RECIPE: NAME is built and its recipe matches
+  [ -x "$BIN_DIR/$1" ] && [ "$(cat "$BIN_DIR/.$1.recipe" 2>/dev/null)" = "$2" ]
+}
+
 want="${*:-etcd kube-apiserver kubectl helm}"
 for w in $want; do
   case $w in
     etcd) [ -x "$BIN_DIR/etcd" ] || timed etcd build_etcd ;;
     kube-apiserver|kubectl) { [ -x "$BIN_DIR/kube-apiserver" ] && [ -x "$BIN_DIR/kubectl" ]; } || build_k8s ;;
-    helm) { [ -x "$BIN_DIR/helm" ] && [ "$(cat "$BIN_DIR/.helm.recipe" 2>/dev/null)" = "$HELM_RECIPE" ]; } || build_helm ;;
+    helm) fresh helm "$HELM_RECIPE" || build_helm ;;
+    helm-docs) fresh helm-docs "$HELM_DOCS_RECIPE" || build_helm_docs ;;
+    promlint) fresh promlint "$PROMLINT_RECIPE" || build_promlint ;;
     *) echo "unknown binary: $w" >&2; exit 2 ;;
   esac
 done

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Any
 
-from nebula_id import errors
+from nebula_id import errors, logs
 from nebula_id_operator import settings as operator_settings
 
 
@@ -28,15 +29,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="(env NEBULA_LOG_LEVEL)",
     )
+    parser.add_argument(
+        "--log-format",
+        default=os.environ.get("NEBULA_LOG_FORMAT", "text").lower(),
+        choices=list(logs.FORMATS),
+        help="text, or one JSON object per line (env NEBULA_LOG_FORMAT)",
+    )
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        logs.configure(str(args.log_level), str(args.log_format))
+    except ValueError as e:  # NEBULA_LOG_FORMAT is not checked by argparse's choices
+        print(f"nebula-id operator: NEBULA_LOG_FORMAT: {e}", file=sys.stderr)
+        return 2
     if args.log_level != "debug":
         # kopf logs every timer run at INFO; our own modules say what matters.
         logging.getLogger("kopf").setLevel(logging.WARNING)

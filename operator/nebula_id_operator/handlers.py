@@ -10,7 +10,6 @@ gathers facts, asks `status` for the patch, and maps an error through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Coroutine
@@ -165,9 +164,18 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 stored.config, read, timeout_s=ctx.settings.database_timeout_seconds, now=now
             )
             await health.publish(ctx.etcd, keys, found, now=now)
+            ctx.metrics.datacenter_health(
+                f"{namespace}/{name}", {dc.name: dc.healthy for dc in found}
+            )
         except errors.NebulaIdError as e:
             ctx.metrics.observe("health", started, error=type(e).__name__)
-            log.warning("health check of %s/%s failed: %s", namespace, name, e.message)
+            log.warning(
+                "health check of %s/%s failed: %s",
+                namespace,
+                name,
+                e.message,
+                extra={"pool": f"{namespace}/{name}"},
+            )
             return
         previous = dict(body.get("status") or {})
         new_status = status.health_status(
@@ -217,7 +225,12 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 )
             except errors.NebulaIdError as e:
                 ctx.metrics.observe("workers", started, error=type(e).__name__)
-                log.warning("worker claims of %s: %s", keys.root, e.message)
+                log.warning(
+                    "worker claims of %s: %s",
+                    keys.root,
+                    e.message,
+                    extra={"pool": f"{keys.namespace}/{keys.name}"},
+                )
                 await stopped.wait(interval)
 
     @kopf.on.delete(*resource, registry=registry)
@@ -236,13 +249,13 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
             raise failures.to_kopf(e, retry=retry) from e
         for reason in skipped:
             kopf.event(body, type="Warning", reason="DataKept", message=f"could not drop: {reason}")
-        with contextlib.suppress(KeyError):
-            ctx.metrics.workers_active.remove(f"{meta['namespace']}/{meta['name']}")
+        ctx.metrics.forget_pool(f"{meta['namespace']}/{meta['name']}")
         log.info(
             "pool %s/%s removed from etcd (%d claims)",
             meta["namespace"],
             meta["name"],
             result.claims_deleted,
+            extra={"pool": f"{meta['namespace']}/{meta['name']}"},
         )
         ctx.metrics.observe("delete", started)
 

@@ -68,6 +68,8 @@ class InjectionSettings:
     listen_host: str = "0.0.0.0"
     """Where the sidecar listens: the kubelet's probes reach the pod IP, not loopback."""
     log_level: str = "info"
+    log_format: str = "text"
+    """The sidecar's log format: text, or json lines."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,6 +139,8 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         _field("NEBULA_POD_UID", "metadata.uid"),
         _field("NEBULA_NODE_NAME", "spec.nodeName"),
     ]
+    if settings.log_format != "text":
+        env.append(_value("NEBULA_LOG_FORMAT", settings.log_format))
     mounts: list[dict[str, Any]] = [{"name": DATA_VOLUME, "mountPath": DATA_DIR}]
     volumes: list[dict[str, Any]] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}}]
 

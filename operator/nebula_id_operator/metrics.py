@@ -11,6 +11,7 @@ one).  The probe server is a small aiohttp app on `probe_port`:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -28,41 +29,64 @@ class OperatorMetrics:
     duration: prometheus_client.Histogram
     leader: prometheus_client.Gauge
     workers_active: prometheus_client.Gauge
+    datacenter_healthy: prometheus_client.Gauge
+    _datacenters: dict[str, set[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def create(cls, registry: prometheus_client.CollectorRegistry) -> OperatorMetrics:
         return cls(
             reconciles=prometheus_client.Counter(
-                "nebula_operator_reconciles",
+                "nebula_id_operator_reconciles",
                 "Reconcile passes, by kind (spec, resync, health, workers, delete)",
                 ["kind"],
                 registry=registry,
             ),
             errors=prometheus_client.Counter(
-                "nebula_operator_reconcile_errors",
+                "nebula_id_operator_reconcile_errors",
                 "Reconcile passes that failed, by kind and reason",
                 ["kind", "reason"],
                 registry=registry,
             ),
             duration=prometheus_client.Histogram(
-                "nebula_operator_reconcile_duration_seconds",
+                "nebula_id_operator_reconcile_duration_seconds",
                 "Duration of reconcile passes, by kind",
                 ["kind"],
                 registry=registry,
                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             ),
             leader=prometheus_client.Gauge(
-                "nebula_operator_leader",
+                "nebula_id_operator_leader",
                 "1 while this replica holds the leader lease, else 0",
                 registry=registry,
             ),
             workers_active=prometheus_client.Gauge(
-                "nebula_operator_workers_active",
+                "nebula_id_operator_workers_active",
                 "Worker IDs held by live sidecars, by pool",
                 ["pool"],
                 registry=registry,
             ),
+            datacenter_healthy=prometheus_client.Gauge(
+                "nebula_id_operator_datacenter_healthy",
+                "1 when the datacenter's database answered the last health check, else 0",
+                ["pool", "datacenter"],
+                registry=registry,
+            ),
         )
+
+    def datacenter_health(self, pool: str, healthy: dict[str, bool]) -> None:
+        """Set the pool's datacenter gauges; datacenters no longer in `healthy` go away."""
+        for gone in self._datacenters.get(pool, set()) - set(healthy):
+            self.datacenter_healthy.remove(pool, gone)
+        for name, ok in healthy.items():
+            self.datacenter_healthy.labels(pool, name).set(1 if ok else 0)
+        self._datacenters[pool] = set(healthy)
+
+    def forget_pool(self, pool: str) -> None:
+        """Drop a deleted pool's series, so no alert fires on a pool that is gone."""
+        with contextlib.suppress(KeyError):
+            self.workers_active.remove(pool)
+        for name in self._datacenters.pop(pool, set()):
+            self.datacenter_healthy.remove(pool, name)
 
     def observe(self, kind: str, started: float, *, error: str | None = None) -> None:
         """Count one pass that began at `started` (time.monotonic())."""

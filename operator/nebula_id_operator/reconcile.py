@@ -29,7 +29,7 @@ from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id.storage import engines, postgres
-from nebula_id_operator import kube, status
+from nebula_id_operator import advice, kube, status
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import settings as operator_settings
 
@@ -87,12 +87,22 @@ async def write_config(
     try:
         result = await etcd_pools.apply(ctx.etcd, keys, spec, now_ms=ctx.clock.wall_ms())
     except errors.InvalidPool as e:
-        return None, status.Check.failed("InvalidSpec", e.message, permanent=True), e
+        message = advice.with_next_step(
+            e.message, advice.next_step("InvalidSpec", namespace=namespace)
+        )
+        return None, status.Check.failed("InvalidSpec", message, permanent=True), e
     except errors.ConfigError as e:
-        check = status.Check.failed("StoredConfigUnreadable", e.message, permanent=True)
+        message = advice.with_next_step(
+            e.message, advice.next_step("StoredConfigUnreadable", namespace=namespace)
+        )
+        check = status.Check.failed("StoredConfigUnreadable", message, permanent=True)
         return None, check, e
     except errors.CoordinationError as e:
-        return None, status.Check.failed("EtcdUnavailable", e.message), e
+        message = advice.with_next_step(
+            f"etcd cannot be reached: {e.message}",
+            advice.next_step("EtcdUnavailable", namespace=namespace),
+        )
+        return None, status.Check.failed("EtcdUnavailable", message), e
     verb = "written" if result.changed else "up to date"
     return result, status.Check.passed("ConfigWritten", f"config {verb} at {keys.config}"), None
 
@@ -125,7 +135,13 @@ async def provision_databases(
     if not failures:
         names = ", ".join(dc.name for dc in targets)
         return status.Check.passed("Provisioned", f"segment tables ready in {names}"), None
-    message = "; ".join(f"{dc.name}: {error.message}" for dc, (_, error) in failures)
+    message = " ".join(
+        advice.with_next_step(
+            f"Datacenter {dc.name}: {error.message}",
+            advice.next_step(reason, namespace=namespace, dc=dc),
+        )
+        for dc, (reason, error) in failures
+    )
     transient = [r for _, r in failures if r[0] in ("KubernetesUnavailable", "DatabaseUnavailable")]
     reason, error = transient[0] if transient else failures[0][1]
     return status.Check.failed(reason, message, permanent=not transient), error

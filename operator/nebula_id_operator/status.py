@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from nebula_id.core import pool as pools
+from nebula_id_operator import advice
 
 READY = "Ready"
 ETCD_CONFIGURED = "EtcdConfigured"
@@ -104,13 +105,22 @@ def condition(
 
 def ready_check(etcd: Check, database: Check) -> Check:
     """Ready when the config is in etcd and every database is provisioned."""
-    for check in (etcd, database):
+    steps = (
+        (etcd, "Sidecars cannot start: the pool's config is not in etcd."),
+        (database, "Segment IDs cannot be served: the segment tables are not set up."),
+    )
+    for check, meaning in steps:
         if check.ok is False:
-            return Check.failed(check.reason, check.message, permanent=check.permanent)
-    for check in (etcd, database):
+            message = f"{meaning} {check.message}"
+            return Check.failed(check.reason, message, permanent=check.permanent)
+    for check, _ in steps:
         if check.ok is None:
             return Check.unknown(check.reason, check.message)
-    return Check.passed("Reconciled", "the pool's config is in etcd and its databases are ready")
+    return Check.passed(
+        "Reconciled",
+        "The pool's config is in etcd and its databases are ready: pods annotated "
+        "nebula-id.io/pool with this pool's name get a sidecar that serves IDs.",
+    )
 
 
 def health_check(health: Sequence[DatacenterHealth]) -> Check:
@@ -121,7 +131,10 @@ def health_check(health: Sequence[DatacenterHealth]) -> Check:
     if not sick:
         return Check.passed("AllHealthy", f"{len(health)} of {len(health)} datacenters are healthy")
     detail = "; ".join(f"{h.name}: {h.reason}" for h in sick)
-    return Check.failed("Unhealthy", f"{len(sick)} of {len(health)} unhealthy: {detail}")
+    message = f"{len(sick)} of {len(health)} unhealthy: {detail}"
+    return Check.failed(
+        "Unhealthy", advice.with_next_step(message, advice.unhealthy_hint([h.name for h in sick]))
+    )
 
 
 def phase(ready: Check, healthy: Check) -> str:

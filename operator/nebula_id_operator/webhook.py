@@ -74,6 +74,7 @@ def injection_settings_from_env(
         resources=parsed_resources,
         listen_host=get("LISTEN_HOST") or defaults.listen_host,
         log_level=get("LOG_LEVEL") or defaults.log_level,
+        log_format=get("LOG_FORMAT") or defaults.log_format,
     )
 
 

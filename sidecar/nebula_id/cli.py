@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from nebula_id import __version__, errors
+from nebula_id import __version__, errors, logs
 from nebula_id import settings as settings_mod
 
 EXIT_CONFIG = 2
@@ -67,11 +67,7 @@ def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_mod.load(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format, pool=settings.pool, stream=sys.stderr)
     from aiohttp import web
 
     from nebula_id.http import app as app_mod

@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nebula_id import errors
+from nebula_id import errors, logs
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
@@ -83,6 +83,7 @@ class ServeSettings:
     rate_limit_burst: int | None = None
     audit_log: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
     pod_name: str | None = None
     pod_namespace: str | None = None
     pod_uid: str | None = None
@@ -346,6 +347,7 @@ FIELDS: tuple[Field, ...] = (
     Field("rate_limit_burst", _int, ("rate_limit.burst",), "bucket size"),
     Field("audit_log", _optional_text, ("audit.log",), "audit log path, or - for stderr"),
     Field("log_level", _choice(LOG_LEVELS), ("app.log_level",), "log level"),
+    Field("log_format", _choice(logs.FORMATS), ("app.log_format",), "text, or json lines"),
     Field("pod_name", _optional_text, (), "downward API"),
     Field("pod_namespace", _optional_text, (), "downward API"),
     Field("pod_uid", _optional_text, (), "downward API"),

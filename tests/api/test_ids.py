@@ -150,4 +150,4 @@ async def test_metrics_count_ids_and_errors(make_client: MakeClient) -> None:
     assert 'nebula_id_ids_issued_total{algorithm="uuid7"} 1.0' in text
     assert 'code="invalid_argument"' in text
     assert 'nebula_id_source_ready{source="snowflake"} 1.0' in text
-    assert "nebula_id_snowflake_high_water_mark_ms" in text
+    assert "nebula_id_snowflake_high_water_mark_seconds" in text

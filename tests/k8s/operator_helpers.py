@@ -168,6 +168,7 @@ def leading_operator(
     identity: str,
     prefix: str,
     namespace: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Operator]:
     """One operator watching `namespace`, leading; on exit its pools are deleted
     while it still runs the finalizers, then it stops."""
@@ -177,7 +178,7 @@ def leading_operator(
         workdir=workdir,
         identity=identity,
         prefix=prefix,
-        extra_env={"NEBULA_OPERATOR_NAMESPACES": namespace},
+        extra_env={"NEBULA_OPERATOR_NAMESPACES": namespace, **(extra_env or {})},
     ).start()
     try:
         eventually(op.is_leader, timeout=20, what=f"the {identity} operator to lead")

@@ -91,11 +91,11 @@ def test_standby_takes_over_when_the_leader_dies(
     code, body = standby.probe("/readyz")
     assert code == 200, body
     assert '"role": "standby"' in body
-    assert standby.metric("nebula_operator_leader") == 0.0
+    assert standby.metric("nebula_id_operator_leader") == 0.0
 
     apply_pool(control_plane, "before")
     helpers.eventually(lambda: ready(control_plane, "before"), timeout=30, what="pool before")
-    assert standby.metric("nebula_operator_reconciles_total", kind="spec") == 0
+    assert standby.metric("nebula_id_operator_reconciles_total", kind="spec") == 0
 
     leader.kill()
     killed_at = time.monotonic()
@@ -106,7 +106,7 @@ def test_standby_takes_over_when_the_leader_dies(
     assert failover_s <= FAILOVER_BUDGET_S, standby.log_tail()
     assert standby.is_leader()
     assert asyncio.run(_leader_key(etcd_endpoint)) == standby.identity
-    assert standby.metric("nebula_operator_reconciles_total", kind="spec") >= 1
+    assert standby.metric("nebula_id_operator_reconciles_total", kind="spec") >= 1
 
 
 def test_leader_that_cannot_renew_its_lease_stops_and_exits(

@@ -211,11 +211,11 @@ def test_missing_secret_fails_without_a_hot_loop_and_heals_when_created(
 
     # No hot loop: kopf does not retry a permanent error; only the slow resync
     # timer (every 2 s here, 30 s by default) looks again.
-    spec_before = operator.metric("nebula_operator_reconciles_total", kind="spec")
-    resync_before = operator.metric("nebula_operator_reconciles_total", kind="resync")
+    spec_before = operator.metric("nebula_id_operator_reconciles_total", kind="spec")
+    resync_before = operator.metric("nebula_id_operator_reconciles_total", kind="resync")
     time.sleep(6)
-    spec_after = operator.metric("nebula_operator_reconciles_total", kind="spec")
-    resync_after = operator.metric("nebula_operator_reconciles_total", kind="resync")
+    spec_after = operator.metric("nebula_id_operator_reconciles_total", kind="spec")
+    resync_after = operator.metric("nebula_id_operator_reconciles_total", kind="resync")
     assert spec_after == spec_before
     assert 1 <= resync_after - resync_before <= 4
 
@@ -376,8 +376,8 @@ def test_probes_and_metrics(operator: helpers.Operator) -> None:
     assert code == 200
     assert json.loads(body)["role"] == "leader"
     assert operator.probe("/healthz")[0] == 200
-    assert operator.metric("nebula_operator_leader") == 1.0
-    assert operator.metric("nebula_operator_reconciles_total", kind="spec") >= 1
+    assert operator.metric("nebula_id_operator_leader") == 1.0
+    assert operator.metric("nebula_id_operator_reconciles_total", kind="spec") >= 1
 
 
 def test_unreachable_database_retries_shows_in_conditions_and_heals(
@@ -404,7 +404,7 @@ def test_unreachable_database_retries_shows_in_conditions_and_heals(
     pool = wait_condition(control_plane, operator, "flaky", "DatabaseProvisioned", "False")
     provisioned = helpers.condition(pool, "DatabaseProvisioned")
     assert provisioned["reason"] == "DatabaseUnavailable"
-    assert provisioned["message"].startswith("dc-b: cannot provision segments")
+    assert provisioned["message"].startswith("Datacenter dc-b: cannot provision segments")
     assert pool["status"]["phase"] == "Pending"  # transient: kopf retries with backoff
     assert segment_rows(postgres, "nebula", f"{NAMESPACE}/flaky") == ["parcels:dc-a"]
 
@@ -426,7 +426,7 @@ def test_unreachable_database_retries_shows_in_conditions_and_heals(
 
     helpers.eventually(warnings, timeout=10, what="Warning events for the transitions")
     errors_seen = operator.metric(
-        "nebula_operator_reconcile_errors_total", kind="spec", reason="StorageError"
+        "nebula_id_operator_reconcile_errors_total", kind="spec", reason="StorageError"
     )
     assert errors_seen >= 1
 

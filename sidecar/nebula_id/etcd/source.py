@@ -9,10 +9,12 @@ waiting past a previous holder's mark.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from nebula_id import clock as clocks
 from nebula_id import errors
@@ -53,11 +55,11 @@ class WorkerMetrics:
             "Seconds a new holder had to wait for its clock to pass the stored high-water mark",
             registry=registry,
         )
-        self.clock_wait_seconds = prometheus_client.Gauge(
-            "nebula_id_snowflake_clock_wait_seconds",
-            "Seconds spent waiting out clock rollbacks within the tolerance",
-            registry=registry,
-        )
+        self.clock_wait_seconds: Callable[[], float] = lambda: 0.0
+        """Seconds spent waiting out clock rollbacks; the source sets the reader."""
+        self.lease_remaining_seconds: Callable[[], float] = lambda: 0.0
+        """Seconds the lease can still be proven valid; the source sets the reader."""
+        registry.register(_ReaderCollector(self))
         self.exhausted = prometheus_client.Gauge(
             "nebula_id_worker_ids_exhausted",
             "1 while every worker ID of the datacenter is claimed by someone else",
@@ -69,6 +71,26 @@ class WorkerMetrics:
             registry=registry,
         )
         self.worker.set(-1)
+
+
+class _ReaderCollector(Collector):
+    """The worker metrics that are read from the source when scraped."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "nebula_id_snowflake_clock_wait_seconds",
+            "Seconds spent waiting out clock rollbacks within the tolerance",
+            value=self._metrics.clock_wait_seconds(),
+        )
+        yield GaugeMetricFamily(
+            "nebula_id_worker_lease_remaining_seconds",
+            "Seconds the etcd lease behind the worker ID can still be proven valid; "
+            "0 when no lease is held (Snowflake then answers 503 lease_lost)",
+            value=self._metrics.lease_remaining_seconds(),
+        )
 
 
 class LeasedSnowflake:
@@ -99,7 +121,8 @@ class LeasedSnowflake:
         self._lease_deadline: float | None = None
         self._wait_past_ms = 0
         self._clock_wait_ms_retired = 0.0
-        metrics.clock_wait_seconds.set_function(self._clock_wait_seconds)
+        metrics.clock_wait_seconds = self._clock_wait_seconds
+        metrics.lease_remaining_seconds = self._lease_remaining_seconds
 
     # -- SnowflakeSource ----------------------------------------------------------------
 
@@ -245,6 +268,12 @@ class LeasedSnowflake:
             self.metrics.fence_refusals.inc()
             return errors.LeaseLost(self._message, retry_after=1.0)
         return errors.NotReady(self._message, retry_after=0.5)
+
+    def _lease_remaining_seconds(self) -> float:
+        deadline = self._lease_deadline
+        if deadline is None:
+            return 0.0
+        return max(0.0, deadline - self._clock.monotonic())
 
     def _clock_wait_seconds(self) -> float:
         generator = self._generator

@@ -25,7 +25,7 @@ from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
-from nebula_id.http import guards, keys, metrics, routes
+from nebula_id.http import guards, keys, latency, metrics, routes
 from nebula_id.http import stats as stats_mod
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
@@ -43,6 +43,8 @@ def build_app(
     stats = stats_mod.RequestStats()
     collector = metrics.StatsCollector(stats)
     registry.register(collector)
+    request_latency = latency.RequestLatency()
+    registry.register(latency.LatencyCollector(request_latency))
 
     guard_middlewares: list[Middleware] = []
     api_keys = guards.load_api_keys(settings)
@@ -53,7 +55,13 @@ def build_app(
         guard_middlewares.append(
             guards.rate_limit_middleware(rate=settings.rate_limit_rps, burst=burst, clock=clock)
         )
-    audit_logger = guards.open_audit_log(settings.audit_log) if settings.audit_log else None
+    audit_logger = (
+        guards.open_audit_log(
+            settings.audit_log, log_format=settings.log_format, pool=settings.pool
+        )
+        if settings.audit_log
+        else None
+    )
     # No middleware at all unless one is configured: handlers are guarded instead.
     middlewares: list[Middleware] = []
     if guard_middlewares or audit_logger is not None:
@@ -70,6 +78,7 @@ def build_app(
         app.router,
         guard=not middlewares,
         extra=(("/metrics", metrics.metrics_handler(registry)),),
+        timed=request_latency.timed,
     )
 
     app.cleanup_ctx.append(_pool_ctx)

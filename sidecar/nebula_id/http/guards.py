@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from nebula_id import errors
+from nebula_id import errors, logs
 from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock
 from nebula_id.core import ratelimit
@@ -100,8 +100,22 @@ def rate_limit_middleware(*, rate: float, burst: int, clock: Clock) -> Middlewar
     return limit
 
 
-def open_audit_log(target: str) -> logging.Logger:
-    """A logger writing one JSON line per request to `target` (a path, or - for stderr)."""
+class _AuditLine(logging.Formatter):
+    """The text format's audit line: the request fields as one JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(getattr(record, "fields", {}))
+
+
+def open_audit_log(
+    target: str, *, log_format: str = "text", pool: str | None = None
+) -> logging.Logger:
+    """A logger writing one JSON line per request to `target` (a path, or - for stderr).
+
+    In the text format a line holds the request fields only; in the json format
+    it has the stable keys of `nebula_id.logs` too (time, level, logger, message,
+    pool), then the request fields.
+    """
     # A private logger (not in logging's registry): two apps in one process
     # (tests) must not write into each other's audit logs.
     logger = logging.Logger(AUDIT_LOGGER, logging.INFO)
@@ -114,7 +128,7 @@ def open_audit_log(target: str) -> logging.Logger:
             handler = logging.FileHandler(target, encoding="utf-8")
         except OSError as e:
             raise errors.ConfigError(f"audit_log {target} cannot be opened: {e.strerror}") from e
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logs.JsonFormatter(pool=pool) if log_format == "json" else _AuditLine())
     logger.addHandler(handler)
     return logger
 
@@ -140,7 +154,9 @@ def audit_middleware(logger: logging.Logger) -> Middleware:
             "key": key_id(key) if key else None,
             "ms": round((time.monotonic() - started) * 1000, 3),
         }
-        logger.info(json.dumps(record))
+        logger.info(
+            "%s %s %d", request.method, request.path_qs, response.status, extra={"fields": record}
+        )
         return response
 
     return audit

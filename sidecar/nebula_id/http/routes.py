@@ -261,13 +261,16 @@ def add_routes(
     *,
     guard: bool,
     extra: tuple[tuple[str, Handler], ...] = (),
+    timed: Callable[[str, Handler], Handler] | None = None,
 ) -> None:
     """The API's GET routes, JSON 405s for other methods and a JSON 404 for the rest.
 
     `guard` wraps each handler with the error mapping, for an app that has no
-    error middleware.
+    error middleware; `timed(path, handler)` wraps it with a latency observation.
     """
     for path, handler in (*ROUTES, *extra):
+        if timed is not None:
+            handler = timed(path, handler)
         router.add_get(path, http_errors.guarded(handler) if guard else handler)
         router.add_route("*", path, http_errors.method_not_allowed)
     router.add_route("*", "/{tail:.*}", http_errors.not_found)

@@ -66,8 +66,8 @@ class StandaloneSnowflake:
         self.next_id = generator.next_id
         self.next_ids = generator.next_ids
         self._mark_gauge = Gauge(
-            "nebula_id_snowflake_high_water_mark_ms",
-            "The persisted high-water mark (Unix ms)",
+            "nebula_id_snowflake_high_water_mark_seconds",
+            "The persisted high-water mark (Unix time): no ID carries a later timestamp",
             registry=registry,
         )
         self._write_failures = Counter(
@@ -177,7 +177,7 @@ class StandaloneSnowflake:
         await asyncio.to_thread(self._mark_file.write, mark_ms, **self._details())
         self._generator.allow_until(mark_ms)
         self._mark_ms = max(self._mark_ms, mark_ms)
-        self._mark_gauge.set(self._mark_ms)
+        self._mark_gauge.set(self._mark_ms / 1000)
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -239,7 +239,11 @@ async def open_segments(
         if dc.name in dsns
     }
     policy = failover.Failover(order, preferred=preferred, clock=clock, settings=failover_settings)
-    store = FailoverSegmentStore(stores, policy, metrics=SegmentMetrics(registry))
+    segment_metrics = SegmentMetrics(registry)
+    for name in stores:  # every series from the start, so rate() and alerts see a 0
+        segment_metrics.allocations.labels(name)
+        segment_metrics.allocation_errors.labels(name)
+    store = FailoverSegmentStore(stores, policy, metrics=segment_metrics)
     allocator = segment.SegmentAllocator(
         store,
         [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags],
