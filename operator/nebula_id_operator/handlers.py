@@ -210,7 +210,9 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 if stored is None:
                     await stopped.wait(interval)
                     continue
-                view = await workers.sync(ctx.etcd, ctx.kube, keys, stored.config, applied)
+                view = await workers.sync(
+                    ctx.etcd, ctx.kube, keys, stored.config, applied, fence=ctx.fence()
+                )
                 applied = view.annotations
                 gauge.set(view.active)
                 wanted = status.workers_status(view.active, status.worker_capacity(stored.config))
@@ -242,7 +244,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         drop = str(annotations.get(reconcile.DROP_DATA_ANNOTATION, "")).lower() == "true"
         try:
             result, skipped = await reconcile.delete(
-                ctx, meta["namespace"], meta["name"], drop=drop
+                ctx, meta["namespace"], meta["name"], drop=drop, spec=_spec(body)
             )
         except errors.NebulaIdError as e:
             ctx.metrics.observe("delete", started, error=type(e).__name__)

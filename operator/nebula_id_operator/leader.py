@@ -69,6 +69,17 @@ class LeaderElection:
     def identity(self) -> str:
         return self._identity
 
+    def fence(self) -> list[etcd.Compare]:
+        """The etcd condition "we still lead", to put in every destructive transaction.
+
+        The local deadline says we *should* still lead; this makes etcd check it at the
+        moment of the write, so a leader paused past its lease writes nothing.
+        """
+        lease = self._lease
+        if lease is None:
+            raise LeadershipLost(f"{self._identity} is not the leader")
+        return [etcd.Compare.lease_equals(self._key, lease)]
+
     def holds(self) -> bool:
         """True while leadership is proven by the local deadline."""
         return self._lease is not None and self._clock.monotonic() < self._deadline

@@ -141,6 +141,7 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
                     connect_timeout_s=settings.database_timeout_seconds,
                     command_timeout_s=settings.database_timeout_seconds,
                 ),
+                fence=election.fence,
             )
             return await _lead(settings, election, ctx, kopf_settings, info, stop, kopf_ready)
         finally:

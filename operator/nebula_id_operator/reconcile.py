@@ -10,9 +10,15 @@ which is idempotent and never drops or lowers a counter.  Each step ends in a
 (`failures`).
 
 Deletion removes the config, health and claims from etcd and keeps the segment
-rows and the clock records: a pool created again under the same name continues
-above every ID the old one issued.  Only the explicit annotation
-``nebula-id.io/drop-data-on-delete: "true"`` drops them.
+rows, the clock records and the pool's identity (a tombstone): a pool created again
+under the same name continues above every ID the old one issued, or is refused when
+its layout, epoch or datacenter IDs differ.  Only the explicit annotation
+``nebula-id.io/drop-data-on-delete: "true"`` drops them, in three steps: fence (the
+config and claims go, the identity turns ``dropping``, so no holder can claim again),
+wait (every claim's lease revoked and a full lease TTL passed, so every holder has
+stopped at its own deadline), drop (rows of this generation or earlier, then marks
+and floors, the identity turning ``dropped``).  Every etcd write of a deletion is
+fenced on this replica's leadership in the same transaction.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.core import identity as identities
 from nebula_id.core import pool as pools
+from nebula_id.core.keys import PoolKeys
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
+from nebula_id.etcd.client import Compare
 from nebula_id.storage import engines, postgres
 from nebula_id_operator import advice, kube, status
 from nebula_id_operator import metrics as operator_metrics
@@ -48,6 +57,10 @@ class Context:
     clock: Clock
     metrics: operator_metrics.OperatorMetrics
     postgres: postgres.PostgresSettings
+    fence: Callable[[], Sequence[Compare]] = lambda: ()
+    """The etcd conditions that prove this replica leads (`LeaderElection.fence`)."""
+    poll_seconds: float = 0.5
+    """How often a drop re-checks that every claim's lease has gone."""
 
     def now(self) -> str:
         return status.rfc3339(self.clock.wall_ms())
@@ -86,6 +99,9 @@ async def write_config(
     keys = ctx.settings.keys(namespace, name)
     try:
         result = await etcd_pools.apply(ctx.etcd, keys, spec, now_ms=ctx.clock.wall_ms())
+    except identities.RecreationRefused as e:
+        # The pool was deleted, its IDs are remembered, and this spec could repeat them.
+        return None, status.Check.failed("RecreationRefused", e.message, permanent=True), e
     except errors.InvalidPool as e:
         message = advice.with_next_step(
             e.message, advice.next_step("InvalidSpec", namespace=namespace)
@@ -164,8 +180,10 @@ async def reconcile(ctx: Context, namespace: str, name: str, spec: Mapping[str, 
     )
 
 
-async def drop_data(ctx: Context, namespace: str, config: pools.PoolConfig) -> list[str]:
-    """Delete the pool's segment rows and clock records; returns what could not be dropped."""
+async def drop_rows(
+    ctx: Context, namespace: str, config: pools.PoolConfig, generation: int
+) -> list[str]:
+    """Delete the pool's segment rows up to `generation`; returns what could not be dropped."""
     skipped: list[str] = []
     for dc in [dc for dc in config.datacenters if dc.database_secret_ref is not None]:
         try:
@@ -173,26 +191,83 @@ async def drop_data(ctx: Context, namespace: str, config: pools.PoolConfig) -> l
         except kube.SecretNotFound as e:
             skipped.append(f"{dc.name}: {e.message}")
             continue
-        timeout = ctx.settings.database_timeout_seconds
-        try:
-            await engines.delete_pool(dsn, config.ref, timeout_s=timeout)
-        except errors.StorageError as e:
-            raise errors.StorageError(
-                f"cannot drop the segments of {config.ref} in {dc.name!r}: {e.message}"
-            ) from e
-    keys = ctx.settings.keys(namespace, config.name)
-    await ctx.etcd.delete(keys.clock_prefix, prefix=True)
+        deleted = await engines.drop_rows(dsn, config.ref, generation, settings=ctx.postgres)
+        log.info("pool %s: %d segment rows dropped in %s", config.ref, deleted, dc.name)
     return skipped
 
 
+async def wait_for_holders(
+    ctx: Context, keys: PoolKeys, leases: Sequence[int], ttl_seconds: int
+) -> None:
+    """Return once no holder of the pool can still issue an ID.
+
+    Every lease of a deleted claim is revoked; a holder's own deadline is at most one
+    TTL after its last keepalive was sent, which was before the revocation, so one
+    TTL (plus the slack of a slow clock) after it no holder serves.  New claims cannot
+    appear (the claim transaction needs the config), but they are looked for anyway.
+    """
+    pending = set(leases)
+    revoked: set[int] = set()
+    deadline = ctx.clock.monotonic()
+    while True:
+        pending |= set(await etcd_pools.claim_leases(ctx.etcd, keys))
+        for lease in sorted(pending - revoked):
+            await ctx.etcd.revoke(lease)
+            revoked.add(lease)
+            deadline = ctx.clock.monotonic() + ttl_seconds + 1.0
+        pending = set(await etcd_pools.leases_alive(ctx.etcd, sorted(pending)))
+        if (
+            not pending
+            and ctx.clock.monotonic() >= deadline
+            and not await etcd_pools.claim_leases(ctx.etcd, keys)
+        ):
+            return
+        await asyncio.sleep(ctx.poll_seconds)
+
+
 async def delete(
-    ctx: Context, namespace: str, name: str, *, drop: bool
+    ctx: Context,
+    namespace: str,
+    name: str,
+    *,
+    drop: bool,
+    spec: Mapping[str, Any] | None = None,
 ) -> tuple[etcd_pools.DeleteResult, list[str]]:
-    """Remove the pool from etcd (and its data, when asked); raises our errors to retry."""
+    """Remove the pool from etcd (and its data, when asked); raises our errors to retry.
+
+    `spec` (the resource's) names the datacenters' Secrets when the config is already
+    gone, as on a retry of an interrupted drop.
+    """
     keys = ctx.settings.keys(namespace, name)
     stored = await etcd_pools.get(ctx.etcd, keys)
+    result = await etcd_pools.delete(
+        ctx.etcd, keys, fence=ctx.fence(), now_ms=ctx.clock.wall_ms(), dropping=drop
+    )
+    identity = result.identity
+    if not drop or identity is None or identity.state != "dropping":
+        return result, []
+    config = stored.config if stored is not None else _config_of_spec(namespace, name, spec)
+    await wait_for_holders(ctx, keys, result.leases, identity.lease_ttl_seconds)
     skipped: list[str] = []
-    if drop and stored is not None:
-        skipped = await drop_data(ctx, namespace, stored.config)
-    result = await etcd_pools.delete(ctx.etcd, keys)
+    if config is not None:
+        skipped = await drop_rows(ctx, namespace, config, identity.generation)
+    await etcd_pools.finish_drop(
+        ctx.etcd,
+        keys,
+        identity,
+        result.identity_revision,
+        fence=ctx.fence(),
+        now_ms=ctx.clock.wall_ms(),
+    )
     return result, skipped
+
+
+def _config_of_spec(
+    namespace: str, name: str, spec: Mapping[str, Any] | None
+) -> pools.PoolConfig | None:
+    if spec is None:
+        return None
+    try:
+        return pools.parse_spec(spec, namespace=namespace, name=name)
+    except errors.InvalidPool:
+        return None

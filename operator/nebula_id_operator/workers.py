@@ -154,8 +154,10 @@ async def wait_for_change(
     return True
 
 
-async def reclaim_stale(client: etcd.EtcdClient, claims: Sequence[Claim]) -> list[Claim]:
-    """Delete claims whose lease is gone; returns the ones still live."""
+async def reclaim_stale(
+    client: etcd.EtcdClient, claims: Sequence[Claim], *, fence: Sequence[etcd.Compare] = ()
+) -> list[Claim]:
+    """Delete claims whose lease is gone (fenced on `fence`); returns the ones still live."""
     leases = {c.lease for c in claims if c.lease}
     live: set[int] = set()
     for lease in leases:
@@ -165,7 +167,8 @@ async def reclaim_stale(client: etcd.EtcdClient, claims: Sequence[Claim]) -> lis
     dead = stale(claims, live)
     for claim in dead:
         result = await client.txn(
-            [etcd.Compare.mod_revision(claim.key, claim.mod_revision)], [etcd.Delete(claim.key)]
+            [*fence, etcd.Compare.mod_revision(claim.key, claim.mod_revision)],
+            [etcd.Delete(claim.key)],
         )
         if result.succeeded:
             log.info("reclaimed stale worker claim %s (lease %x is gone)", claim.key, claim.lease)
@@ -203,10 +206,12 @@ async def sync(
     keys: pool_keys.PoolKeys,
     config: pools.PoolConfig,
     applied: Mapping[PodRef, str],
+    *,
+    fence: Sequence[etcd.Compare] = (),
 ) -> WorkersView:
     """One pass: reclaim stale claims, count the rest, bring pod annotations up to date."""
     found, revision = await read_claims(client, keys)
-    claims = await reclaim_stale(client, found)
+    claims = await reclaim_stale(client, found, fence=fence)
     by_dc = count_active(config, claims)
     wanted = desired_annotations(config, claims, pool_namespace=keys.namespace)
     done = await apply_annotations(api, annotation_changes(applied, wanted))

@@ -215,8 +215,10 @@ async def _raise(
     step: Step,
     out: TextIO,
 ) -> None:
-    before, after = await store.raise_floor(step.tag, step.counter)
-    # etcd keeps the row's counter as a second witness: the next range starts there.
+    # Two witnesses of how far the counter went (the row and the etcd floor): the row
+    # goes to the higher of the floor and the import's counter, then etcd to the row's.
+    floor = await floors.read_floor(client, keys, step.datacenter.id, step.tag)
+    before, after = await store.raise_floor(step.tag, max(step.counter, floor or 0))
     witnessed = await floors.raise_floor(client, keys, step.datacenter.id, step.tag, after)
     dc = f"{step.datacenter.name} (id {step.datacenter.id})"
     if after > before:

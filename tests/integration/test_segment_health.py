@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from nebula_id import errors
 from nebula_id.clock import SystemClock
 from nebula_id.core import failover, keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
+from nebula_id.etcd import pools as pool_store
 from nebula_id.settings import ServeSettings
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
@@ -45,19 +47,26 @@ def health_doc(*, a_healthy: bool, age_s: float = 0.0) -> bytes:
     ).encode()
 
 
+SPEC = {
+    "algorithm": "segment",
+    "datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
+    "segment": {"tags": [{"name": "orders", "step": 20, "maxStep": 20}]},
+}
+
+
 @contextlib.asynccontextmanager
 async def open_source(
-    name: str, etcd_endpoint: str, dcs: dict[str, PostgresCluster]
+    name: str, etcd_endpoint: str, dcs: dict[str, PostgresCluster], *, provision: bool = True
 ) -> AsyncIterator[postgres_source.ClusterSegments]:
-    pool = pools.parse_spec(
-        {
-            "algorithm": "segment",
-            "datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
-            "segment": {"tags": [{"name": "orders", "step": 20, "maxStep": 20}]},
-        },
-        namespace="it",
-        name=name,
-    )
+    pool = pools.parse_spec(SPEC, namespace="it", name=name)
+    if provision:
+        # Cluster mode: the pool exists in etcd and its rows are provisioned, as the
+        # operator (or `nebula-id pool apply`) does.
+        reach = etcd_client.EtcdSettings(endpoints=(etcd_endpoint,))
+        async with etcd_client.EtcdClient(reach) as etcd:
+            pool = (await pool_store.apply(etcd, keys.PoolKeys("it", name), SPEC)).config
+        for dc in pool.datacenters:
+            await pg_store.provision(dcs[dc.name].dsn(), pool, dc)
     settings = ServeSettings(
         pool=f"it/{name}",
         etcd_endpoints=(etcd_endpoint,),
@@ -123,15 +132,18 @@ async def test_stale_health_is_ignored(
     assert len(served) == 50
 
 
-async def test_etcd_being_unreachable_falls_back_to_failure_counts(
+async def test_etcd_being_unreachable_stops_segments_in_cluster_mode(
     postgres_dcs: dict[str, PostgresCluster],
 ) -> None:
-    async with open_source("health-no-etcd", "http://127.0.0.1:9", postgres_dcs) as source:
+    # Without etcd neither the pool's config nor the segment floors can be proven, so
+    # nothing is served: a database row that went back would repeat IDs unnoticed.
+    async with open_source(
+        "health-no-etcd", "http://127.0.0.1:9", postgres_dcs, provision=False
+    ) as source:
         await asyncio.sleep(0.3)
-        served = await source.next_ids("orders", 50)
-        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
-        assert source.ready_reason() is None
-    assert len(set(served)) == 50
+        with pytest.raises(errors.NotReady, match="segments are not served"):
+            await source.next_ids("orders", 50)
+        assert source.ready_reason() == "not_ready"
 
 
 async def test_a_malformed_health_document_is_ignored(

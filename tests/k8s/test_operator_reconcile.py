@@ -361,14 +361,39 @@ def test_delete_cleans_etcd_and_keeps_tables_unless_asked(
     asyncio.run(put_marks())
 
     for name in ("kept", "dropped"):
-        control_plane.kubectl("delete", "nip", name, "-n", NAMESPACE, "--timeout=30s")
-        assert etcd_values(etcd_endpoint, keys(name).root, prefix=True).keys() <= {clock_key}, (
-            f"{name} left keys in etcd"
-        )
+        control_plane.kubectl("delete", "nip", name, "-n", NAMESPACE, "--timeout=60s")
+        # Only the marks and the identity (a tombstone) stay.
+        left = etcd_values(etcd_endpoint, keys(name).root, prefix=True).keys()
+        assert left <= {clock_key, keys(name).identity}, f"{name} left keys in etcd"
     assert segment_rows(postgres, "deletions", f"{NAMESPACE}/kept") == ["keep:dc-a"]
     assert clock_key in etcd_values(etcd_endpoint, clock_key)
     assert segment_rows(postgres, "deletions", f"{NAMESPACE}/dropped") == []
     assert etcd_values(etcd_endpoint, dropped_clock_key) == {}
+    kept = json.loads(etcd_values(etcd_endpoint, keys("kept").identity)[keys("kept").identity])
+    dropped_key = keys("dropped").identity
+    dropped = json.loads(etcd_values(etcd_endpoint, dropped_key)[dropped_key])
+    assert (kept["state"], dropped["state"]) == ("deleted", "dropped")
+
+    # Re-created with another epoch while its IDs are remembered: refused, with a
+    # condition and an Event that say why and what to do.
+    moved = spec.rstrip(" ") + "        snowflake: {epoch: '2025-01-01T00:00:00Z'}\n"
+    apply_pool(control_plane, "kept", moved)
+    refused = wait_condition(control_plane, operator, "kept", "EtcdConfigured", "False")
+    condition = helpers.condition(refused, "EtcdConfigured")
+    assert condition["reason"] == "RecreationRefused"
+    assert "remembered" in condition["message"]
+    events = control_plane.kubectl(
+        "get", "events", "-n", NAMESPACE, "--field-selector", "involvedObject.name=kept"
+    ).stdout
+    assert "RecreationRefused" in events
+    # Created again with the same spec, it continues above every ID it issued.
+    control_plane.kubectl("delete", "nip", "kept", "-n", NAMESPACE, "--timeout=60s")
+    apply_pool(control_plane, "kept", spec)
+    wait_condition(control_plane, operator, "kept", "Ready", "True")
+    again = json.loads(etcd_values(etcd_endpoint, keys("kept").identity)[keys("kept").identity])
+    assert (again["state"], again["generation"]) == ("live", kept["generation"] + 1)
+    assert segment_rows(postgres, "deletions", f"{NAMESPACE}/kept") == ["keep:dc-a"]
+    control_plane.kubectl("delete", "nip", "kept", "-n", NAMESPACE, "--timeout=60s")
 
 
 def test_probes_and_metrics(operator: helpers.Operator) -> None:
@@ -476,6 +501,6 @@ def test_a_mysql_datacenter_is_provisioned_checked_and_dropped_like_postgresql(
         "invoices:dc-b",
         "orders:dc-b",
     ]
-    control_plane.kubectl("delete", "nip", "mixed", "-n", NAMESPACE, "--timeout=30s")
+    control_plane.kubectl("delete", "nip", "mixed", "-n", NAMESPACE, "--timeout=60s")
     assert maria_rows() == []
     assert segment_rows(postgres, "operator_mixed", f"{NAMESPACE}/mixed") == []

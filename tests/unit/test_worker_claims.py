@@ -100,5 +100,5 @@ def test_a_new_holder_waits_past_a_foreign_mark() -> None:
 def test_a_reclaim_of_our_own_worker_waits_only_past_our_own_last_id() -> None:
     mark = claims.HighWaterMark(ms=5000, lease=0x1)
     assert claims.floor_for_new_holder(mark, previous_lease=0x1, previous_last_ms=3000) == 3000
-    # A last timestamp above the mark cannot happen; the higher mark wins anyway.
-    assert claims.floor_for_new_holder(mark, previous_lease=0x1, previous_last_ms=6000) == 5000
+    # A last timestamp above the mark (a mark that went down): the higher one wins.
+    assert claims.floor_for_new_holder(mark, previous_lease=0x1, previous_last_ms=6000) == 6000

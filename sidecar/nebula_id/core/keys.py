@@ -1,6 +1,8 @@
 """The etcd keyspace of DESIGN.md, in one place.
 
 {prefix}/pools/{ns}/{name}/config                 written by the operator or `pool apply`
+{prefix}/pools/{ns}/{name}/identity               layout, epoch, datacenter IDs and generation;
+                                                  kept after deletion until the data is dropped
 {prefix}/pools/{ns}/{name}/health                 written by the operator
 {prefix}/pools/{ns}/{name}/workers/{dc}/{worker}  a claim, attached to the holder's lease
 {prefix}/pools/{ns}/{name}/clock/{dc}/{worker}    the high-water mark, kept without a lease
@@ -43,6 +45,10 @@ class PoolKeys:
     @property
     def config(self) -> str:
         return f"{self.root}/config"
+
+    @property
+    def identity(self) -> str:
+        return f"{self.root}/identity"
 
     @property
     def health(self) -> str:

@@ -82,6 +82,9 @@ class PoolConfig:
     sidecar: SidecarSpec
     # IDs of datacenters that were removed: never handed to another datacenter.
     retired_datacenter_ids: tuple[int, ...] = ()
+    # Which life of the pool this is: raised each time the pool is created again after
+    # a deletion, and stored with every mark and segment row (see `core.identity`).
+    generation: int = 0
     # The Snowflake generator this pool replaces (spec.snowflake.previous*), if declared.
     previous_snowflake: handover.PreviousGenerator | None = None
 
@@ -156,6 +159,7 @@ class PoolConfig:
             "lease": {"ttlSeconds": self.lease_ttl_seconds},
             "sidecar": sidecar,
             "retiredDatacenterIds": list(self.retired_datacenter_ids),
+            "generation": self.generation,
         }
 
 
@@ -465,5 +469,7 @@ def from_json(doc: Mapping[str, Any]) -> PoolConfig:
     namespace, name = str(doc["namespace"]), str(doc["name"])
     config = parse_spec(spec, namespace=namespace, name=name)
     return dataclasses.replace(
-        config, retired_datacenter_ids=tuple(int(i) for i in doc.get("retiredDatacenterIds", []))
+        config,
+        retired_datacenter_ids=tuple(int(i) for i in doc.get("retiredDatacenterIds", [])),
+        generation=int(doc.get("generation", 0)),
     )

@@ -8,7 +8,9 @@ than guesses.  It issues an ID only when all of these hold:
 * the clock has passed a previous holder's mark (`wait_past`), and the last
   timestamp of the generator the pool replaces (`issue_after_ms`);
 * the clock has not gone back by more than the tolerance since the last ID;
-* with ``require_lease``, the etcd lease is provably alive (`set_lease_deadline`).
+* with ``require_lease``, the etcd lease is provably alive (`set_lease_deadline`):
+  checked before each millisecond is used, again after every wait (a process can be
+  frozen inside one), and once more before a batch is returned.
 
 It is pure: time comes from the injected `Clock`, and the etcd and file
 adapters only move the mark and the deadline.  The hot path is kept tight (one
@@ -205,6 +207,9 @@ class SnowflakeGenerator:
             first = self._base + seq
             extend(range(first, first + taken))
             remaining -= taken
+        if self._require_lease:
+            # The batch took time (and maybe waits): nothing leaves after the deadline.
+            self._check_lease()
         return ids
 
     def info(self) -> dict[str, object]:
@@ -242,6 +247,11 @@ class SnowflakeGenerator:
                 "the etcd lease can no longer be proven valid (no keepalive answer in time)"
             )
 
+    def _recheck_lease(self) -> None:
+        """After a wait: the process may have been frozen in it past the lease deadline."""
+        if self._require_lease:
+            self._check_lease()
+
     def _slow_next(self, now: int) -> tuple[int, int]:
         """The timestamp and sequence of the next ID when the fast path cannot tell."""
         rollback_waits = 0
@@ -273,6 +283,7 @@ class SnowflakeGenerator:
                 if self._seq < self._max_seq:
                     return now, self._seq + 1
                 now = self._wait_next_ms(last)
+                self._recheck_lease()
                 continue
             behind = last - now
             if behind > self._tolerance_ms or rollback_waits >= _MAX_ROLLBACK_WAITS:
@@ -285,6 +296,7 @@ class SnowflakeGenerator:
             rollback_waits += 1
             self._clock.sleep(behind / 1000)
             self._clock_wait_ms_total += behind
+            self._recheck_lease()
             now = self._wall_ms()
 
     def _check_limit(self, now: int) -> None:

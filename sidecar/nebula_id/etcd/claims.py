@@ -107,9 +107,17 @@ class HighWaterMark:
     ms: int
     lease: int = 0
     """The lease of the holder that wrote it (0 when unknown)."""
+    generation: int = 0
+    """The life of the pool it was written in (`core.identity`; 0 when unknown)."""
 
     def to_json(self) -> bytes:
-        doc = {"ms": self.ms, "lease": f"{self.lease:x}", "at": layouts.format_epoch(self.ms)}
+        doc: dict[str, Any] = {
+            "ms": self.ms,
+            "lease": f"{self.lease:x}",
+            "at": layouts.format_epoch(self.ms),
+        }
+        if self.generation:
+            doc["generation"] = self.generation
         return json.dumps(doc, sort_keys=True).encode("utf-8")
 
     @classmethod
@@ -125,7 +133,12 @@ class HighWaterMark:
         if not isinstance(doc, dict) or not isinstance(doc.get("ms"), int):
             raise ValueError(f"not a high-water mark: {text[:100]!r}")
         lease = doc.get("lease", "0")
-        return cls(ms=doc["ms"], lease=int(lease, 16) if isinstance(lease, str) and lease else 0)
+        generation = doc.get("generation", 0)
+        return cls(
+            ms=doc["ms"],
+            lease=int(lease, 16) if isinstance(lease, str) and lease else 0,
+            generation=generation if isinstance(generation, int) else 0,
+        )
 
 
 def floor_for_new_holder(
@@ -136,18 +149,16 @@ def floor_for_new_holder(
 ) -> int:
     """The timestamp a new holder must wait past before issuing.
 
-    Normally the stored mark.  When the mark was written under our own previous lease of
-    this same worker ID, nobody else has issued with it since (every holder persists a
-    mark before its first ID), so our own last timestamp is the true floor and a
-    re-claim after an etcd outage does not wait out the whole horizon.
+    The stored mark, or this process's own last timestamp of the same worker ID when
+    that is higher (a mark that was lost or lowered must not let it repeat its own IDs).
+    When the mark was written under our own previous lease of this worker ID, nobody
+    else has issued with it since (every holder persists a mark before its first ID),
+    so our own last timestamp is the true floor and a re-claim after an etcd outage
+    does not wait out the whole horizon.
     """
+    own = previous_last_ms if previous_lease is not None and previous_last_ms is not None else 0
     if mark is None:
-        return 0
-    if (
-        previous_lease is not None
-        and previous_last_ms is not None
-        and mark.lease == previous_lease
-        and previous_last_ms <= mark.ms
-    ):
-        return previous_last_ms
-    return mark.ms
+        return own
+    if mark.lease == previous_lease and previous_last_ms is not None and own <= mark.ms:
+        return own
+    return max(mark.ms, own)

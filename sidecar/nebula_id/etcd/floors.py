@@ -69,3 +69,30 @@ async def raise_floor(
             return max_id
         kv = result.ranges[0][0] if result.ranges and result.ranges[0] else None
     raise errors.CoordinationError(f"segment floor {key} kept changing; gave up raising it")
+
+
+async def advance_floor(
+    client: EtcdClient, keys: PoolKeys, datacenter: int, tag: str, start: int, max_id: int
+) -> int | None:
+    """Record a range ``[start, max_id)`` of counters, if no range before it reached past `start`.
+
+    The floor is read and raised in one compare-and-swap, so of two ranges that overlap
+    (a database row that went back while both were taken) at most one is recorded.
+    Returns None when recorded, else the floor that refuses the range.
+    """
+    if not 0 <= start < max_id:
+        raise ValueError(f"not a range of counters: [{start}, {max_id})")
+    key = keys.floor(datacenter, tag)
+    kv = await client.get(key)
+    for _ in range(MAX_ATTEMPTS):
+        current = None if kv is None else decode_floor(kv)
+        if current is not None and current > start:
+            return current
+        revision = 0 if kv is None else kv.mod_revision
+        result = await client.txn(
+            [Compare.mod_revision(key, revision)], [Put(key, encode_floor(max_id))], [Get(key)]
+        )
+        if result.succeeded:
+            return None
+        kv = result.ranges[0][0] if result.ranges and result.ranges[0] else None
+    raise errors.CoordinationError(f"segment floor {key} kept changing; gave up raising it")

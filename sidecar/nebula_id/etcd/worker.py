@@ -13,6 +13,12 @@ task runs the life of a claim:
    only when both succeed, so a holder cut off from etcd stops itself in time;
 4. when the lease is gone or the claim taken, stop, and claim again from scratch;
 5. on exit, lower the mark to the last timestamp really issued, then revoke the lease.
+
+Alongside, a `poolwatch.PoolWatch` follows the pool's config: when the pool is deleted
+or comes back as another life or identity, the generator stops at once and the claim
+is given up; a claim is only ever made while the config it started with exists (the
+claim transaction compares the config's create revision), so no holder can start in a
+pool that is being deleted or dropped.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
-from nebula_id.etcd import cache, claims
+from nebula_id.etcd import cache, claims, poolwatch
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
@@ -121,15 +127,17 @@ async def open_snowflake(
         claimed_at_ms=0,
     )
     async with etcd.EtcdClient(etcd_settings(settings)) as client:
+        keys = settings.pool_keys()
         holder = WorkerHolder(
             client,
-            settings.pool_keys(),
+            keys,
             pool,
             datacenter_id=datacenter.id,
             source=source,
             identity=identity,
             clock=clock,
             rng=rng or random.Random(),
+            watch=poolwatch.PoolWatch(client, keys, pool, datacenter_id=datacenter.id, clock=clock),
         )
         task = asyncio.create_task(holder.run(), name=f"nebula-id worker {pool.ref}")
         try:
@@ -161,8 +169,15 @@ class WorkerHolder:
         identity: claims.ClaimRecord,
         clock: clocks.Clock,
         rng: random.Random,
+        watch: poolwatch.PoolWatch | None = None,
     ) -> None:
         self._client = client
+        self._watch = watch or poolwatch.PoolWatch(
+            client, keys, pool, datacenter_id=datacenter_id, clock=clock
+        )
+        self._watch.on_change(self._pool_ended)
+        self._holding: asyncio.Task[None] | None = None
+        self._ended: str | None = None
         self._keys = keys
         self._pool = pool
         self._dc = datacenter_id
@@ -183,10 +198,40 @@ class WorkerHolder:
         return self._worker
 
     async def run(self) -> None:
+        watching = asyncio.create_task(self._watch.run(), name="pool config watch")
+        try:
+            await self._run_claims()
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    def _pool_ended(self, reason: str) -> None:
+        """The pool's config is gone or another life: stop now, give the claim up."""
+        retired = self._source.stop(sources.NOT_READY, reason)
+        if retired is not None and self._worker is not None and self._lease is not None:
+            self._previous = (self._worker, self._lease, retired.last_timestamp_ms)
+        task = self._holding
+        if task is not None and not task.done():
+            self._ended = reason
+            task.cancel()
+
+    async def _hold_once(self) -> None:
+        self._holding = asyncio.create_task(self._hold(), name="worker ID claim")
+        try:
+            await self._holding
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._ended is None or (current is not None and current.cancelling()):
+                raise
+            reason, self._ended = self._ended, None
+            raise _ClaimLost(reason) from None
+
+    async def _run_claims(self) -> None:
         backoff = 0.1
         while True:
             try:
-                await self._hold()
+                await self._hold_once()
             except _ClaimLost as e:
                 await self._lost(str(e))
                 backoff = 0.1
@@ -209,14 +254,24 @@ class WorkerHolder:
             return
         try:
             if worker is not None and retired is not None:
-                await self._write_mark(lease, worker, retired.last_timestamp_ms)
+                await self._write_mark(lease, worker, retired.last_timestamp_ms, lowering=True)
             await self._client.revoke(lease, call_timeout=self._call_timeout)
         except errors.CoordinationError as e:
             log.warning("worker ID: could not release it cleanly (%s); it expires by TTL", e)
 
     # -- one claim, from grant to loss ------------------------------------------------------
 
+    async def _until_config(self) -> None:
+        """Wait until the config of the pool this sidecar serves exists."""
+        if not self._watch.known.is_set():
+            await self._watch.check()  # an etcd failure is reported like any other
+        if not self._watch.present.is_set():
+            self._source.set_state(sources.NOT_READY, self._watch.reason)
+            self.first_round.set()
+            await self._watch.present.wait()
+
     async def _hold(self) -> None:
+        await self._until_config()
         if self._lease is not None:
             # A previous round failed half-way: do not leave its lease (and claim) behind.
             stale, self._lease, self._worker = self._lease, None, None
@@ -260,28 +315,35 @@ class WorkerHolder:
             worker = claims.candidate(free, attempt, self._rng)
             key = self._keys.worker(self._dc, worker)
             record = _with(self._identity, lease=lease, claimed_at_ms=self._clock.wall_ms())
+            config_revision = self._watch.create_revision
+            if config_revision is None:
+                raise _ClaimLost(self._watch.reason)
             result = await self._client.txn(
-                [etcd.Compare.absent(key)],
+                [
+                    etcd.Compare.absent(key),
+                    # Only in the life of the pool this sidecar serves: not while it is
+                    # deleted (and maybe dropped), not in a re-created one.
+                    etcd.Compare(self._keys.config, "CREATE", "EQUAL", config_revision),
+                ],
                 [etcd.Put(key, record.to_json(), lease=lease)],
                 call_timeout=self._call_timeout,
             )
             if result.succeeded:
                 log.info("worker ID: claimed %s (lease %x)", key, lease)
                 return worker
+            if self._watch.create_revision != config_revision:
+                raise _ClaimLost(self._watch.reason)
+            config = await self._client.get(self._keys.config)
+            if config is None or config.create_revision != config_revision:
+                raise _ClaimLost(f"pool {self._pool.ref}'s config changed while claiming")
             await asyncio.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
         raise errors.CoordinationError(
             f"lost the race for a free worker ID {claims.CLAIM_ATTEMPTS} times in a row"
         )
 
     async def _start_serving(self, lease: int, worker: int) -> None:
-        stored = await self._client.get(self._keys.clock(self._dc, worker))
-        try:
-            mark = claims.HighWaterMark.from_json(stored.value) if stored else None
-        except ValueError as e:
-            raise errors.CoordinationError(
-                f"the high-water mark at {self._keys.clock(self._dc, worker)} is unreadable "
-                f"({e}); refusing to guess"
-            ) from e
+        key = self._keys.clock(self._dc, worker)
+        mark = _read_mark(await self._client.get(key), key)
         previous = self._previous if self._previous and self._previous[0] == worker else None
         floor = claims.floor_for_new_holder(
             mark,
@@ -337,15 +399,42 @@ class WorkerHolder:
         except etcd.LeaseNotFound as e:
             raise _ClaimLost(f"lease {lease:x} expired") from e
 
-    async def _write_mark(self, lease: int, worker: int, mark_ms: int) -> bool:
-        """Persist `mark_ms`, only while the claim key still carries `lease`."""
-        mark = claims.HighWaterMark(ms=mark_ms, lease=lease)
-        result = await self._client.txn(
-            [etcd.Compare.lease_equals(self._keys.worker(self._dc, worker), lease)],
-            [etcd.Put(self._keys.clock(self._dc, worker), mark.to_json())],
-            call_timeout=self._call_timeout,
-        )
-        return result.succeeded
+    async def _write_mark(
+        self, lease: int, worker: int, mark_ms: int, *, lowering: bool = False
+    ) -> bool:
+        """Persist `mark_ms`, only while the claim key still carries `lease`.
+
+        The stored mark never goes down: the write is a compare-and-swap on the mark's
+        mod_revision and stores the max of both, so a write that etcd applies late
+        (its client had given up on it) fails instead of undoing a newer one.  Only
+        `lowering` (the release) may store a lower value, and only over a mark of its
+        own lease: every ID it issued is at or below its last timestamp.
+        """
+        claim_key = self._keys.worker(self._dc, worker)
+        clock_key = self._keys.clock(self._dc, worker)
+        stored = await self._client.get(clock_key, call_timeout=self._call_timeout)
+        for _ in range(claims.CLAIM_ATTEMPTS):
+            current = _read_mark(stored, clock_key)
+            value = mark_ms
+            if current is not None and not (lowering and current.lease == lease):
+                value = max(mark_ms, current.ms)
+            mark = claims.HighWaterMark(ms=value, lease=lease, generation=self._watch.generation)
+            result = await self._client.txn(
+                [
+                    etcd.Compare.lease_equals(claim_key, lease),
+                    etcd.Compare.mod_revision(clock_key, stored.mod_revision if stored else 0),
+                ],
+                [etcd.Put(clock_key, mark.to_json())],
+                [etcd.Get(claim_key), etcd.Get(clock_key)],
+                call_timeout=self._call_timeout,
+            )
+            if result.succeeded:
+                return True
+            claim_kvs, clock_kvs = result.ranges
+            if not claim_kvs or claim_kvs[0].lease != lease:
+                return False
+            stored = clock_kvs[0] if clock_kvs else None
+        raise errors.CoordinationError(f"the mark at {clock_key} kept changing under us")
 
     async def _lost(self, why: str) -> None:
         retired = self._source.stop(sources.LEASE_LOST, f"re-claiming a worker ID: {why}")
@@ -359,6 +448,15 @@ class WorkerHolder:
             # The lease may still live while the claim was taken: do not keep it around.
             with contextlib.suppress(errors.CoordinationError):
                 await self._client.revoke(old_lease, call_timeout=self._call_timeout)
+
+
+def _read_mark(stored: etcd.KeyValue | None, key: str) -> claims.HighWaterMark | None:
+    try:
+        return claims.HighWaterMark.from_json(stored.value) if stored else None
+    except ValueError as e:
+        raise errors.CoordinationError(
+            f"the high-water mark at {key} is unreadable ({e}); refusing to guess"
+        ) from e
 
 
 def _with(record: claims.ClaimRecord, *, lease: int, claimed_at_ms: int) -> claims.ClaimRecord:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import threading
 from typing import Any
 
 from nebula_id import errors
@@ -23,6 +24,8 @@ class MarkFile:
 
     def __init__(self, data_dir: pathlib.Path) -> None:
         self.path = data_dir / MARK_FILE
+        # One writer at a time: every write goes through the same temp file.
+        self._write_lock = threading.Lock()
 
     def read(self) -> int | None:
         """The stored mark, None when there is none; a damaged file refuses to start."""
@@ -51,6 +54,10 @@ class MarkFile:
 
     def write(self, mark_ms: int, **details: object) -> None:
         """Persist `mark_ms` durably; returns only once it is on disk."""
+        with self._write_lock:
+            self._write(mark_ms, details)
+
+    def _write(self, mark_ms: int, details: dict[str, object]) -> None:
         temp = self.path.with_suffix(".tmp")
         payload = json.dumps({"markMs": mark_ms, **details}).encode()
         try:

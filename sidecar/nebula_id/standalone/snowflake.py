@@ -62,6 +62,9 @@ class StandaloneSnowflake:
         self._mark_ms = -1
         self._previous_mark: int | None = None
         self._refresher: asyncio.Task[None] | None = None
+        # The mark write running in a worker thread, if any: cancelling the task that
+        # awaits it does not stop the thread, so `close` waits for it explicitly.
+        self._in_flight: asyncio.Future[None] | None = None
         self._last_write_error: str | None = None
         self.next_id = generator.next_id
         self.next_ids = generator.next_ids
@@ -112,11 +115,18 @@ class StandaloneSnowflake:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self._in_flight is not None:
+            # A write the refresher started runs on in its thread: let it finish first,
+            # so the final write below is the last one and the data-dir lock (released
+            # after this returns) outlives every write.
+            await asyncio.wait([self._in_flight])
+            with contextlib.suppress(Exception):
+                self._in_flight.result()  # its failure was the refresher's to report
         last = self._generator.last_timestamp_ms
         if last and self._mark_ms >= 0:
             # Every issued ID is at or below `last`, so it is a valid, lower mark.
             try:
-                await asyncio.to_thread(self._mark_file.write, last, **self._details())
+                await self._write(last)
             except errors.StorageError as e:
                 log.warning("could not persist the last timestamp at shutdown: %s", e.message)
 
@@ -174,10 +184,18 @@ class StandaloneSnowflake:
         `now + horizon` can be below timestamps already issued.
         """
         mark_ms = max(mark_ms, self._mark_ms)
-        await asyncio.to_thread(self._mark_file.write, mark_ms, **self._details())
+        await self._write(mark_ms)
         self._generator.allow_until(mark_ms)
         self._mark_ms = max(self._mark_ms, mark_ms)
         self._mark_gauge.set(self._mark_ms / 1000)
+
+    async def _write(self, mark_ms: int) -> None:
+        """One mark write in a worker thread, remembered until it has finished."""
+        write = asyncio.ensure_future(
+            asyncio.to_thread(self._mark_file.write, mark_ms, **self._details())
+        )
+        self._in_flight = write
+        await asyncio.shield(write)
 
     async def _refresh_forever(self) -> None:
         while True:

@@ -69,6 +69,8 @@ class SqliteSegmentStore:
     def _allocate(self, tag: str, step: int) -> segment.SegmentRange:
         if step < 1:
             raise errors.StorageError(f"segment step must be at least 1, got {step}")
+        if step >= self._limit:
+            raise errors.StorageError(f"step {step} does not fit the datacenter's ID slice")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -81,9 +83,11 @@ class SqliteSegmentStore:
                     row = self._db.execute(
                         "UPDATE nebula_segments SET max_id = max_id + ?1, step = ?1, "
                         "updated_at = CURRENT_TIMESTAMP "
-                        "WHERE tag = ?2 AND datacenter_id = ?3 AND max_id <= ?4 - ?1 "
+                        "WHERE tag = ?2 AND datacenter_id = ?3 AND max_id <= ?4 "
                         "RETURNING max_id",
-                        (step, tag, self._datacenter_id, self._limit),
+                        # limit - step in Python: with datacenterBits 0 the limit is
+                        # 2**63, one more than SQLite's largest integer.
+                        (step, tag, self._datacenter_id, self._limit - step),
                     ).fetchone()
                     if row is None:
                         raise errors.StorageError(

@@ -35,6 +35,11 @@ class SegmentDatabase(segment.SegmentStore, Protocol):
     @property
     def limit(self) -> int: ...
 
+    @property
+    def datacenter_id(self) -> int: ...
+
+    async def raise_row(self, tag: str, max_id: int) -> None: ...
+
     async def raise_floor(self, tag: str, counter: int) -> tuple[int, int]: ...
 
     async def ping(self) -> None: ...
@@ -64,11 +69,20 @@ def open_store(
     pool: pools.PoolConfig,
     datacenter: pools.Datacenter,
     settings: DatabaseSettings | None = None,
+    create_rows: bool = True,
 ) -> SegmentDatabase:
-    """The segment store of one datacenter; it connects lazily, on first use."""
+    """The segment store of one datacenter; it connects lazily, on first use.
+
+    With ``create_rows=False`` a missing row raises `floored.RowMissing` instead of
+    being created at 1 (cluster mode: only provisioning creates rows).
+    """
     if engine_of(dsn) == "mysql":
-        return mysql.MySQLSegmentStore(dsn, pool=pool, datacenter=datacenter, settings=settings)
-    return postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=datacenter, settings=settings)
+        return mysql.MySQLSegmentStore(
+            dsn, pool=pool, datacenter=datacenter, settings=settings, create_rows=create_rows
+        )
+    return postgres.PostgresSegmentStore(
+        dsn, pool=pool, datacenter=datacenter, settings=settings, create_rows=create_rows
+    )
 
 
 async def provision(
@@ -92,8 +106,13 @@ async def ping(dsn: str, *, timeout_s: float) -> None:
         await postgres.ping(dsn, timeout_s=timeout_s)
 
 
-async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
-    """Delete a pool's segment rows; how many there were."""
+async def drop_rows(
+    dsn: str, pool_ref: str, generation: int, *, settings: DatabaseSettings | None = None
+) -> int:
+    """Delete a pool's segment rows of `generation` or earlier; how many there were.
+
+    Rows stamped with a later generation belong to a re-created pool and stay.
+    """
     if engine_of(dsn) == "mysql":
-        return await mysql.delete_pool(dsn, pool_ref, timeout_s=timeout_s)
-    return await postgres.delete_pool(dsn, pool_ref, timeout_s=timeout_s)
+        return await mysql.drop_rows(dsn, pool_ref, generation, settings=settings)
+    return await postgres.drop_rows(dsn, pool_ref, generation, settings=settings)

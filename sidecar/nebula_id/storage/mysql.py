@@ -32,6 +32,7 @@ from nebula_id import errors
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
 from nebula_id.storage import postgres
+from nebula_id.storage.floored import RowMissing
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ TABLE = postgres.TABLE
 FIRST_COUNTER = postgres.FIRST_COUNTER
 SCHEMES = ("mysql", "mariadb")
 _MAX_BIGINT = (1 << 63) - 1
+_ER_DUP_FIELDNAME = 1060
 _ER_DUP_ENTRY = 1062
 _ER_NO_SUCH_TABLE = 1146
 
@@ -53,13 +55,34 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     max_id        bigint       NOT NULL,
     step          bigint       NOT NULL,
     updated_at    timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    generation    bigint       NOT NULL DEFAULT 0,
     PRIMARY KEY (pool, tag, datacenter)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 """
 
+# Tables made before rows carried the pool's generation.  MySQL has no
+# ADD COLUMN IF NOT EXISTS (MariaDB has), so the column is looked up first.
+HAS_GENERATION = """
+SELECT COUNT(*) FROM information_schema.COLUMNS
+ WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = 'generation'
+"""
+
+ADD_GENERATION = f"ALTER TABLE {TABLE} ADD COLUMN generation bigint NOT NULL DEFAULT 0"
+
+# A re-created pool (same identity, data kept) takes its old rows over: they carry the
+# newest generation, so a drop of an earlier life cannot delete them.
+STAMP_GENERATION = f"""
+UPDATE {TABLE} SET generation = GREATEST(generation, %s)
+ WHERE pool = %s AND tag = %s AND datacenter = %s
+"""
+
+# Only rows of this life or earlier ones: a drop that was overtaken by a re-creation
+# (a deposed operator leader resuming) leaves the new life's rows alone.
+DROP_ROWS = f"DELETE FROM {TABLE} WHERE pool = %s AND generation <= %s"
+
 INSERT_TAG = f"""
-INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
-VALUES (%s, %s, %s, %s, {FIRST_COUNTER}, %s)
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES (%s, %s, %s, %s, {FIRST_COUNTER}, %s, %s)
 """
 
 # The limit check is written as `max_id <= limit - step` so it cannot overflow.
@@ -79,8 +102,8 @@ LOCK_ROW = READ_ROW + " FOR UPDATE"
 # A repair from a floor kept elsewhere (etcd): the row goes up to it, or is created
 # at it; a row of another datacenter ID is left alone.
 RAISE_ROW = f"""
-INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
-VALUES (%s, %s, %s, %s, %s, 1)
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES (%s, %s, %s, %s, %s, 1, %s)
 ON DUPLICATE KEY UPDATE
     max_id = IF(datacenter_id = VALUES(datacenter_id), GREATEST(max_id, VALUES(max_id)), max_id),
     updated_at = CURRENT_TIMESTAMP(6)
@@ -90,8 +113,6 @@ RAISE_COUNTER = f"""
 UPDATE {TABLE} SET max_id = %s, updated_at = CURRENT_TIMESTAMP(6)
  WHERE pool = %s AND tag = %s AND datacenter = %s AND max_id < %s
 """
-
-DELETE_POOL = f"DELETE FROM {TABLE} WHERE pool = %s"
 
 FLUSH_SETTING = "SELECT @@GLOBAL.innodb_flush_log_at_trx_commit"
 
@@ -205,17 +226,44 @@ async def _flush_warning(conn: _Connection) -> str | None:
     )
 
 
+async def _add_generation(conn: _Connection) -> None:
+    """Give a table made before rows carried a generation its column (every row at 0)."""
+    row = await _fetchone(conn, HAS_GENERATION, TABLE)
+    if row is not None and int(row[0]) > 0:
+        return
+    try:
+        await _execute(conn, ADD_GENERATION)
+    except mysql_errors.MySQLError as e:
+        if _error_code(e) != _ER_DUP_FIELDNAME:  # else another connection added it first
+            raise
+
+
+async def _create_table(conn: _Connection) -> None:
+    await _execute(conn, CREATE_TABLE)
+    await _add_generation(conn)
+
+
 async def _create_rows(
     conn: _Connection, pool: pools.PoolConfig, datacenter: pools.Datacenter
 ) -> postgres.ProvisionResult:
-    """Create the table and the missing tag rows; refuse rows of another datacenter ID."""
+    """Create the table and the missing tag rows; refuse rows of another datacenter ID.
+
+    Rows already there are stamped with the pool's generation (never lowered).
+    """
     created: list[str] = []
     existing: list[str] = []
-    await _execute(conn, CREATE_TABLE)
+    await _create_table(conn)
     for tag in pool.tags:
         try:
             await _execute(
-                conn, INSERT_TAG, pool.ref, tag.name, datacenter.name, datacenter.id, tag.step
+                conn,
+                INSERT_TAG,
+                pool.ref,
+                tag.name,
+                datacenter.name,
+                datacenter.id,
+                tag.step,
+                pool.generation,
             )
         except mysql_errors.IntegrityError as e:
             if _error_code(e) != _ER_DUP_ENTRY:
@@ -230,6 +278,7 @@ async def _create_rows(
                 f"was created for datacenter id {row[0]}, the pool now says "
                 f"{datacenter.id}; refusing, because its counters could collide"
             )
+        await _execute(conn, STAMP_GENERATION, pool.generation, pool.ref, tag.name, datacenter.name)
         existing.append(tag.name)
     warning = await _flush_warning(conn)
     return postgres.ProvisionResult(
@@ -302,19 +351,26 @@ async def ping(dsn: str, *, timeout_s: float) -> None:
     )
 
 
-async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
-    """Delete every row of `pool_ref`; the number of rows deleted (0 without a table)."""
+async def drop_rows(
+    dsn: str, pool_ref: str, generation: int, *, settings: postgres.PostgresSettings | None = None
+) -> int:
+    """Delete the segment rows of `pool_ref` up to `generation`; returns how many."""
+    settings = settings or postgres.PostgresSettings()
 
-    async def delete(conn: _Connection) -> int:
+    async def drop(conn: _Connection) -> int:
         try:
-            return await _execute(conn, DELETE_POOL, pool_ref)
+            await _add_generation(conn)
+            return await _execute(conn, DROP_ROWS, pool_ref, generation)
         except mysql_errors.ProgrammingError as e:
             if _error_code(e) == _ER_NO_SUCH_TABLE:
                 return 0
             raise
 
     return await with_connection(
-        dsn, timeout_s=timeout_s, what=f"delete the segments of pool {pool_ref}", operation=delete
+        dsn,
+        timeout_s=max(settings.connect_timeout_s, settings.command_timeout_s),
+        what=f"drop the segments of pool {pool_ref}",
+        operation=drop,
     )
 
 
@@ -323,7 +379,7 @@ class MySQLSegmentStore:
 
     With ``create_rows=False`` (where only provisioning may create rows, and a lost
     row is repaired from a floor kept elsewhere with `raise_row`) a missing row
-    raises `postgres.RowMissing` instead of being created at 1.
+    raises `RowMissing` instead of being created at 1.
     """
 
     def __init__(
@@ -370,8 +426,8 @@ class MySQLSegmentStore:
         pool, dc = self._pool_config, self._datacenter
 
         async def once(conn: _Connection) -> None:
-            await _execute(conn, CREATE_TABLE)
-            await _execute(conn, RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id)
+            await _create_table(conn)
+            await _execute(conn, RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation)
 
         await self._call(f"repair the row of {tag!r}", once)
 
@@ -461,7 +517,7 @@ class MySQLSegmentStore:
             if all(t.name != tag for t in pool.tags):
                 raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
             if not self._create_rows:
-                raise postgres.RowMissing(
+                raise RowMissing(
                     f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
                     "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
                 )

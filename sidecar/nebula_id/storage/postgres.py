@@ -29,6 +29,7 @@ from asyncpg.pool import PoolConnectionProxy
 from nebula_id import errors
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
+from nebula_id.storage.floored import RowMissing
 
 TABLE = "nebula_segments"
 FIRST_COUNTER = 1
@@ -45,13 +46,30 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     max_id        bigint      NOT NULL,
     step          bigint      NOT NULL,
     updated_at    timestamptz NOT NULL DEFAULT now(),
+    generation    bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (pool, tag, datacenter)
 )
 """
 
+# Tables made before rows carried the pool's generation.
+ADD_GENERATION = (
+    f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0"
+)
+
+# A re-created pool (same identity, data kept) takes its old rows over: they carry the
+# newest generation, so a drop of an earlier life cannot delete them.
+STAMP_GENERATION = f"""
+UPDATE {TABLE} SET generation = GREATEST(generation, $4::bigint)
+ WHERE pool = $1 AND tag = $2 AND datacenter = $3
+"""
+
+# Only rows of this life or earlier ones: a drop that was overtaken by a re-creation
+# (a deposed operator leader resuming) leaves the new life's rows alone.
+DROP_ROWS = f"DELETE FROM {TABLE} WHERE pool = $1 AND generation <= $2::bigint"
+
 INSERT_TAG = f"""
-INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step)
-VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5)
+INSERT INTO {TABLE} (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES ($1, $2, $3, $4, {FIRST_COUNTER}, $5, $6)
 ON CONFLICT (pool, tag, datacenter) DO NOTHING
 RETURNING tag
 """
@@ -66,6 +84,15 @@ UPDATE {TABLE}
 RETURNING max_id
 """
 
+# A repair from the etcd floor: the row goes up to the floor, or is created at it.
+RAISE_ROW = f"""
+INSERT INTO {TABLE} AS t (pool, tag, datacenter, datacenter_id, max_id, step, generation)
+VALUES ($1, $2, $3, $4, $5::bigint, 1, $6)
+ON CONFLICT (pool, tag, datacenter) DO UPDATE
+   SET max_id = GREATEST(t.max_id, EXCLUDED.max_id), updated_at = now()
+ WHERE t.datacenter_id = EXCLUDED.datacenter_id
+"""
+
 READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
 """
@@ -76,10 +103,6 @@ RAISE_COUNTER = f"""
 UPDATE {TABLE} SET max_id = $4::bigint, updated_at = now()
  WHERE pool = $1 AND tag = $2 AND datacenter = $3 AND max_id < $4::bigint
 """
-
-TABLE_EXISTS = "SELECT to_regclass($1)"
-
-DELETE_POOL = f"DELETE FROM {TABLE} WHERE pool = $1"
 
 # A range must survive a database crash before any of its IDs is served, even
 # when the server runs with synchronous_commit=off (a popular speed-up that
@@ -165,9 +188,16 @@ async def _create_rows(
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
         await conn.execute(CREATE_TABLE)
+        await conn.execute(ADD_GENERATION)
         for tag in pool.tags:
             inserted = await conn.fetchval(
-                INSERT_TAG, pool.ref, tag.name, datacenter.name, datacenter.id, tag.step
+                INSERT_TAG,
+                pool.ref,
+                tag.name,
+                datacenter.name,
+                datacenter.id,
+                tag.step,
+                pool.generation,
             )
             if inserted is not None:
                 created.append(tag.name)
@@ -179,6 +209,9 @@ async def _create_rows(
                     f"was created for datacenter id {row['datacenter_id']}, the pool now says "
                     f"{datacenter.id}; refusing, because its counters could collide"
                 )
+            await conn.execute(
+                STAMP_GENERATION, pool.ref, tag.name, datacenter.name, pool.generation
+            )
             existing.append(tag.name)
     return ProvisionResult(datacenter.name, tuple(created), tuple(existing))
 
@@ -241,26 +274,40 @@ async def ping(dsn: str, *, timeout_s: float) -> None:
     await with_connection(dsn, timeout_s=timeout_s, what="answer SELECT 1", operation=select)
 
 
-async def delete_pool(dsn: str, pool_ref: str, *, timeout_s: float) -> int:
-    """Delete every row of `pool_ref`; the number of rows deleted (0 without a table)."""
-
-    async def delete(conn: _Connection) -> int:
-        if await conn.fetchval(TABLE_EXISTS, TABLE) is None:
-            return 0
-        status = await conn.execute(DELETE_POOL, pool_ref)
-        return int(status.rsplit(" ", 1)[-1])
-
-    return await with_connection(
-        dsn, timeout_s=timeout_s, what=f"delete the segments of pool {pool_ref}", operation=delete
-    )
-
-
-class RowMissing(errors.StorageError):
-    """The tag's row does not exist, and this store may not create it at 1."""
+async def drop_rows(
+    dsn: str, pool_ref: str, generation: int, *, settings: PostgresSettings | None = None
+) -> int:
+    """Delete the segment rows of `pool_ref` up to `generation`; returns how many."""
+    settings = settings or PostgresSettings()
+    try:
+        async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
+            conn = await asyncpg.connect(
+                dsn,
+                timeout=settings.connect_timeout_s,
+                command_timeout=settings.command_timeout_s,
+                server_settings=SESSION_SETTINGS,
+            )
+            try:
+                if await conn.fetchval("SELECT to_regclass($1)", TABLE) is None:
+                    return 0
+                await conn.execute(ADD_GENERATION)
+                status = await conn.execute(DROP_ROWS, pool_ref, generation)
+            finally:
+                await conn.close(timeout=settings.command_timeout_s)
+    except _DB_ERRORS as e:
+        raise errors.StorageError(
+            f"cannot drop the segments of {pool_ref} at {redact(dsn)}: {type(e).__name__}: {e}"
+        ) from e
+    return int(status.split()[-1]) if status.startswith("DELETE") else 0
 
 
 class PostgresSegmentStore:
-    """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database."""
+    """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database.
+
+    With ``create_rows=False`` (cluster mode, where provisioning creates the rows and
+    `storage.floored` repairs them from etcd) a missing row raises `RowMissing`
+    instead of being created at 1.
+    """
 
     def __init__(
         self,
@@ -269,7 +316,9 @@ class PostgresSegmentStore:
         pool: pools.PoolConfig,
         datacenter: pools.Datacenter,
         settings: PostgresSettings | None = None,
+        create_rows: bool = True,
     ) -> None:
+        self._create_rows = create_rows
         self._dsn = dsn
         self._pool_config = pool
         self._datacenter = datacenter
@@ -293,6 +342,25 @@ class PostgresSegmentStore:
     def limit(self) -> int:
         """Counters stay below this; the slice is ``[base, base + limit)``."""
         return self._limit
+
+    @property
+    def datacenter_id(self) -> int:
+        return self._datacenter.id
+
+    async def raise_row(self, tag: str, max_id: int) -> None:
+        """Raise the row of `tag` to at least `max_id`, creating it there if missing."""
+        pool, dc = self._pool_config, self._datacenter
+
+        async def once(conn: _Connection) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
+                await conn.execute(CREATE_TABLE)
+                await conn.execute(ADD_GENERATION)
+                await conn.execute(
+                    RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation
+                )
+
+        await self._call(f"repair the row of {tag!r}", once)
 
     async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
         """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
@@ -368,6 +436,11 @@ class PostgresSegmentStore:
         if row is None:
             if all(t.name != tag for t in pool.tags):
                 raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
+            if not self._create_rows:
+                raise RowMissing(
+                    f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
+                    "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
+                )
             try:
                 await _create_rows(conn, pool, dc)
             except errors.InvalidPool as e:

@@ -19,8 +19,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -30,8 +30,10 @@ from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
+from nebula_id.etcd import client as etcd_client
+from nebula_id.etcd import poolwatch
 from nebula_id.settings import ServeSettings
-from nebula_id.storage import engines, health, postgres
+from nebula_id.storage import engines, floored, health, postgres
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class FailoverSegmentStore:
 
     def __init__(
         self,
-        stores: Mapping[str, engines.SegmentDatabase],
+        stores: Mapping[str, floored.RepairableStore],
         policy: failover.Failover,
         *,
         metrics: SegmentMetrics | None = None,
@@ -139,21 +141,90 @@ class FailoverSegmentStore:
             log.warning("segment ranges now come from datacenter %s", self._policy.current())
 
 
-class ClusterSegments:
-    """The `SegmentSource` the app serves: the double buffer plus datacenter state."""
+class PoolGate(Protocol):
+    """What segments need of `etcd.poolwatch.PoolWatch`: is the pool's life still proven?"""
 
-    def __init__(self, allocator: segment.SegmentAllocator, store: FailoverSegmentStore) -> None:
+    def proven(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+class ClusterSegments:
+    """The `SegmentSource` the app serves: the double buffer plus datacenter state.
+
+    With a `gate` (cluster mode), IDs are served only while the pool's config is proven
+    to be the life this sidecar started with; when that life ends, `reset` throws the
+    buffered ranges away (they belong to the old life) and starts a new allocator.
+    """
+
+    def __init__(
+        self,
+        allocator: segment.SegmentAllocator,
+        store: FailoverSegmentStore,
+        *,
+        gate: PoolGate | None = None,
+        new_allocator: Callable[[], segment.SegmentAllocator] | None = None,
+    ) -> None:
         self._allocator = allocator
         self._store = store
+        self._gate = gate
+        self._new_allocator = new_allocator
+        self._retired: list[segment.SegmentAllocator] = []
+        self._fresh = False  # a new allocator that has not loaded its first ranges yet
+        self._starting: asyncio.Task[None] | None = None
 
     def tags(self) -> list[str]:
         return self._allocator.tags()
 
     async def next_ids(self, tag: str, count: int) -> list[int]:
-        return await self._allocator.next_ids(tag, count)
+        self._check_gate()
+        allocator = self._allocator
+        ids = await allocator.next_ids(tag, count)
+        # The life may have ended while a range was loading: its IDs are not served.
+        if allocator is not self._allocator:
+            raise errors.NotReady(self._gate.reason if self._gate else "the pool changed")
+        self._check_gate()
+        return ids
 
     def ready_reason(self) -> str | None:
+        if self._gate is not None and not self._gate.proven():
+            return "not_ready"
+        self._start_fresh()
         return self._allocator.ready_reason()
+
+    async def start(self) -> None:
+        await self._allocator.start()
+
+    def reset(self, reason: str) -> None:
+        """The pool's life ended: drop every buffered range, start over when it is back."""
+        if self._new_allocator is None:
+            return
+        log.warning("segments: %s; buffered ranges are discarded", reason)
+        self._retired.append(self._allocator)
+        self._allocator = self._new_allocator()
+        self._fresh = True
+
+    async def close(self) -> None:
+        if self._starting is not None:
+            self._starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starting
+        for allocator in self._retired:
+            await allocator.close()
+        await self._allocator.close()
+
+    def _check_gate(self) -> None:
+        gate = self._gate
+        if gate is not None and not gate.proven():
+            raise errors.NotReady(f"segments are not served: {gate.reason}", retry_after=0.5)
+        self._start_fresh()
+
+    def _start_fresh(self) -> None:
+        """Load the first ranges of a new life once it is proven (readiness needs them)."""
+        if self._fresh and (self._starting is None or self._starting.done()):
+            self._fresh = False
+            self._starting = asyncio.ensure_future(self._allocator.start())
 
     def info(self) -> Mapping[str, Any]:
         """Per tag (as the standalone source reports it) and the datacenter choice."""
@@ -231,37 +302,67 @@ async def open_segments(
     preferred = own if own in dsns else order[0]
     if preferred != own:
         log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
-    stores = {
-        dc.name: engines.open_store(
-            dsns[dc.name], pool=pool, datacenter=dc, settings=postgres_settings
-        )
-        for dc in pool.datacenters
-        if dc.name in dsns
-    }
-    policy = failover.Failover(order, preferred=preferred, clock=clock, settings=failover_settings)
-    segment_metrics = SegmentMetrics(registry)
-    for name in stores:  # every series from the start, so rate() and alerts see a 0
-        segment_metrics.allocations.labels(name)
-        segment_metrics.allocation_errors.labels(name)
-    store = FailoverSegmentStore(stores, policy, metrics=segment_metrics)
-    allocator = segment.SegmentAllocator(
-        store,
-        [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags],
-        clock=clock,
-        prefetch_ratio=prefetch_ratio,
-        load_timeout=LOAD_TIMEOUT_S,
-    )
-    source = ClusterSegments(allocator, store)
-    collector = _BufferCollector(source)
-    tasks: list[asyncio.Task[None]] = []
+    tags = [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags]
+    cluster = settings.cluster_mode and settings.pool is not None
     async with contextlib.AsyncExitStack() as stack:
+        client = await stack.enter_async_context(_etcd_client(settings)) if cluster else None
+        stores: dict[str, floored.RepairableStore] = {}
+        for dc in pool.datacenters:
+            if dc.name not in dsns:
+                continue
+            # In cluster mode provisioning creates the rows and etcd floors guard them.
+            store_of_dc = engines.open_store(
+                dsns[dc.name],
+                pool=pool,
+                datacenter=dc,
+                settings=postgres_settings,
+                create_rows=client is None,
+            )
+            stores[dc.name] = (
+                store_of_dc
+                if client is None
+                else floored.FlooredStore(store_of_dc, client, settings.pool_keys())
+            )
+        policy = failover.Failover(
+            order, preferred=preferred, clock=clock, settings=failover_settings
+        )
+        segment_metrics = SegmentMetrics(registry)
+        for name in stores:  # every series from the start, so rate() and alerts see a 0
+            segment_metrics.allocations.labels(name)
+            segment_metrics.allocation_errors.labels(name)
+        store = FailoverSegmentStore(stores, policy, metrics=segment_metrics)
+
+        def new_allocator() -> segment.SegmentAllocator:
+            return segment.SegmentAllocator(
+                store,
+                tags,
+                clock=clock,
+                prefetch_ratio=prefetch_ratio,
+                load_timeout=LOAD_TIMEOUT_S,
+            )
+
+        watch: poolwatch.PoolWatch | None = None
+        if client is not None:
+            watch = poolwatch.PoolWatch(
+                client,
+                settings.pool_keys(),
+                pool,
+                datacenter_id=pool.datacenter(settings.datacenter).id,
+                clock=clock,
+            )
+        source = ClusterSegments(
+            new_allocator(), store, gate=watch, new_allocator=new_allocator if watch else None
+        )
+        if watch is not None:
+            watch.on_change(source.reset)
+        collector = _BufferCollector(source)
+        tasks: list[asyncio.Task[None]] = []
         stack.push_async_callback(store.close)
-        stack.push_async_callback(allocator.close)
+        stack.push_async_callback(source.close)
         stack.callback(registry.unregister, collector)
         registry.register(collector)
         tasks.append(asyncio.create_task(_probe_loop(store, probe_interval_s)))
-        if settings.cluster_mode and settings.pool is not None:
-            client = await stack.enter_async_context(_etcd_client(settings))
+        if client is not None and watch is not None:
             tasks.append(
                 asyncio.create_task(
                     health.follow_health(
@@ -274,8 +375,11 @@ async def open_segments(
                     )
                 )
             )
+            tasks.append(asyncio.create_task(watch.run(), name="pool config watch"))
+            with contextlib.suppress(errors.CoordinationError):
+                await watch.check()
         stack.push_async_callback(_cancel, tasks)
-        await allocator.start()
+        await source.start()
         yield source
 
 
@@ -292,9 +396,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _etcd_client(settings: ServeSettings) -> AsyncIterator[health.HealthReader]:
-    from nebula_id.etcd import client as etcd_client
-
+async def _etcd_client(settings: ServeSettings) -> AsyncIterator[etcd_client.EtcdClient]:
     view = settings.etcd()
     config = etcd_client.EtcdSettings(
         endpoints=view.endpoints,

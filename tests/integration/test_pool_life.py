@@ -1,0 +1,214 @@
+"""A pool's whole life against real etcd and PostgreSQL: no ID is ever issued twice.
+
+Each test is an ordinary operator action while sidecars serve under client load:
+deleting a pool with its data dropped, deleting and re-creating it (with the same or
+another epoch, layout or datacenters), a deposed operator leader finishing a drop, and
+a database that lost its segment row.  Every ID handed out is recorded; none may repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from nebula_id import errors
+from nebula_id.clock import SystemClock
+from nebula_id.core import layout as layouts
+from nebula_id.core import segment
+from nebula_id.etcd import pools as pool_store
+from nebula_id.storage import postgres as pg_store
+from nebula_id_operator import leader, reconcile
+from tests.integration.pool_life import TAG, Load, Pool, eventually, serving, spec
+from tests.support.postgres import PostgresCluster
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def pool(etcd_endpoint: str, postgres: PostgresCluster, tmp_path: Path) -> Pool:
+    return Pool(etcd_endpoint, postgres.dsn(), tmp_path)
+
+
+async def row_max(pool: Pool) -> int | None:
+    conn = await asyncpg.connect(pool.dsn)
+    try:
+        value = await conn.fetchval(
+            f"SELECT max_id FROM {pg_store.TABLE} WHERE pool = $1 AND tag = $2",
+            pool.ref,
+            TAG,
+        )
+    finally:
+        await conn.close()
+    return None if value is None else int(value)
+
+
+async def test_drop_data_while_sidecars_serve_never_repeats_an_id(pool: Pool) -> None:
+    await pool.apply(spec())
+    load = Load()
+    async with contextlib.AsyncExitStack() as stack:
+        for i in range(4):
+            s = await stack.enter_async_context(pool.sidecar(f"s{i}"))
+            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            load.start(s)
+            # Staggered starts: the holders' keepalive ticks are out of phase, as in a
+            # real deployment, so they notice a lost claim at different moments.
+            await asyncio.sleep(0.13)
+        await asyncio.sleep(1.0)
+        before = len(load.snowflake), len(load.segment)
+        assert min(before) > 0
+        async with pool.client() as client:
+            await reconcile.delete(pool.operator(client), "life", pool.name, drop=True)
+        # Whatever the old sidecars do now, nothing they issue may repeat an ID.
+        await asyncio.sleep(1.5)
+        await load.stop()
+    assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
+    assert await row_max(pool) is None  # the data was dropped
+
+
+async def test_recreate_with_another_epoch_is_refused_and_the_same_one_continues(
+    pool: Pool,
+) -> None:
+    assert pool.cli_apply(spec()).returncode == 0
+    load = Load()
+    async with contextlib.AsyncExitStack() as first:
+        for i in range(2):
+            s = await first.enter_async_context(pool.sidecar(f"pod{i}"))
+            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            load.start(s)
+        await asyncio.sleep(5.0)
+        assert pool.cli_delete().returncode == 0
+        # The epoch four seconds later: the IDs of four seconds ago would come again (a new
+        # holder waits past the kept mark, at most a TTL and a tick ahead of the clock).
+        later = layouts.format_epoch(layouts.parse_epoch("2024-01-01T00:00:00Z") + 4000)
+        moved = pool.cli_apply(spec(epoch=later))
+        if moved.returncode != 0:
+            assert "remembered" in moved.stderr, moved.stderr
+            assert "same layout" in moved.stderr
+            other_layout = pool.cli_apply(spec(worker_bits=6))
+            assert other_layout.returncode != 0
+            assert "remembered" in other_layout.stderr
+            assert pool.cli_apply(spec()).returncode == 0
+        await load.stop()
+    # The pods restart with the pool as it is stored now.
+    async with contextlib.AsyncExitStack() as second:
+        for i in range(2):
+            s = await second.enter_async_context(pool.sidecar(f"pod{i}"))
+            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            load.start(s)
+        await asyncio.sleep(3.0)
+        await load.stop()
+    assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
+
+
+async def test_recreate_with_another_layout_never_repeats_an_id(pool: Pool) -> None:
+    await pool.apply(spec(worker_bits=5))
+    load = Load()
+    async with contextlib.AsyncExitStack() as stack:
+        old = await stack.enter_async_context(pool.sidecar("old"))
+        await eventually(lambda: serving(old), within=10, what="the old sidecar to serve")
+        load.start(old)
+        await asyncio.sleep(0.5)
+        async with pool.client() as client:
+            await pool_store.delete(client, pool.keys)
+            with contextlib.suppress(errors.InvalidPool):
+                await pool_store.apply(client, pool.keys, spec(worker_bits=6))
+        if await pool.config() is None:
+            await pool.apply(spec(worker_bits=5))
+        new = await stack.enter_async_context(pool.sidecar("new"))
+        await eventually(lambda: serving(new), within=10, what="the new sidecar to serve")
+        load.start(new)
+        await asyncio.sleep(2.0)
+        await load.stop()
+        # The old sidecar never serves the old layout next to the new one.
+        assert old.snowflake.layout == new.snowflake.layout or old.snowflake.ready_reason()
+    assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
+
+
+async def test_a_retired_datacenter_id_survives_the_pool(pool: Pool) -> None:
+    ref = {"databaseSecretRef": {"name": "db", "key": "dsn"}}
+    both = [{"name": "dc-a", **ref}, {"name": "dc-b", **ref}]
+    config = await pool.apply(spec(datacenters=both))
+    assert {dc.name: dc.id for dc in config.datacenters} == {"dc-a": 0, "dc-b": 1}
+    await pool.apply(spec(datacenters=[{"name": "dc-a", **ref}]))  # dc-b (id 1) retired
+    async with pool.client() as client:
+        await pool_store.delete(client, pool.keys)
+    again = await pool.apply(spec(datacenters=[{"name": "dc-a", **ref}, {"name": "dc-c", **ref}]))
+    ids = {dc.name: dc.id for dc in again.datacenters}
+    assert ids["dc-c"] != 1, "a new datacenter got the ID of a removed one"
+    assert 1 in again.retired_datacenter_ids
+
+
+async def test_a_deposed_leader_cannot_drop_a_recreated_pool(pool: Pool) -> None:
+    clock = SystemClock()
+    key = f"{pool.prefix}/operator/leader"
+    async with pool.client() as client_a, pool.client() as client_b:
+        a = leader.LeaderElection(client_a, key=key, identity="a", ttl_seconds=2, clock=clock)
+        b = leader.LeaderElection(client_b, key=key, identity="b", ttl_seconds=2, clock=clock)
+        assert await a.try_acquire()
+        ctx_a = pool.operator(client_a, fence=a.fence)
+        ctx_b = pool.operator(client_b, fence=b.fence)
+        await pool.apply(spec())
+        # A is paused: its lease runs out and B leads.
+        leases = await client_b.leases()
+        for lease in leases:
+            info = await client_b.time_to_live(lease, keys=True)
+            if key in info.keys:
+                await client_b.revoke(lease)
+        assert await b.try_acquire()
+        # B drops the pool's data; the pool is created again and hands out IDs.
+        await reconcile.delete(ctx_b, "life", pool.name, drop=True)
+        config = await pool.apply(spec())
+        store = pg_store.PostgresSegmentStore(
+            pool.dsn, pool=config, datacenter=config.datacenters[0]
+        )
+        try:
+            issued = await store.allocate(TAG, 50)
+        finally:
+            await store.close()
+        # A wakes up and finishes "its" deletion.
+        with pytest.raises(errors.NebulaIdError):
+            await reconcile.delete(ctx_a, "life", pool.name, drop=True)
+        # An old drop that had passed its fence before B took over deletes by generation.
+        assert await pg_store.drop_rows(pool.dsn, pool.ref, config.generation - 1) == 0
+    assert await pool.config() is not None, "the deposed leader deleted the new pool"
+    row = await row_max(pool)
+    base = segment.datacenter_base(0, 5)
+    assert row is not None
+    assert row >= issued.end - base, "the deposed leader reset the new pool's counter"
+
+
+async def test_a_lost_segment_row_does_not_restart_at_one(pool: Pool) -> None:
+    await pool.apply(spec())
+    load = Load()
+    async with pool.sidecar("first") as first:
+        await eventually(lambda: serving(first), within=10, what="the sidecar to serve")
+        load.start(first)
+        await asyncio.sleep(0.5)
+        await load.stop()
+    issued = set(load.segment)
+    assert issued
+    # A restore (or a promoted async replica, or a fresh DR database) lost the row; the
+    # operator's next reconcile provisions it again, at 1.
+    conn = await asyncpg.connect(pool.dsn)
+    try:
+        await conn.execute(f"DELETE FROM {pg_store.TABLE} WHERE pool = $1", pool.ref)
+    finally:
+        await conn.close()
+    second_load = Load()
+    async with pool.sidecar("second") as second:
+        await eventually(lambda: serving(second), within=10, what="the sidecar to serve")
+        second_load.start(second)
+        await asyncio.sleep(0.3)
+        config = await pool.config()
+        assert config is not None
+        await pg_store.provision(pool.dsn, config, config.datacenters[0])
+        await asyncio.sleep(0.5)
+        await second_load.stop()
+    again = set(second_load.segment)
+    assert again, f"no segment ID after the loss: {second_load.refusals}"
+    assert not issued & again, f"{len(issued & again)} segment IDs issued twice"
+    assert min(again) > max(issued)
