@@ -244,6 +244,32 @@ async def test_an_impossible_import_is_refused_and_writes_nothing(
     assert "no database URL for datacenters dc-0" in unknown.stderr
 
 
+async def test_an_import_takes_the_higher_of_the_two_witnesses(
+    cli: Cli, mariadb: MariaDBServer, segment_db: EngineServer
+) -> None:
+    """A row that went back (lost, restored) is raised to etcd's floor, not to Leaf's."""
+    leaf = fresh_db(mariadb)
+    mariadb.sql(LEAF_SCHEMA, db=leaf.rsplit("/", 1)[1])
+    mariadb.sql(
+        "INSERT INTO leaf_alloc (biz_tag, max_id, step) VALUES ('orders', 5000, 1000)",
+        db=leaf.rsplit("/", 1)[1],
+    )
+    dsns = {"dc-0": fresh_db(segment_db.server)}
+    urls = f"dc-0={dsns['dc-0']}"
+    name = f"witness-{segment_db.engine}"
+    cli.apply(pool_yaml(name, (0,), ("orders",)), urls)
+    # Ranges up to 90000 were handed out; the row (at 1) lost them, etcd did not.
+    async with etcd.EtcdClient(etcd.EtcdSettings(endpoints=(cli.endpoint,))) as client:
+        await floors.raise_floor(client, cli.keys(name), 0, "orders", 90_000)
+
+    done = cli.run("import", name, "--from-leaf", leaf, "--database-urls", urls)
+    assert done.returncode == 0, done.stderr
+    assert "tag orders in dc-0 (id 0): raised counter 1 -> 90000" in done.stdout
+    assert await cli.floor(name, 0, "orders") == 90_000
+    drawn = await draw_under_load(await cli.config(name), dsns, "orders", per_dc=500)
+    assert_all_above(drawn, 90_000 - 1)
+
+
 @pytest.mark.parametrize("engine", ["postgresql", "mysql"])
 async def test_import_from_a_sequence_continues_above_it(
     cli: Cli, engine: str, request: pytest.FixtureRequest

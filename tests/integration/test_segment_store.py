@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import socket
@@ -23,11 +24,9 @@ from asyncmy import errors as mysql_errors
 from nebula_id import errors
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
-from nebula_id.storage import engines, mysql
-from nebula_id.storage import postgres as pg_store
+from nebula_id.storage import engines, floored
 from tests.support.engines import EngineServer
 from tests.support.fixtures import EngineFactory
-from tests.support.mariadb import MariaDBServer
 
 pytestmark = pytest.mark.integration
 
@@ -291,17 +290,17 @@ async def test_a_floor_only_ever_rises(segment_db: EngineServer) -> None:
     assert users.start == 7
 
 
-async def test_mysql_rows_are_repaired_from_a_floor_and_not_created_at_1(
-    mariadb: MariaDBServer,
+async def test_rows_are_repaired_from_a_floor_and_not_created_at_1(
+    segment_db: EngineServer,
 ) -> None:
-    """The repair interface a store wrapped with an external floor uses (MySQL side)."""
+    """The repair interface `storage.floored` uses: no row at 1, raise_row to a floor."""
     pool = make_pool("repair")
     dc = pool.datacenters[0]
-    strict = mysql.MySQLSegmentStore(
-        mariadb.dsn(), pool=pool, datacenter=dc, settings=FAST, create_rows=False
+    strict = engines.open_store(
+        segment_db.dsn(), pool=pool, datacenter=dc, settings=FAST, create_rows=False
     )
     try:
-        with pytest.raises(pg_store.RowMissing, match="only provisioning creates rows"):
+        with pytest.raises(floored.RowMissing, match="only provisioning creates rows"):
             await strict.allocate("orders", 10)
         await strict.raise_row("orders", 700)  # created at the floor, not at 1
         first = await strict.allocate("orders", 10)
@@ -314,19 +313,114 @@ async def test_mysql_rows_are_repaired_from_a_floor_and_not_created_at_1(
     assert strict.datacenter_id == 0
     assert (first.start, second.start, third.start) == (700, 710, 9000)
     # Another datacenter ID's row is left alone by a repair.
-    other = mysql.MySQLSegmentStore(
-        mariadb.dsn(), pool=pool, datacenter=pools.Datacenter(name="dc-0", id=3), settings=FAST
+    other = engines.open_store(
+        segment_db.dsn(),
+        pool=pool,
+        datacenter=pools.Datacenter(name="dc-0", id=3),
+        settings=FAST,
     )
     try:
         await other.raise_row("orders", 10**6)
     finally:
         await other.close()
-    counters = mariadb.sql(
-        f"SELECT datacenter_id, max_id FROM nebula_segments WHERE pool = '{pool.ref}' "
-        "AND tag = 'orders'",
-        db="nebula",
+    assert row(segment_db, pool, "orders", "dc-0") == "0|9010|10"
+
+
+def generations(db: EngineServer, pool: pools.PoolConfig) -> dict[str, int]:
+    found = db.rows(
+        f"SELECT tag, generation FROM nebula_segments WHERE pool = '{pool.ref}' ORDER BY tag"
     )
-    assert counters.split() == ["0", "9010"]
+    return {tag: int(generation) for tag, generation in found}
+
+
+async def test_rows_carry_the_generation_and_a_drop_spares_later_lives(
+    segment_db: EngineServer,
+) -> None:
+    first_life = make_pool("generations")
+    dc = first_life.datacenters[0]
+    other_pool = make_pool("generations-other")
+    await engines.provision(segment_db.dsn(), other_pool, dc, settings=FAST)
+    await engines.provision(segment_db.dsn(), first_life, dc, settings=FAST)
+    assert generations(segment_db, first_life) == {"orders": 0, "users": 0}
+    # The pool is created again (its data kept): provisioning takes the rows over.
+    third_life = dataclasses.replace(first_life, generation=3)
+    await engines.provision(segment_db.dsn(), third_life, dc, settings=FAST)
+    assert generations(segment_db, first_life) == {"orders": 3, "users": 3}
+    # A late provisioning of an earlier life never lowers the stamp.
+    await engines.provision(
+        segment_db.dsn(), dataclasses.replace(first_life, generation=1), dc, settings=FAST
+    )
+    assert generations(segment_db, first_life) == {"orders": 3, "users": 3}
+    # A row repaired from a floor is created with the pool's generation.
+    store = engines.open_store(
+        segment_db.dsn(),
+        pool=dataclasses.replace(third_life, datacenters=(pools.Datacenter("dc-9", 9),)),
+        datacenter=pools.Datacenter("dc-9", 9),
+        settings=FAST,
+        create_rows=False,
+    )
+    try:
+        await store.raise_row("orders", 40)
+    finally:
+        await store.close()
+    assert generations(segment_db, first_life) == {"orders": 3, "users": 3}
+    assert segment_db.rows(
+        "SELECT generation, max_id FROM nebula_segments "
+        f"WHERE pool = '{first_life.ref}' AND datacenter = 'dc-9'"
+    ) == [("3", "40")]
+    # The drop of an earlier life (a deposed leader's, say) deletes nothing of this one.
+    assert await engines.drop_rows(segment_db.dsn(), first_life.ref, 2, settings=FAST) == 0
+    assert await engines.drop_rows(segment_db.dsn(), first_life.ref, 3, settings=FAST) == 3
+    assert generations(segment_db, first_life) == {}
+    assert generations(segment_db, other_pool) == {"orders": 0, "users": 0}
+
+
+async def test_a_drop_without_a_table_drops_nothing(segment_db: EngineServer) -> None:
+    name = f"empty_{segment_db.engine}_{random.randrange(1 << 30)}"
+    dsn = segment_db.server.create_database(name)
+    assert await engines.drop_rows(dsn, "it/none", 5, settings=FAST) == 0
+    schema = "table_catalog" if segment_db.engine == "postgresql" else "table_schema"
+    tables = segment_db.rows(
+        "SELECT COUNT(*) FROM information_schema.tables "
+        f"WHERE table_name = 'nebula_segments' AND {schema} = '{name}'",
+        db=name,
+    )
+    assert tables == [("0",)], "a drop created the table"
+
+
+async def test_a_table_without_generations_gets_the_column(segment_db: EngineServer) -> None:
+    name = f"old_{segment_db.engine}_{random.randrange(1 << 30)}"
+    dsn = segment_db.server.create_database(name)
+    pool = make_pool("old-table")
+    dc = pool.datacenters[0]
+    await engines.provision(dsn, pool, dc, settings=FAST)
+    # A table as made before rows carried a generation, with a counter already used.
+    segment_db.execute("ALTER TABLE nebula_segments DROP COLUMN generation", db=name)
+    segment_db.execute(
+        f"UPDATE nebula_segments SET max_id = 500 WHERE pool = '{pool.ref}'", db=name
+    )
+    # A drop before any provisioning of the new code keeps working, by generation 0.
+    other = make_pool("old-table-other")
+    segment_db.execute(
+        "INSERT INTO nebula_segments (pool, tag, datacenter, datacenter_id, max_id, step) "
+        f"VALUES ('{other.ref}', 'orders', 'dc-0', 0, 9, 1)",
+        db=name,
+    )
+    assert await engines.drop_rows(dsn, other.ref, 0, settings=FAST) == 1
+    # Provisioning adds the column too.
+    segment_db.execute("ALTER TABLE nebula_segments DROP COLUMN generation", db=name)
+    second_life = dataclasses.replace(pool, generation=1)
+    await engines.provision(dsn, second_life, dc, settings=FAST)
+    store = engines.open_store(dsn, pool=second_life, datacenter=dc, settings=FAST)
+    try:
+        continued = await store.allocate("orders", 10)
+    finally:
+        await store.close()
+    assert continued.start == 500
+    assert segment_db.rows(
+        f"SELECT tag, generation FROM nebula_segments WHERE pool = '{pool.ref}' ORDER BY tag",
+        db=name,
+    ) == [("orders", "1"), ("users", "1")]
 
 
 async def test_provisioning_warns_when_commits_are_not_durable(
