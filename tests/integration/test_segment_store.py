@@ -1,5 +1,5 @@
 """The segment store against real servers of both engines (PostgreSQL and MariaDB):
-atomic ranges, provisioning, floors, errors, crashes.
+atomic ranges, provisioning, floors, generations and drops, repairs from etcd, errors, crashes.
 
 Every test runs once per engine (the `engine` fixture), through
 `storage.engines`, the entry point the sidecar, the operator and the CLI use.
@@ -15,6 +15,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import asyncpg
@@ -22,8 +23,11 @@ import pytest
 from asyncmy import errors as mysql_errors
 
 from nebula_id import errors
+from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
+from nebula_id.etcd import client as etcd_client
+from nebula_id.etcd import floors
 from nebula_id.storage import engines, floored
 from tests.support.engines import EngineServer
 from tests.support.fixtures import EngineFactory
@@ -324,6 +328,53 @@ async def test_rows_are_repaired_from_a_floor_and_not_created_at_1(
     finally:
         await other.close()
     assert row(segment_db, pool, "orders", "dc-0") == "0|9010|10"
+
+
+async def test_the_row_and_the_etcd_floor_repair_each_other(
+    segment_db: EngineServer, etcd_endpoint: str
+) -> None:
+    """`storage.floored` over each engine: the higher witness wins, the other is repaired."""
+    pool = dataclasses.replace(make_pool("witnesses"), generation=2)
+    dc = pool.datacenters[0]
+    await engines.provision(segment_db.dsn(), pool, dc, settings=FAST)
+    keys = pool_keys.PoolKeys("it", f"witnesses-{uuid.uuid4().hex[:8]}")
+    where = f"WHERE pool = '{pool.ref}' AND tag = 'orders' AND datacenter = 'dc-0'"
+    inner = engines.open_store(
+        segment_db.dsn(), pool=pool, datacenter=dc, settings=FAST, create_rows=False
+    )
+    async with etcd_client.EtcdClient(
+        etcd_client.EtcdSettings(endpoints=(etcd_endpoint,))
+    ) as client:
+        store = floored.FlooredStore(inner, client, keys)
+        try:
+            first = await store.allocate("orders", 10)
+            assert await floors.read_floor(client, keys, 0, "orders") == 11
+            # The row went back (a restore, a promoted async replica): its range is
+            # thrown away, the row raised to the floor, and the next range starts there.
+            segment_db.execute(f"UPDATE nebula_segments SET max_id = 1 {where}")
+            after_restore = await store.allocate("orders", 10)
+            # The row was lost: it is re-created at the floor, never at 1.
+            segment_db.execute(f"DELETE FROM nebula_segments {where}")
+            after_loss = await store.allocate("orders", 10)
+            assert segment_db.rows(f"SELECT generation FROM nebula_segments {where}") == [("2",)]
+            # etcd lost the floor: the row carries on and etcd is written again.
+            await client.delete(keys.floor(0, "orders"))
+            after_etcd_loss = await store.allocate("orders", 10)
+            assert await floors.read_floor(client, keys, 0, "orders") == 41
+            # Both witnesses gone: refused, not a fresh start at 1.
+            await client.delete(keys.floor(0, "orders"))
+            segment_db.execute(f"DELETE FROM nebula_segments {where}")
+            with pytest.raises(errors.StorageError, match="only provisioning creates rows"):
+                await store.allocate("orders", 10)
+        finally:
+            await store.close()
+    assert [r.start for r in (first, after_restore, after_loss, after_etcd_loss)] == [
+        1,
+        11,
+        21,
+        31,
+    ]
+    assert segment_db.rows(f"SELECT max_id FROM nebula_segments {where}") == []
 
 
 def generations(db: EngineServer, pool: pools.PoolConfig) -> dict[str, int]:
