@@ -211,3 +211,38 @@ async def test_a_lost_segment_row_does_not_restart_at_one(
     assert again, f"no segment ID after the loss: {second_load.refusals}"
     assert not issued & again, f"{len(issued & again)} segment IDs issued twice"
     assert min(again) > max(issued)
+
+
+async def test_sidecars_stop_when_their_pool_is_deleted_and_resume_in_its_next_life(
+    pool: Pool,
+) -> None:
+    await pool.apply(spec())
+    async with pool.sidecar("s") as sidecar:
+        await eventually(lambda: serving(sidecar), within=10, what="the sidecar to serve")
+        before = sidecar.snowflake.next_ids(10) + await sidecar.segments.next_ids(TAG, 10)
+        async with pool.client() as client:
+            await pool_store.delete(client, pool.keys)
+        # The watch sees the deletion at once: nothing is issued for a pool that is gone.
+        await eventually(
+            lambda: (
+                sidecar.snowflake.ready_reason() == "not_ready"
+                and sidecar.segments.ready_reason() == "not_ready"
+            ),
+            within=2,
+            what="both sources to stop",
+        )
+        with pytest.raises(errors.NotReady, match="deleted"):
+            sidecar.snowflake.next_ids(1)
+        with pytest.raises(errors.NotReady, match="deleted"):
+            await sidecar.segments.next_ids(TAG, 1)
+        async with pool.client() as client:
+            assert (await client.range(pool.keys.workers_prefix, prefix=True)).count == 0
+        # Created again with the same spec: the same process serves its next life.
+        await pool.apply(spec())
+        await eventually(
+            lambda: serving(sidecar) and sidecar.segments.ready_reason() is None,
+            within=10,
+            what="the sidecar to serve again",
+        )
+        after = sidecar.snowflake.next_ids(10) + await sidecar.segments.next_ids(TAG, 10)
+    assert not set(before) & set(after)

@@ -113,7 +113,10 @@ class PoolWatch:
             try:
                 start = (await self._client.range(self._keys.config)).revision + 1
                 async for event in self._client.watch(self._keys.config, start_revision=start):
+                    was_present = self.present.is_set()
                     self._observe(event.kv if event.type == "PUT" else None)
+                    if self.present.is_set() and not was_present:
+                        await self.check()  # prove the new life now, not at the next poll
                     backoff = 0.1
             except errors.CoordinationError as e:
                 log.debug("pool %s: config watch broke (%s)", self._pool.ref, e.message)

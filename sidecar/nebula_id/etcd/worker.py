@@ -321,8 +321,9 @@ class WorkerHolder:
             result = await self._client.txn(
                 [
                     etcd.Compare.absent(key),
-                    # Only in the life of the pool this sidecar serves: not while it is
-                    # deleted (and maybe dropped), not in a re-created one.
+                    # Only while the config the watch last proved exists: not while the
+                    # pool is deleted (its data maybe being dropped), nor in a life of
+                    # it that this sidecar has not checked yet.
                     etcd.Compare(self._keys.config, "CREATE", "EQUAL", config_revision),
                 ],
                 [etcd.Put(key, record.to_json(), lease=lease)],
