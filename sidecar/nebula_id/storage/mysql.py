@@ -495,6 +495,11 @@ class MySQLSegmentStore:
         await conn.begin()
         try:
             row = await _fetchone(conn, LOCK_ROW, pool.ref, tag, dc.name)
+            if row is None:  # provisioned just now, then dropped
+                raise errors.StorageError(
+                    f"the row of tag {tag!r} in datacenter {dc.name!r} was deleted while "
+                    "being raised (is the pool's data being dropped?); nothing was raised"
+                )
             before = int(row[1])
             if counter > before:
                 await _execute(conn, RAISE_COUNTER, counter, pool.ref, tag, dc.name, counter)

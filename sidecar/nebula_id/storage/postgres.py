@@ -420,7 +420,11 @@ class PostgresSegmentStore:
         await _create_rows(conn, pool, dc)
         async with conn.transaction():
             row = await conn.fetchrow(LOCK_ROW, pool.ref, tag, dc.name)
-            assert row is not None  # just provisioned, and rows are never deleted here
+            if row is None:  # provisioned just now, then dropped
+                raise errors.StorageError(
+                    f"the row of tag {tag!r} in datacenter {dc.name!r} was deleted while "
+                    "being raised (is the pool's data being dropped?); nothing was raised"
+                )
             before = int(row["max_id"])
             if counter > before:
                 await conn.execute(RAISE_COUNTER, pool.ref, tag, dc.name, counter)
