@@ -1,10 +1,13 @@
-"""Segment IDs on a real PostgreSQL: in process and through the sidecar, with Snowflake as the peer.
+"""Segment IDs on real PostgreSQL and MariaDB: in process and through the sidecar.
 
-Starts a throwaway PostgreSQL (the test suite's `PostgresCluster`), then
-measures, in one run:
+Starts a throwaway PostgreSQL and MariaDB (the test suite's `PostgresCluster`
+and `MariaDBServer`), then measures, in one run, each engine next to the other
+(interleaved repeats, medians, and the MariaDB/PostgreSQL ratio):
 
-* in process: `SegmentAllocator` over `PostgresSegmentStore`, one ID per call
+* in process: `SegmentAllocator` over the engine's store, one ID per call
   and batches of 1000, against `SnowflakeGenerator.next_id` as the peer;
+* raw range allocations (`allocate`, one atomic UPDATE each) from 1 and 8
+  concurrent clients: ranges/s and p99;
 * latency per call around range switches (fixed small step, so there are
   hundreds of switches): p50 / p99 / max of all calls against the calls that
   crossed into a new range;
@@ -33,6 +36,7 @@ from contextlib import contextmanager
 
 import aiohttp
 from tests.support import http, processes
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 
 from nebula_id.clock import SystemClock
@@ -40,7 +44,7 @@ from nebula_id.core import pool as pools
 from nebula_id.core import segment
 from nebula_id.core.layout import SnowflakeLayout
 from nebula_id.core.snowflake import SnowflakeGenerator
-from nebula_id.storage import postgres
+from nebula_id.storage import engines
 
 NEBULA_ID = pathlib.Path(sys.executable).with_name("nebula-id")
 YIELD_EVERY = 64  # a server yields to the event loop between requests; so do we
@@ -59,7 +63,7 @@ def make_pool(step: int, max_step: int) -> pools.PoolConfig:
 
 async def in_process_rate(dsn: str, *, size: int, seconds: float) -> float:
     pool = make_pool(1000, 1_000_000)
-    store = postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=pool.datacenters[0])
+    store = engines.open_store(dsn, pool=pool, datacenter=pool.datacenters[0])
     allocator = segment.SegmentAllocator(
         store, [segment.TagSettings("bench", 1000, 1_000_000)], clock=SystemClock()
     )
@@ -134,7 +138,7 @@ class Samples:
 async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> Samples:
     """Per-call latency (µs) of single IDs, for all calls and for calls that began a range."""
     pool = make_pool(step, step)
-    store = postgres.PostgresSegmentStore(dsn, pool=pool, datacenter=pool.datacenters[0])
+    store = engines.open_store(dsn, pool=pool, datacenter=pool.datacenters[0])
     allocator = segment.SegmentAllocator(
         store, [segment.TagSettings("bench", step, step)], clock=SystemClock()
     )
@@ -211,6 +215,34 @@ async def http_switch_latency(base: str, *, step: int, requests: int) -> Samples
     return samples
 
 
+ENGINES = ("PostgreSQL", "MariaDB")
+
+
+async def allocation_rate(dsn: str, *, clients: int, seconds: float) -> tuple[float, float]:
+    """(ranges/s, p99 ms) of raw `allocate` calls from `clients` concurrent stores."""
+    pool = make_pool(1000, 1000)
+    stores = [
+        engines.open_store(dsn, pool=pool, datacenter=pool.datacenters[0]) for _ in range(clients)
+    ]
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def run(store: engines.SegmentDatabase) -> None:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            await store.allocate("bench", 1000)
+            latencies.append((time.perf_counter() - began) * 1000)
+
+    try:
+        await asyncio.gather(*(s.allocate("bench", 1) for s in stores))  # connect first
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(run(s) for s in stores))
+        return len(latencies) / (time.perf_counter() - started), percentile(latencies, 0.99)
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.segment", description=__doc__)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each wrk run")
@@ -218,51 +250,106 @@ def main(argv: list[str] | None = None) -> int:
     # scripts/bench.sh passes BENCH_ARGS to every part; ignore the other parts' flags.
     args, _ = parser.parse_known_args(argv)
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="nebula-bench-segment-"))
-    lines = ["nebula-id segment benchmark (PostgreSQL 15 on loopback)", ""]
+    lines = [
+        "nebula-id segment benchmark: PostgreSQL 15 and MariaDB 10.11 on loopback, medians",
+        "(both without fsync, as the test servers run: PostgreSQL fsync=off, MariaDB",
+        "innodb_flush_method=nosync; the row marked 'fsync' is MariaDB's durable default)",
+        "",
+    ]
     try:
-        with PostgresCluster() as cluster:
-            dsn = cluster.dsn()
+        with (
+            PostgresCluster() as pg,
+            MariaDBServer(extra_args=["--innodb-flush-method=nosync"]) as maria,
+            MariaDBServer() as maria_fsync,
+        ):
+            dsns = {"PostgreSQL": pg.dsn(), "MariaDB": maria.dsn()}
+            samples: dict[tuple[str, str], list[float]] = {}
 
-            def median(size: int) -> float:
-                return statistics.median(
-                    asyncio.run(in_process_rate(dsn, size=size, seconds=0.5))
-                    for _ in range(args.repeats)
-                )
+            def sample(engine: str, what: str, value: float) -> None:
+                samples.setdefault((engine, what), []).append(value)
 
             peer = statistics.median(snowflake_rate(0.5) for _ in range(args.repeats))
-            single, batch = median(1), median(1000)
+            # Interleaved repeats: the machine is shared, so the engines run side by side.
+            for _ in range(args.repeats):
+                for engine, dsn in dsns.items():
+                    for size in (1, 1000):
+                        rate = asyncio.run(in_process_rate(dsn, size=size, seconds=0.5))
+                        sample(engine, f"ids{size}", rate)
+                    for clients in (1, 8):
+                        ranges, p99 = asyncio.run(
+                            allocation_rate(dsn, clients=clients, seconds=0.5)
+                        )
+                        sample(engine, f"alloc{clients}", ranges)
+                        sample(engine, f"alloc{clients}_p99", p99)
+                for clients in (1, 8):
+                    ranges, p99 = asyncio.run(
+                        allocation_rate(maria_fsync.dsn(), clients=clients, seconds=0.5)
+                    )
+                    sample("MariaDB fsync", f"alloc{clients}", ranges)
+                    sample("MariaDB fsync", f"alloc{clients}_p99", p99)
+
+            def med(engine: str, what: str) -> float:
+                return statistics.median(samples[(engine, what)])
+
+            def ratio(what: str) -> str:
+                return f"{med('MariaDB', what) / med('PostgreSQL', what):5.2f}x"
+
             lines += [
                 "in process (adaptive step from 1000):",
-                f"  Snowflake next_id (peer)            {peer / 1e6:7.2f} M IDs/s",
-                f"  segment next_ids(tag, 1)            {single / 1e6:7.2f} M IDs/s"
-                f"  ({single / peer:.2f}x Snowflake)",
-                f"  segment next_ids(tag, 1000)         {batch / 1e6:7.2f} M IDs/s",
+                f"  Snowflake next_id (peer)       {peer / 1e6:7.2f} M IDs/s",
+                f"  {'':30} {'PostgreSQL':>12} {'MariaDB':>12}  MariaDB/PG",
             ]
-            for step in (1000, 10_000):
-                lat = asyncio.run(in_process_switch_latency(dsn, step=step, calls=300_000))
-                lines.append(f"  latency, fixed step {step}: {lat.describe()}")
+            for what, label, unit, scale in (
+                ("ids1", "segment next_ids(tag, 1)", "M IDs/s", 1e6),
+                ("ids1000", "segment next_ids(tag, 1000)", "M IDs/s", 1e6),
+                ("alloc1", "allocate(), 1 client", "ranges/s", 1),
+                ("alloc8", "allocate(), 8 clients", "ranges/s", 1),
+            ):
+                pg_v, my_v = med("PostgreSQL", what) / scale, med("MariaDB", what) / scale
+                digits = 2 if scale > 1 else 0
+                lines.append(
+                    f"  {label:30} {pg_v:12.{digits}f} {my_v:12.{digits}f}  {ratio(what)}  {unit}"
+                )
+            for clients in (1, 8):
+                key = f"alloc{clients}_p99"
+                lines.append(
+                    f"  allocate() p99, {clients} client(s)     {med('PostgreSQL', key):9.2f} ms "
+                    f"{med('MariaDB', key):9.2f} ms  {ratio(key)}"
+                )
+                lines.append(
+                    f"  MariaDB fsync, {clients} client(s)      "
+                    f"{med('MariaDB fsync', f'alloc{clients}'):9.0f} ranges/s, "
+                    f"p99 {med('MariaDB fsync', key):.2f} ms"
+                )
+            for engine, dsn in dsns.items():
+                lat = asyncio.run(in_process_switch_latency(dsn, step=1000, calls=200_000))
+                lines.append(f"  {engine} latency, fixed step 1000: {lat.describe()}")
             lines += ["", "through the sidecar (sidecar on core 0, wrk -t1 on core 1, medians):"]
             if shutil.which("wrk") is None:
                 lines.append("  wrk is not installed (apt-get install -y wrk); no sidecar figures")
                 return _print(lines)
-            with sidecar(dsn, "bench:1000:1000000,switchy:100:100", workdir) as base:
+            tags = "bench:1000:1000000,switchy:100:100"
+            with (
+                sidecar(dsns["PostgreSQL"], tags, workdir) as pg_base,
+                sidecar(dsns["MariaDB"], tags, workdir) as maria_base,
+            ):
                 endpoints = (
-                    ("snowflake (peer)", "/v1/ids/snowflake"),
-                    ("segment", "/v1/ids/segment/bench"),
+                    ("snowflake (peer)", pg_base + "/v1/ids/snowflake"),
+                    ("segment PostgreSQL", pg_base + "/v1/ids/segment/bench"),
+                    ("segment MariaDB", maria_base + "/v1/ids/segment/bench"),
                 )
                 runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
-                # Interleaved repeats: the machine is shared, so peers are measured side by side.
                 for _ in range(args.repeats):
-                    for name, path in endpoints:
-                        for kind, url, conns in (
-                            ("full", base + path, 32),
-                            ("half", base + path, 2),
-                            ("batch", base + path + "?count=1000", 8),
+                    for name, url in endpoints:
+                        for kind, target, conns in (
+                            ("full", url, 32),
+                            ("half", url, 2),
+                            ("batch", url + "?count=1000", 8),
                         ):
-                            result = wrk(url, connections=conns, seconds=args.seconds)
+                            result = wrk(target, connections=conns, seconds=args.seconds)
                             runs.setdefault((name, kind), []).append(result)
 
-                def med(name: str, kind: str) -> tuple[float, float]:
+                def wrk_med(name: str, kind: str) -> tuple[float, float]:
                     values = runs[(name, kind)]
                     return (
                         statistics.median(v[0] for v in values),
@@ -270,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
 
                 for name, _ in endpoints:
-                    (rate, p99), (half, half_p99) = med(name, "full"), med(name, "half")
-                    batch_rate, batch_p99 = med(name, "batch")
+                    (rate, p99), (half, half_p99) = wrk_med(name, "full"), wrk_med(name, "half")
+                    batch_rate, batch_p99 = wrk_med(name, "batch")
                     lines.append(
                         f"  {name:18} single: {rate:8.0f} req/s (p99 {p99:.2f} ms at -c32; "
                         f"{half:.0f} req/s, p99 {half_p99:.2f} ms at -c2)"
@@ -280,8 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                         f"  {name:18} count=1000: {batch_rate * 1000 / 1e6:.2f} M IDs/s "
                         f"({batch_rate:.0f} req/s, p99 {batch_p99:.2f} ms)"
                     )
-                switch = asyncio.run(http_switch_latency(base, step=100, requests=20_000))
-                lines.append(f"  sequential client, fixed step 100: {switch.describe()}")
+                pg_rate = wrk_med("segment PostgreSQL", "full")[0]
+                my_rate = wrk_med("segment MariaDB", "full")[0]
+                lines.append(f"  segment single, MariaDB/PostgreSQL: {my_rate / pg_rate:.2f}x")
+                for engine, base in (("PostgreSQL", pg_base), ("MariaDB", maria_base)):
+                    switch = asyncio.run(http_switch_latency(base, step=100, requests=10_000))
+                    lines.append(f"  {engine}, sequential client, step 100: {switch.describe()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return _print(lines)

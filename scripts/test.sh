@@ -56,6 +56,7 @@ if [ -n "$NODE_TIER" ]; then
   command -v mmdebstrap >/dev/null || need_pkgs+=(mmdebstrap)
   [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
 fi
+[ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server)
 APT_UPDATED=
 apt_install() {  # apt_install PKG...: apt-get update once, then install
   local sudo=()
@@ -66,6 +67,19 @@ apt_install() {  # apt_install PKG...: apt-get update once, then install
     APT_UPDATED=1
   fi
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "$@" || die "apt-get install $*"
+}
+stop_system_mariadb() {  # the package's service runs as user mysql, on port 3306
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  if command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable mariadb >/dev/null 2>&1 || true
+  fi
+  if pgrep -u mysql -x 'mariadbd|mysqld' >/dev/null; then
+    "${sudo[@]}" service mariadb stop >/dev/null 2>&1 || true
+  fi
+  if pgrep -u mysql -x 'mariadbd|mysqld' >/dev/null; then
+    die "Debian's MariaDB service still runs after the install; stop it: service mariadb stop"
+  fi
 }
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
@@ -79,6 +93,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
       /etc/postgresql-common/createcluster.conf
   fi
   apt_install "${need_pkgs[@]}"
+  # The tests start their own MariaDB servers; a system service left running by
+  # the package (port 3306) would only be in the way.
+  if [[ " ${need_pkgs[*]} " == *" mariadb-server "* ]]; then
+    stop_system_mariadb
+  fi
   flock -u 9
 fi
 command -v spin >/dev/null && command -v gcc >/dev/null || die "spin or gcc is missing (models tier)"

@@ -204,4 +204,3 @@ def test_ten_replicas_restart_and_deletion_keep_every_worker_id_unique(
         node.kubectl("scale", "-n", APP_NS, "deployment/web", "--replicas=2")
         settle(2, "back to 2 pods")
         wait_for_active(node, 2)
-

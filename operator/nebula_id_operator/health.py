@@ -13,13 +13,11 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 
-import asyncpg
-
 from nebula_id import errors
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
-from nebula_id.storage import postgres
+from nebula_id.storage import engines
 from nebula_id_operator import status
 
 NO_DATABASE = "no database configured"
@@ -30,14 +28,9 @@ DsnReader = Callable[[pools.Datacenter], Awaitable[str]]
 async def check_database(dsn: str, *, timeout_s: float) -> tuple[bool, str]:
     """(healthy, reason) after one `SELECT 1`."""
     try:
-        async with asyncio.timeout(timeout_s * 2):
-            conn = await asyncpg.connect(dsn, timeout=timeout_s, command_timeout=timeout_s)
-            try:
-                await conn.fetchval("SELECT 1")
-            finally:
-                await conn.close(timeout=timeout_s)
-    except postgres.DB_ERRORS as e:
-        return False, f"{postgres.where(dsn)}: {postgres.failure(e)}"[:500]
+        await engines.ping(dsn, timeout_s=timeout_s)
+    except errors.NebulaIdError as e:
+        return False, e.message[:500]
     return True, "ok"
 
 

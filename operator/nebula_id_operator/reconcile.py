@@ -4,9 +4,10 @@ Order matters for safety.  The config goes to etcd first, through
 `nebula_id.etcd.pools.apply` (the same validation and compare-and-swap as
 `nebula-id pool apply`), because that is where datacenter IDs are assigned and
 must be remembered.  Then each datacenter's database is provisioned with
-`nebula_id.storage.postgres.provision`, which is idempotent and never drops or
-lowers a counter.  Each step ends in a `status.Check`; the first error is kept
-so the handler can map it to kopf once (`failures`).
+`nebula_id.storage.engines.provision` (PostgreSQL or MySQL, as the DSN says),
+which is idempotent and never drops or lowers a counter.  Each step ends in a
+`status.Check`; the first error is kept so the handler can map it to kopf once
+(`failures`).
 
 Deletion removes the config, health and claims from etcd and keeps the segment
 rows, the clock records and the pool's identity (a tombstone): a pool created again
@@ -36,7 +37,7 @@ from nebula_id.core.keys import PoolKeys
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id.etcd.client import Compare
-from nebula_id.storage import postgres
+from nebula_id.storage import engines, postgres
 from nebula_id_operator import advice, etcd_access, kube, status
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import settings as operator_settings
@@ -132,7 +133,9 @@ async def provision_databases(
     async def one(dc: pools.Datacenter) -> tuple[str, errors.NebulaIdError] | None:
         try:
             dsn = await read_dsn(ctx, namespace, dc)
-            await postgres.provision(dsn, config, dc, settings=ctx.postgres)
+            done = await engines.provision(dsn, config, dc, settings=ctx.postgres)
+            for warning in done.warnings:
+                log.warning("pool %s, datacenter %s: %s", config.ref, dc.name, warning)
         except kube.SecretNotFound as e:
             return "SecretNotFound", e
         except kube.KubeUnavailable as e:
@@ -220,7 +223,7 @@ async def drop_rows(
         except kube.SecretNotFound as e:
             skipped.append(f"{dc.name}: {e.message}")
             continue
-        deleted = await postgres.drop_rows(dsn, config.ref, generation, settings=ctx.postgres)
+        deleted = await engines.drop_rows(dsn, config.ref, generation, settings=ctx.postgres)
         log.info("pool %s: %d segment rows dropped in %s", config.ref, deleted, dc.name)
     return skipped
 

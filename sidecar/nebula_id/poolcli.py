@@ -1,9 +1,11 @@
-"""`nebula-id pool apply|get|delete`: pools for users with etcd but without Kubernetes.
+"""`nebula-id pool apply|get|delete|import`: pools for users with etcd but without Kubernetes.
 
 It reads the same YAML as the `NebulaIdPool` custom resource, validates it with the
 same code (`core.pool.parse_spec`) and writes it with the same writer as the operator
 (`etcd.pools.apply`), so a pool applied here behaves exactly like one reconciled there.
-`apply` also provisions the segment tables in the databases it is given.
+`apply` also provisions the segment tables in the databases it is given (PostgreSQL
+or MySQL/MariaDB, as each DSN's scheme says); `import` (in `pool_import`) raises the
+segment floors above the IDs of the system being replaced.
 
 Exit codes: 0 done, 1 no such pool, 2 invalid pool or refused change (the message says
 why), 3 etcd or a database could not be reached.
@@ -48,7 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Register `pool` and its subcommands on the `nebula-id` parser."""
     pool = subparsers.add_parser(
         "pool",
-        help="apply, get or delete a pool's config in etcd (no Kubernetes needed)",
+        help="apply, get, delete or import into a pool in etcd (no Kubernetes needed)",
         description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
     )
     pool.set_defaults(run=run)
@@ -84,7 +86,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     delete.add_argument("name")
 
-    for action in (apply, get, delete):
+    from nebula_id import pool_import  # it builds on this module's helpers
+
+    imported = actions.add_parser(
+        "import",
+        help="raise segment floors above the IDs of Leaf, a sequence or an AUTO_INCREMENT",
+        description=pool_import.__doc__.split("\n\n", 1)[0] if pool_import.__doc__ else None,
+    )
+    pool_import.add_arguments(imported)
+
+    for action in (apply, get, delete, imported):
         action.add_argument(
             "-n",
             "--namespace",
@@ -114,15 +125,19 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
     command: str = args.pool_command
+    if command == "import":
+        from nebula_id import pool_import
+
+        return await pool_import.run(args, out)
     if command == "apply":
         documents = _read_documents(args.filename)
-        settings = _etcd_settings(args) if not args.dry_run else None
+        settings = etcd_settings_of(args) if not args.dry_run else None
         for doc in documents:
             await _apply_one(args, doc, settings, out)
         return EXIT_OK
     namespace = args.namespace or "default"
-    keys = pool_keys.PoolKeys(namespace, args.name, prefix=_prefix(args))
-    async with etcd.EtcdClient(_etcd_settings(args)) as client:
+    keys = pool_keys.PoolKeys(namespace, args.name, prefix=prefix_of(args))
+    async with etcd.EtcdClient(etcd_settings_of(args)) as client:
         if command == "get":
             stored = await pool_store.get(client, keys)
             if stored is None:
@@ -155,7 +170,7 @@ async def _apply_one(
         raise errors.InvalidPool(
             f"the YAML says namespace {namespace!r} but -n says {args.namespace!r}"
         )
-    keys = pool_keys.PoolKeys(namespace, name, prefix=_prefix(args))
+    keys = pool_keys.PoolKeys(namespace, name, prefix=prefix_of(args))
     now_ms = time.time_ns() // 1_000_000
     if settings is None:
         config = pools.parse_spec(spec, namespace=namespace, name=name, now_ms=now_ms)
@@ -171,22 +186,24 @@ async def _apply_one(
             raise errors.InvalidPool(f"pool {namespace}/{name} refused: {e.message}") from e
     verb = "created" if result.created else "configured" if result.changed else "unchanged"
     print(f"pool {result.config.ref} {verb} ({_datacenters(result.config)})", file=out)
-    for dc_name, dsn in _dsns(args, result.config).items():
+    for dc_name, dsn in dsns_of(args, result.config).items():
         await _provision(dsn, result.config, result.config.datacenter(dc_name), out)
 
 
 async def _provision(
     dsn: str, config: pools.PoolConfig, datacenter: pools.Datacenter, out: TextIO
 ) -> None:
-    from nebula_id.storage import postgres  # asyncpg only when a database is given
+    from nebula_id.storage import engines  # database drivers only when a database is given
 
-    done = await postgres.provision(dsn, config, datacenter)
+    done = await engines.provision(dsn, config, datacenter)
     created = ", ".join(done.created_tags) or "none"
     print(
         f"segment tables in datacenter {datacenter.name}: tags created: {created}; "
         f"already there: {', '.join(done.existing_tags) or 'none'}",
         file=out,
     )
+    for warning in done.warnings:
+        print(f"WARNING: datacenter {datacenter.name}: {warning}", file=out)
 
 
 def _datacenters(config: pools.PoolConfig) -> str:
@@ -217,11 +234,11 @@ def _option(args: argparse.Namespace, dest: str, env: str) -> str | None:
     return value
 
 
-def _prefix(args: argparse.Namespace) -> str:
+def prefix_of(args: argparse.Namespace) -> str:
     return _option(args, "etcd_prefix", "NEBULA_ETCD_PREFIX") or pool_keys.DEFAULT_PREFIX
 
 
-def _etcd_settings(args: argparse.Namespace) -> etcd.EtcdSettings:
+def etcd_settings_of(args: argparse.Namespace) -> etcd.EtcdSettings:
     endpoints = etcd.parse_endpoints(_option(args, "etcd_endpoints", "NEBULA_ETCD_ENDPOINTS"))
     if not endpoints:
         raise errors.ConfigError(
@@ -237,7 +254,7 @@ def _etcd_settings(args: argparse.Namespace) -> etcd.EtcdSettings:
     )
 
 
-def _dsns(args: argparse.Namespace, config: pools.PoolConfig) -> dict[str, str]:
+def dsns_of(args: argparse.Namespace, config: pools.PoolConfig) -> dict[str, str]:
     """Datacenter name -> DSN of the segment databases to provision."""
     found: dict[str, str] = {}
     many = _option(args, "database_urls", "NEBULA_DATABASE_URLS")

@@ -355,7 +355,7 @@ FIELDS: tuple[Field, ...] = (
     Field("etcd_username", _optional_text, ("etcd.username",), "etcd user"),
     Field("etcd_password", _optional_text, ("etcd.password",), "etcd password", secret=True),
     Field("datacenter", _optional_text, ("app.datacenter",), "this sidecar's datacenter name"),
-    Field("database_url", _optional_text, ("database.url",), "PostgreSQL DSN", secret=True),
+    Field("database_url", _optional_text, ("database.url",), "segment database DSN", secret=True),
     Field("database_urls", _dsn_map, ("database.urls",), "dc-a=dsn,dc-b=dsn", secret=True),
     Field("database_url_dir", _optional_text, ("database.url_dir",), "folder of DSN files"),
     Field("data_dir", _path, ("app.data_dir",), "standalone state and caches"),

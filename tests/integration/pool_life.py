@@ -1,5 +1,6 @@
 """Helpers of the pool-life tests: a pool, sidecars in process, client load, the operator's
-deletion, and the `nebula-id pool` CLI, all against one real etcd and PostgreSQL.
+deletion, and the `nebula-id pool` CLI, all against one real etcd and a real segment
+database (PostgreSQL or MariaDB, as the DSN says).
 
 A sidecar here is what `nebula-id serve` runs in cluster mode: `worker.open_snowflake`
 and `postgres_source.open_segments` on one `ServeSettings`.  `Load` calls both without
@@ -32,8 +33,8 @@ from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import worker
+from nebula_id.storage import engines, postgres_source
 from nebula_id.storage import postgres as pg_store
-from nebula_id.storage import postgres_source
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import reconcile
 from nebula_id_operator import settings as operator_settings
@@ -91,7 +92,7 @@ class Pool:
         async with self.client() as c:
             config = (await pool_store.apply(c, self.keys, pool_spec)).config
         for dc in config.datacenters:
-            await pg_store.provision(self.dsn, config, dc)
+            await engines.provision(self.dsn, config, dc)
         return config
 
     async def config(self) -> pools.PoolConfig | None:

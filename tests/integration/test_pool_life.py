@@ -1,4 +1,4 @@
-"""A pool's whole life against real etcd and PostgreSQL: no ID is ever issued twice.
+"""A pool's whole life against real etcd and each segment database: no ID is ever issued twice.
 
 Each test is an ordinary operator action while sidecars serve under client load:
 deleting a pool with its data dropped, deleting and re-creating it (with the same or
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from nebula_id import errors
@@ -20,33 +20,34 @@ from nebula_id.clock import SystemClock
 from nebula_id.core import layout as layouts
 from nebula_id.core import segment
 from nebula_id.etcd import pools as pool_store
-from nebula_id.storage import postgres as pg_store
+from nebula_id.storage import engines
 from nebula_id_operator import leader, reconcile
 from tests.integration.pool_life import TAG, Load, Pool, eventually, serving, spec
-from tests.support.postgres import PostgresCluster
+from tests.support.engines import EngineServer
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pool(etcd_endpoint: str, postgres: PostgresCluster, tmp_path: Path) -> Pool:
-    return Pool(etcd_endpoint, postgres.dsn(), tmp_path)
+def pool(etcd_endpoint: str, segment_db: EngineServer, tmp_path: Path) -> Pool:
+    """A pool whose segments live in `segment_db` (each test runs on both engines).
+
+    The database is shared by the session: a name of its own keeps other tests' rows out.
+    """
+    return Pool(etcd_endpoint, segment_db.dsn(), tmp_path, name=f"p-{uuid.uuid4().hex[:8]}")
 
 
-async def row_max(pool: Pool) -> int | None:
-    conn = await asyncpg.connect(pool.dsn)
-    try:
-        value = await conn.fetchval(
-            f"SELECT max_id FROM {pg_store.TABLE} WHERE pool = $1 AND tag = $2",
-            pool.ref,
-            TAG,
-        )
-    finally:
-        await conn.close()
-    return None if value is None else int(value)
+def row_max(db: EngineServer, pool: Pool) -> int | None:
+    found = db.rows(
+        "SELECT max_id FROM nebula_segments "
+        f"WHERE pool = '{pool.ref}' AND tag = '{TAG}' AND datacenter = 'dc-a'"
+    )
+    return int(found[0][0]) if found else None
 
 
-async def test_drop_data_while_sidecars_serve_never_repeats_an_id(pool: Pool) -> None:
+async def test_drop_data_while_sidecars_serve_never_repeats_an_id(
+    pool: Pool, segment_db: EngineServer
+) -> None:
     await pool.apply(spec())
     load = Load()
     async with contextlib.AsyncExitStack() as stack:
@@ -66,7 +67,7 @@ async def test_drop_data_while_sidecars_serve_never_repeats_an_id(pool: Pool) ->
         await asyncio.sleep(1.5)
         await load.stop()
     assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
-    assert await row_max(pool) is None  # the data was dropped
+    assert row_max(segment_db, pool) is None  # the data was dropped
 
 
 async def test_recreate_with_another_epoch_is_refused_and_the_same_one_continues(
@@ -142,7 +143,9 @@ async def test_a_retired_datacenter_id_survives_the_pool(pool: Pool) -> None:
     assert 1 in again.retired_datacenter_ids
 
 
-async def test_a_deposed_leader_cannot_drop_a_recreated_pool(pool: Pool) -> None:
+async def test_a_deposed_leader_cannot_drop_a_recreated_pool(
+    pool: Pool, segment_db: EngineServer
+) -> None:
     clock = SystemClock()
     key = f"{pool.prefix}/operator/leader"
     async with pool.client() as client_a, pool.client() as client_b:
@@ -162,9 +165,7 @@ async def test_a_deposed_leader_cannot_drop_a_recreated_pool(pool: Pool) -> None
         # B drops the pool's data; the pool is created again and hands out IDs.
         await reconcile.delete(ctx_b, "life", pool.name, drop=True)
         config = await pool.apply(spec())
-        store = pg_store.PostgresSegmentStore(
-            pool.dsn, pool=config, datacenter=config.datacenters[0]
-        )
+        store = engines.open_store(pool.dsn, pool=config, datacenter=config.datacenters[0])
         try:
             issued = await store.allocate(TAG, 50)
         finally:
@@ -173,15 +174,17 @@ async def test_a_deposed_leader_cannot_drop_a_recreated_pool(pool: Pool) -> None
         with pytest.raises(errors.NebulaIdError):
             await reconcile.delete(ctx_a, "life", pool.name, drop=True)
         # An old drop that had passed its fence before B took over deletes by generation.
-        assert await pg_store.drop_rows(pool.dsn, pool.ref, config.generation - 1) == 0
+        assert await engines.drop_rows(pool.dsn, pool.ref, config.generation - 1) == 0
     assert await pool.config() is not None, "the deposed leader deleted the new pool"
-    row = await row_max(pool)
+    row = row_max(segment_db, pool)
     base = segment.datacenter_base(0, 5)
     assert row is not None
     assert row >= issued.end - base, "the deposed leader reset the new pool's counter"
 
 
-async def test_a_lost_segment_row_does_not_restart_at_one(pool: Pool) -> None:
+async def test_a_lost_segment_row_does_not_restart_at_one(
+    pool: Pool, segment_db: EngineServer
+) -> None:
     await pool.apply(spec())
     load = Load()
     async with pool.sidecar("first") as first:
@@ -193,11 +196,7 @@ async def test_a_lost_segment_row_does_not_restart_at_one(pool: Pool) -> None:
     assert issued
     # A restore (or a promoted async replica, or a fresh DR database) lost the row; the
     # operator's next reconcile provisions it again, at 1.
-    conn = await asyncpg.connect(pool.dsn)
-    try:
-        await conn.execute(f"DELETE FROM {pg_store.TABLE} WHERE pool = $1", pool.ref)
-    finally:
-        await conn.close()
+    segment_db.execute(f"DELETE FROM nebula_segments WHERE pool = '{pool.ref}'")
     second_load = Load()
     async with pool.sidecar("second") as second:
         await eventually(lambda: serving(second), within=10, what="the sidecar to serve")
@@ -205,7 +204,7 @@ async def test_a_lost_segment_row_does_not_restart_at_one(pool: Pool) -> None:
         await asyncio.sleep(0.3)
         config = await pool.config()
         assert config is not None
-        await pg_store.provision(pool.dsn, config, config.datacenters[0])
+        await engines.provision(pool.dsn, config, config.datacenters[0])
         await asyncio.sleep(0.5)
         await second_load.stop()
     again = set(second_load.segment)

@@ -4,7 +4,8 @@ Four sidecars serve Snowflake and Segment IDs without pause.  Every cycle the po
 deleted (`nebula-id pool delete`, as a user would) and created again: with the same
 spec, or first with the epoch moved or another layout (refused, since the IDs of the
 pool are remembered) and then with the same spec.  Two sidecars restart each cycle.
-Every ID any sidecar hands out is recorded; none may repeat.
+Every ID any sidecar hands out is recorded; none may repeat.  It runs once per segment
+database engine (PostgreSQL, MariaDB).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from nebula_id.core import layout as layouts
 from tests.integration.pool_life import EPOCH, Load, Pool, Sidecar, spec
-from tests.support.postgres import PostgresCluster
+from tests.support.engines import EngineServer
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +59,9 @@ class Fleet:
 
 
 async def test_delete_and_recreate_in_a_loop_under_load_never_repeats_an_id(
-    etcd_endpoint: str, postgres: PostgresCluster, tmp_path: Path
+    etcd_endpoint: str, segment_db: EngineServer, tmp_path: Path
 ) -> None:
-    pool = Pool(etcd_endpoint, postgres.dsn(), tmp_path, name="loop")
+    pool = Pool(etcd_endpoint, segment_db.dsn(), tmp_path, name=f"loop-{segment_db.engine}")
     base = spec()
     moved = spec(epoch=layouts.format_epoch(layouts.parse_epoch(EPOCH) + 5000))
     other_layout = spec(worker_bits=6)

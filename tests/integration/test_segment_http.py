@@ -1,4 +1,4 @@
-"""Segment IDs through the real sidecar app, backed by a real PostgreSQL."""
+"""Segment IDs through the real sidecar app, backed by a real PostgreSQL (or MariaDB)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
 from nebula_id.http.app import build_app
-from tests.support.fixtures import PostgresFactory
+from tests.support.fixtures import EngineFactory, PostgresFactory
 
 pytestmark = pytest.mark.integration
 
@@ -47,9 +47,10 @@ async def ids_of(client: Client, path: str) -> list[int]:
 async def test_serves_spans_switches_and_reports(
     aiohttp_client: Callable[..., Awaitable[Client]],
     tmp_path: pathlib.Path,
-    postgres_factory: PostgresFactory,
+    segment_db_factory: EngineFactory,
 ) -> None:
-    cluster = postgres_factory()
+    # Once per engine: NEBULA_DATABASE_URL's scheme picks PostgreSQL or MySQL/MariaDB.
+    cluster = segment_db_factory()
     client = await make_client(aiohttp_client, tmp_path, cluster.dsn())
     first = await ids_of(client, "/v1/ids/segment/orders")
     # A batch of 250 spans at least two range switches (step 100).

@@ -114,6 +114,18 @@ INVALID_ON_CREATE = {
         "datacenters: [{name: dc-a, failover: {probeIntervalSeconds: 1}}]",
         'unknown field "spec.datacenters[0].failover.probeIntervalSeconds"',
     ),
+    "negative-previous-max-id": (
+        "snowflake: {previousMaxId: -5}",
+        "previousMaxId must be a non-negative integer",
+    ),
+    "previous-max-id-not-a-number": (
+        'snowflake: {previousMaxId: "12e3"}',
+        "previousMaxId must be a non-negative integer",
+    ),
+    "previous-stopped-at-not-a-time": (
+        'snowflake: {previousStoppedAt: "last tuesday"}',
+        "previousStoppedAt must be an RFC 3339 timestamp",
+    ),
 }
 
 
@@ -140,6 +152,19 @@ def test_valid_pool_gets_every_default(plane: ControlPlane) -> None:
     }
     assert spec["lease"] == {"ttlSeconds": 10}
     assert spec["sidecar"] == {"port": 8080, "maxBatchSize": 1000}
+
+
+def test_a_previous_generator_is_accepted_as_integer_string_or_time(plane: ControlPlane) -> None:
+    big = str((1 << 62) + 12345)  # beyond 2^53: exact only as a string in JSON clients
+    for name, field in (
+        ("previous-int", "previousMaxId: 123456789"),
+        ("previous-str", f'previousMaxId: "{big}"'),
+        ("previous-time", 'previousStoppedAt: "2025-06-01T12:00:00.250Z"'),
+    ):
+        helpers.apply(plane, pool(name, f"snowflake: {{{field}}}\ndatacenters: [{{name: dc-a}}]"))
+        stored = helpers.get_json(plane, "nip", name, "-n", NAMESPACE)["spec"]["snowflake"]
+        key, _, value = field.partition(": ")
+        assert str(stored[key]) == value.strip('"')
 
 
 BASE = """\

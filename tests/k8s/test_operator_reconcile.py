@@ -30,6 +30,7 @@ from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support import http, processes
 from tests.support.controlplane import ControlPlane
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 
 NAMESPACE = "operator-tests"
@@ -459,3 +460,47 @@ def test_unreachable_database_retries_shows_in_conditions_and_heals(
     assert segment_rows(flaky, "nebula", f"{NAMESPACE}/flaky") == ["parcels:dc-b"]
     pool = wait_condition(control_plane, operator, "flaky", "DatacentersHealthy", "True")
     assert pool["status"]["datacentersHealthy"] == "2/2"
+
+
+def test_a_mysql_datacenter_is_provisioned_checked_and_dropped_like_postgresql(
+    control_plane: ControlPlane,
+    operator: helpers.Operator,
+    postgres: PostgresCluster,
+    mariadb: MariaDBServer,
+) -> None:
+    maria_dsn = mariadb.create_database("operator_mixed").replace("mysql://", "mariadb://")
+    create_secret(control_plane, "mixed-maria", maria_dsn)
+    create_secret(control_plane, "mixed-pg", postgres.create_database("operator_mixed"))
+    apply_pool(
+        control_plane,
+        "mixed",
+        """\
+        algorithm: segment
+        datacenters:
+          - {name: dc-a, databaseSecretRef: {name: mixed-maria}}
+          - {name: dc-b, databaseSecretRef: {name: mixed-pg}}
+        segment: {tags: [{name: orders, step: 100}, {name: invoices}]}
+        """,
+        annotations='{"nebula-id.io/drop-data-on-delete": "true"}',
+    )
+    pool = wait_condition(control_plane, operator, "mixed", "Ready", "True")
+    assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "Provisioned"
+    pool = wait_condition(control_plane, operator, "mixed", "DatacentersHealthy", "True")
+    assert pool["status"]["datacentersHealthy"] == "2/2"
+
+    def maria_rows() -> list[str]:
+        out = mariadb.sql(
+            "SELECT CONCAT(tag, ':', datacenter) FROM nebula_segments "
+            f"WHERE pool = '{NAMESPACE}/mixed' ORDER BY 1",
+            db="operator_mixed",
+        )
+        return out.split()
+
+    assert maria_rows() == ["invoices:dc-a", "orders:dc-a"]
+    assert segment_rows(postgres, "operator_mixed", f"{NAMESPACE}/mixed") == [
+        "invoices:dc-b",
+        "orders:dc-b",
+    ]
+    control_plane.kubectl("delete", "nip", "mixed", "-n", NAMESPACE, "--timeout=60s")
+    assert maria_rows() == []
+    assert segment_rows(postgres, "operator_mixed", f"{NAMESPACE}/mixed") == []

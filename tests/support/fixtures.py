@@ -19,11 +19,15 @@ import pytest
 
 from tests.support import binaries, processes
 from tests.support.controlplane import ControlPlane, ensure_no_proxy
+from tests.support.engines import ENGINES, EngineServer
 from tests.support.etcd import EtcdServer
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 
 EtcdFactory = Callable[[], EtcdServer]
 PostgresFactory = Callable[[], PostgresCluster]
+MariaDBFactory = Callable[[], MariaDBServer]
+EngineFactory = Callable[[], EngineServer]
 
 _TIMINGS = pytest.StashKey[dict[str, float]]()
 
@@ -170,6 +174,77 @@ def postgres_factory(postgres_template: Path) -> Iterator[PostgresFactory]:
     finally:
         for cluster in clusters:
             cluster.close()
+
+
+# -- MariaDB ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mariadb_template() -> Iterator[Path]:
+    """A stopped server's data dir (with db ``nebula``) that new servers copy."""
+    template = MariaDBServer()
+    try:
+        template.start()
+        template.stop()
+        yield template.data_dir
+    finally:
+        template.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb(request: pytest.FixtureRequest, mariadb_template: Path) -> Iterator[MariaDBServer]:
+    """One MariaDB for the session; ``mariadb.dsn()`` is its ``nebula`` db."""
+    server = MariaDBServer(template=mariadb_template)
+    try:
+        _timed(request.config, "mariadb", server.start)
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def mariadb_factory(mariadb_template: Path) -> Iterator[MariaDBFactory]:
+    """Call it to get a fresh, started, private MariaDB (deleted after the test)."""
+    servers: list[MariaDBServer] = []
+
+    def make() -> MariaDBServer:
+        server = MariaDBServer(template=mariadb_template)
+        servers.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.close()
+
+
+# -- either engine ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each segment database engine in turn: ``postgresql``, then ``mysql`` (MariaDB)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def segment_db(request: pytest.FixtureRequest, engine: str) -> EngineServer:
+    """The session's server of `engine` (shared: tests use their own pool names)."""
+    name = "postgres" if engine == "postgresql" else "mariadb"
+    return EngineServer(engine, request.getfixturevalue(name))
+
+
+@pytest.fixture
+def segment_db_factory(request: pytest.FixtureRequest, engine: str) -> EngineFactory:
+    """Call it to get a fresh, private server of `engine` (deleted after the test)."""
+    name = "postgres_factory" if engine == "postgresql" else "mariadb_factory"
+    factory = request.getfixturevalue(name)
+
+    def make() -> EngineServer:
+        return EngineServer(engine, factory())
+
+    return make
 
 
 # -- Kubernetes ---------------------------------------------------------------------------

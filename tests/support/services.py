@@ -1,6 +1,6 @@
 """The real services tests run against, under one import.
 
-from tests.support.services import EtcdServer, PostgresCluster, ControlPlane, bin_dir
+from tests.support.services import EtcdServer, MariaDBServer, PostgresCluster, ControlPlane, bin_dir
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from tests.support.binaries import bin_dir, binary, postgres_bin_dir
 from tests.support.controlplane import CommandFailed, ControlPlane, ensure_no_proxy, run_cli
 from tests.support.etcd import EtcdServer
+from tests.support.mariadb import MariaDBServer
 from tests.support.postgres import PostgresCluster
 from tests.support.processes import ServiceStartError, free_port
 
@@ -15,6 +16,7 @@ __all__ = [
     "CommandFailed",
     "ControlPlane",
     "EtcdServer",
+    "MariaDBServer",
     "PostgresCluster",
     "ServiceStartError",
     "bin_dir",

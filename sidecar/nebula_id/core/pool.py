@@ -16,6 +16,7 @@ from typing import Any
 
 from nebula_id import errors
 from nebula_id.core import failover as failovers
+from nebula_id.core import handover
 from nebula_id.core import layout as layouts
 
 ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
@@ -91,6 +92,15 @@ class PoolConfig:
         default_factory=failovers.FailoverSettings
     )
     """`spec.failover`: how sidecars and the operator give up and take back a datacenter."""
+    # The Snowflake generator this pool replaces (spec.snowflake.previous*), if declared.
+    previous_snowflake: handover.PreviousGenerator | None = None
+
+    @property
+    def snowflake_issue_after_ms(self) -> int | None:
+        """Unix ms that every Snowflake ID's timestamp must exceed, if the pool says so."""
+        if self.previous_snowflake is None:
+            return None
+        return self.previous_snowflake.issue_after_ms(self.layout)
 
     @property
     def ref(self) -> str:
@@ -139,6 +149,7 @@ class PoolConfig:
                 **self.layout.to_json(),
                 "epochMs": self.layout.epoch_ms,
                 "clockBackwardToleranceMs": self.clock_backward_tolerance_ms,
+                **(self.previous_snowflake.to_json() if self.previous_snowflake else {}),
             },
             "datacenters": [
                 {"name": dc.name, "id": dc.id}
@@ -331,6 +342,9 @@ def parse_spec(
             layout.check_epoch(now_ms)
         except errors.InvalidLayout as e:
             raise errors.InvalidPool(f"spec.snowflake: {e.message}") from e
+    previous_snowflake = handover.parse(
+        _mapping(spec.get("snowflake"), "spec.snowflake"), layout, now_ms=now_ms
+    )
 
     failover = parse_failover(_mapping(spec.get("failover"), "spec.failover"), "spec.failover")
     datacenters = _parse_datacenters(spec, layout, previous, failover)
@@ -355,6 +369,7 @@ def parse_spec(
         sidecar=_parse_sidecar(_mapping(spec.get("sidecar"), "spec.sidecar")),
         retired_datacenter_ids=_retired(previous, datacenters),
         failover=failover,
+        previous_snowflake=previous_snowflake,
     )
     if previous is not None:
         check_update(previous, config)

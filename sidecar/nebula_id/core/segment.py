@@ -79,6 +79,29 @@ def counter_limit(datacenter_bits: int) -> int:
     return 1 << (ID_BITS - datacenter_bits)
 
 
+def counter_above(floor_id: int, datacenter_id: int, datacenter_bits: int) -> int:
+    """The lowest counter with which a datacenter issues only IDs above `floor_id`.
+
+    A datacenter issues ``base + counter`` for counters from its stored value
+    on, so the answer is ``floor_id + 1 - base`` (0 when the whole slice is
+    already above).  Raises `errors.InvalidPool` when the slice ends at or
+    below `floor_id`: that datacenter could then issue no ID above it at all.
+    """
+    if floor_id < 0:
+        raise errors.InvalidArgument(f"an ID floor must not be negative, got {floor_id}")
+    base = datacenter_base(datacenter_id, datacenter_bits)
+    limit = counter_limit(datacenter_bits)
+    needed = floor_id + 1 - base
+    if needed >= limit:
+        raise errors.InvalidPool(
+            f"datacenter ID {datacenter_id} with datacenterBits={datacenter_bits} issues segment "
+            f"IDs in [{base}, {base + limit}), all at or below {floor_id}: it can never issue "
+            "an ID above the old system's; give it a higher datacenter ID or use fewer "
+            "datacenterBits"
+        )
+    return max(0, needed)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TagSettings:
     """One segment tag: its configured (minimum) step and the most it may grow to."""

@@ -5,7 +5,8 @@ than guesses.  It issues an ID only when all of these hold:
 
 * the timestamp is at or below the persisted high-water mark (`allow_until`),
   so a restart can always tell which timestamps may already be used;
-* the clock has passed a previous holder's mark (`wait_past`);
+* the clock has passed a previous holder's mark (`wait_past`), and the last
+  timestamp of the generator the pool replaces (`issue_after_ms`);
 * the clock has not gone back by more than the tolerance since the last ID;
 * with ``require_lease``, the etcd lease is provably alive (`set_lease_deadline`):
   checked before each millisecond is used, again after every wait (a process can be
@@ -51,6 +52,7 @@ class SnowflakeGenerator:
         "_mark_ms",
         "_max_seq",
         "_node",
+        "_previous_generator_ms",
         "_require_lease",
         "_seq",
         "_tolerance_ms",
@@ -68,6 +70,7 @@ class SnowflakeGenerator:
         clock: clocks.Clock,
         tolerance_ms: int = 5,
         require_lease: bool = False,
+        issue_after_ms: int | None = None,
     ) -> None:
         layout.check_node(datacenter=datacenter, worker=worker)
         if tolerance_ms < 0:
@@ -93,6 +96,10 @@ class SnowflakeGenerator:
         self._floor_ms = -1  # no previous holder to wait past
         self._limit_ms = -1  # min(mark, last millisecond the layout can express)
         self._clock_wait_ms_total = 0.0
+        # The pool's previous generator: every ID must carry a later timestamp.
+        self._previous_generator_ms = -1 if issue_after_ms is None else issue_after_ms
+        if issue_after_ms is not None:
+            self.wait_past(issue_after_ms)
 
     # --- read-only state ---------------------------------------------------------
 
@@ -252,6 +259,13 @@ class SnowflakeGenerator:
             floor = self._floor_ms
             if now <= floor:
                 to_go = floor - now + 1
+                if floor == self._previous_generator_ms:
+                    raise errors.NotReady(
+                        f"waiting for the clock to pass {floor}, the last timestamp of the "
+                        "generator this pool replaces (spec.snowflake.previousMaxId or "
+                        f"previousStoppedAt; {to_go} ms to go)",
+                        retry_after=to_go / 1000,
+                    )
                 raise errors.NotReady(
                     f"waiting for the clock to pass the previous holder's high-water mark "
                     f"{floor} ({to_go} ms to go)",

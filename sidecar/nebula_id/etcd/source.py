@@ -105,8 +105,10 @@ class LeasedSnowflake:
         datacenter_id: int,
         clock: clocks.Clock,
         metrics: WorkerMetrics,
+        issue_after_ms: int | None = None,
     ) -> None:
         self._layout = layout
+        self._issue_after_ms = issue_after_ms
         self._pool_ref = pool_ref
         self._datacenter_name = datacenter_name
         self._datacenter_id = datacenter_id
@@ -219,6 +221,7 @@ class LeasedSnowflake:
             clock=self._clock,
             tolerance_ms=tolerance_ms,
             require_lease=True,
+            issue_after_ms=self._issue_after_ms,
         )
         generator.wait_past(wait_past_ms)
         generator.allow_until(mark_ms)

@@ -115,6 +115,7 @@ async def open_snowflake(
         datacenter_id=datacenter.id,
         clock=clock,
         metrics=sources.WorkerMetrics(registry or prometheus_client.CollectorRegistry()),
+        issue_after_ms=pool.snowflake_issue_after_ms,
     )
     identity = claims.ClaimRecord(
         pod=settings.pod_name,

@@ -58,6 +58,7 @@ async def open_snowflake(
         worker=settings.worker_id,
         clock=clock,
         tolerance_ms=pool.clock_backward_tolerance_ms,
+        issue_after_ms=pool.snowflake_issue_after_ms,
     )
     source = StandaloneSnowflake(
         generator,

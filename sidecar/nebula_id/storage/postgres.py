@@ -103,6 +103,13 @@ READ_ROW = f"""
 SELECT datacenter_id, max_id FROM {TABLE} WHERE pool = $1 AND tag = $2 AND datacenter = $3
 """  # nosec B608
 
+LOCK_ROW = READ_ROW + " FOR UPDATE"
+
+RAISE_COUNTER = f"""
+UPDATE {TABLE} SET max_id = $4::bigint, updated_at = now()
+ WHERE pool = $1 AND tag = $2 AND datacenter = $3 AND max_id < $4::bigint
+"""  # nosec B608
+
 # A range must survive a database crash before any of its IDs is served, even
 # when the server runs with synchronous_commit=off (a popular speed-up that
 # loses the last commits on a crash, which here would mean re-issued IDs).
@@ -144,6 +151,8 @@ class ProvisionResult:
     datacenter: str
     created_tags: tuple[str, ...]
     existing_tags: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """Settings of the database that put durability at risk (empty when all is well)."""
 
 
 # Everything asyncpg or the network can throw at us; all of it becomes StorageError.
@@ -209,7 +218,7 @@ def _keyword_host(text: str) -> tuple[str | None, str | None]:
 
 
 def failure(error: BaseException) -> str:
-    """An error's class and code, never its text: asyncpg's messages can carry the DSN."""
+    """An error's class and code, never its text: drivers' messages can carry the DSN."""
     name = type(error).__name__
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(error, asyncpg.PostgresError) and isinstance(sqlstate, str):
@@ -217,6 +226,8 @@ def failure(error: BaseException) -> str:
     code = error.errno if isinstance(error, OSError) else None
     if code is not None and code in errno.errorcode:
         return f"{name} ({errno.errorcode[code]})"
+    if error.args and isinstance(error.args[0], int):  # MySQL's numeric error codes
+        return f"{name} (error {error.args[0]})"
     return name
 
 
@@ -287,6 +298,32 @@ async def provision(
             f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
             f"at {where(dsn)}: {failure(e)}"
         ) from e
+
+
+async def with_connection(
+    dsn: str, *, timeout_s: float, what: str, operation: Callable[[_Connection], Awaitable[T]]
+) -> T:
+    """Run `operation` on a fresh connection, within a timeout; `StorageError` on failure."""
+    try:
+        async with asyncio.timeout(timeout_s * 2):
+            conn = await asyncpg.connect(
+                dsn, timeout=timeout_s, command_timeout=timeout_s, server_settings=SESSION_SETTINGS
+            )
+            try:
+                return await operation(conn)
+            finally:
+                await conn.close(timeout=timeout_s)
+    except _DB_ERRORS as e:
+        raise errors.StorageError(f"cannot {what} at {where(dsn)}: {failure(e)}") from e
+
+
+async def ping(dsn: str, *, timeout_s: float) -> None:
+    """One ``SELECT 1``; `StorageError` when it fails."""
+
+    async def select(conn: _Connection) -> None:
+        await conn.fetchval("SELECT 1")
+
+    await with_connection(dsn, timeout_s=timeout_s, what="answer SELECT 1", operation=select)
 
 
 async def drop_rows(
@@ -391,6 +428,10 @@ class PostgresSegmentStore:
             step=step,
         )
 
+    async def raise_floor(self, tag: str, counter: int) -> tuple[int, int]:
+        """Raise `tag`'s counter to at least `counter`; (before, after). Never lowers."""
+        return await self._call(f"raise the floor of {tag!r}", self._raise_once, tag, counter)
+
     async def ping(self) -> None:
         """Raise `StorageError` unless the database answers a trivial query."""
 
@@ -423,6 +464,23 @@ class PostgresSegmentStore:
             # Nothing updated: the table or row is missing, or the row refuses us.
             await self._diagnose(conn, tag, step)
         raise errors.StorageError(f"tag {tag!r} could not be provisioned for allocation")
+
+    async def _raise_once(self, conn: _Connection, tag: str, counter: int) -> tuple[int, int]:
+        pool, dc = self._pool_config, self._datacenter
+        if all(t.name != tag for t in pool.tags):
+            raise errors.InvalidPool(f"tag {tag!r} is not a tag of pool {pool.ref}")
+        await _create_rows(conn, pool, dc)
+        async with conn.transaction():
+            row = await conn.fetchrow(LOCK_ROW, pool.ref, tag, dc.name)
+            if row is None:  # provisioned just now, then dropped
+                raise errors.StorageError(
+                    f"the row of tag {tag!r} in datacenter {dc.name!r} was deleted while "
+                    "being raised (is the pool's data being dropped?); nothing was raised"
+                )
+            before = int(row["max_id"])
+            if counter > before:
+                await conn.execute(RAISE_COUNTER, pool.ref, tag, dc.name, counter)
+        return before, max(before, counter)
 
     async def _diagnose(self, conn: _Connection, tag: str, step: int) -> None:
         """Provision a missing row (a sidecar finds its tags ready), or raise why not."""

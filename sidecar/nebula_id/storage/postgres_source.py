@@ -1,7 +1,8 @@
-"""The cluster-mode `SegmentSource`: PostgreSQL per datacenter, with failover.
+"""The cluster-mode `SegmentSource`: a database per datacenter, with failover.
 
 `open_segments` is what the sidecar's app factory enters when a database URL is
-configured.  It builds one `PostgresSegmentStore` per datacenter that has a DSN,
+configured.  It builds one store per datacenter that has a DSN (PostgreSQL or
+MySQL/MariaDB, as `storage.engines` picks from the DSN's scheme),
 wraps them in a `FailoverSegmentStore` (itself a `SegmentStore`, so the double
 buffer of `core.segment` never learns about datacenters), follows the health
 the operator publishes, probes datacenters it holds as down, and exports
@@ -33,7 +34,7 @@ from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import poolwatch
 from nebula_id.settings import ServeSettings
-from nebula_id.storage import floored, health, postgres
+from nebula_id.storage import engines, floored, health, postgres
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ async def open_segments(
     health_recheck_s: float = health.RECHECK_S,
     prefetch_ratio: float = 0.1,
 ) -> AsyncIterator[ClusterSegments]:
-    """Segment IDs from PostgreSQL, for as long as the context is open.
+    """Segment IDs from the datacenters' databases, for as long as the context is open.
 
     The failover settings are the pool's (`spec.failover`, each datacenter's own
     overrides) with the sidecar's local overrides on top, followed as the pool's
@@ -339,7 +340,7 @@ async def open_segments(
             if dc.name not in dsns:
                 continue
             # In cluster mode provisioning creates the rows and etcd floors guard them.
-            store_of_dc = postgres.PostgresSegmentStore(
+            store_of_dc = engines.open_store(
                 dsns[dc.name],
                 pool=pool,
                 datacenter=dc,
