@@ -11,7 +11,7 @@ stops kopf and exits, and Kubernetes restarts it as a standby).
 
 Standbys poll the key every TTL/5; when the leader dies its key expires with
 its lease and the first standby to create it leads.  Failover therefore takes
-about TTL + TTL/5 + kopf's start-up: well under the 15 s the issue asks for.
+about TTL + TTL/5 + kopf's start-up: well under 15 s.
 """
 
 from __future__ import annotations

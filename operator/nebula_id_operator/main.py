@@ -88,7 +88,7 @@ def _start_webhook(
 ) -> asyncio.Task[None] | None:
     if not settings.webhook_enabled:
         return None
-    from nebula_id_operator import webhook  # the injection engineer's module
+    from nebula_id_operator import webhook  # imported only when the webhook runs
 
     return asyncio.create_task(
         webhook.run(settings, stop_flag=flag, ready_flag=ready), name="webhook kopf"
