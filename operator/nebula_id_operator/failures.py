@@ -1,10 +1,12 @@
 """Our errors, mapped to kopf's in one place.
 
-A failure that retrying can fix (etcd, a database or the API server out of
-reach) becomes `kopf.TemporaryError`, which kopf retries with the backoff
-below.  One that only a change can fix (an invalid or unsafe spec, a missing
-Secret) becomes `kopf.PermanentError`, so kopf does not hot-loop on it; the
-operator's slow resync timer notices when the change (say, the Secret) arrives.
+Each error's class says whether it is `transient` (`nebula_id.errors`), and
+that flag alone decides.  A failure that retrying can fix (etcd, a database or
+the API server out of reach: every `errors.Unavailable`) becomes
+`kopf.TemporaryError`, which kopf retries with the backoff below.  One that
+only a change can fix (an invalid or unsafe spec, a missing Secret) becomes
+`kopf.PermanentError`, so kopf does not hot-loop on it; the operator's slow
+resync timer notices when the change (say, the Secret) arrives.
 """
 
 from __future__ import annotations
@@ -12,18 +14,8 @@ from __future__ import annotations
 import kopf
 
 from nebula_id import errors
-from nebula_id_operator import kube
 
 BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
-
-
-def is_permanent(error: errors.NebulaIdError) -> bool:
-    if isinstance(error, errors.CoordinationError | errors.StorageError | kube.KubeUnavailable):
-        return False
-    if isinstance(error, errors.Unavailable):
-        return False
-    # Invalid or unsafe specs, unreadable stored config, missing Secrets.
-    return isinstance(error, errors.InvalidArgument | errors.NotFound)
 
 
 def backoff(retry: int) -> float:
@@ -34,6 +26,6 @@ def backoff(retry: int) -> float:
 def to_kopf(
     error: errors.NebulaIdError, *, retry: int
 ) -> kopf.TemporaryError | kopf.PermanentError:
-    if is_permanent(error):
-        return kopf.PermanentError(error.message)
-    return kopf.TemporaryError(error.message, delay=backoff(retry))
+    if error.transient:
+        return kopf.TemporaryError(error.message, delay=backoff(retry))
+    return kopf.PermanentError(error.message)

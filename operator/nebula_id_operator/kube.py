@@ -23,11 +23,8 @@ import aiohttp
 from nebula_id import errors
 
 
-class KubeUnavailable(errors.NebulaIdError):
-    """The Kubernetes API could not be reached or refused a call; usually transient."""
-
-    code = "unavailable"
-    http_status = 503
+class KubeUnavailable(errors.Unavailable):
+    """The Kubernetes API could not be reached or refused a call."""
 
 
 class SecretNotFound(errors.NotFound):

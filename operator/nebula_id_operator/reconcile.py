@@ -158,7 +158,7 @@ async def provision_databases(
         )
         for dc, (reason, error) in failures
     )
-    transient = [r for _, r in failures if r[0] in ("KubernetesUnavailable", "DatabaseUnavailable")]
+    transient = [r for _, r in failures if r[1].transient]
     reason, error = transient[0] if transient else failures[0][1]
     return status.Check.failed(reason, message, permanent=not transient), error
 

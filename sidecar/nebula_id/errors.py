@@ -1,12 +1,18 @@
 """Our own exception hierarchy.
 
-Every failure a user can see is one of these.  The HTTP layer maps them to
-status codes in one middleware (`nebula_id.http.errors`), and the operator maps
-them to kopf errors in one place.  Adapters chain the library error with
+Every failure a user can see is one of these, and each class says what it is:
+its public `code`, its `http_status`, and whether it is `transient`.  Every
+"try again later" failure is an `Unavailable` (a 503 with a `reason` and a
+``Retry-After``), so callers decide from the class alone.  The HTTP layer maps
+them to answers in one place (`nebula_id.http.errors`, which the gRPC server
+shares), and the operator maps them to kopf errors in one place
+(`nebula_id_operator.failures`).  Adapters chain the library error with
 ``raise ... from e`` so no raw asyncpg or aiohttp exception crosses the API.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class NebulaIdError(Exception):
@@ -15,8 +21,15 @@ class NebulaIdError(Exception):
     `code` is the public error code of the HTTP API and `http_status` its status.
     """
 
-    code = "internal"
-    http_status = 500
+    code: ClassVar[str] = "internal"
+    http_status: ClassVar[int] = 500
+    transient: ClassVar[bool] = True
+    """Whether the same call, repeated unchanged later, may succeed.
+
+    False only where a change (of a request, a spec, a setting, a Secret) is
+    needed.  An error that does not know says True: a retry with backoff costs
+    little, giving up on a failure that would have passed costs a stuck pool.
+    """
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,6 +44,7 @@ class InvalidArgument(NebulaIdError):
 
     code = "invalid_argument"
     http_status = 400
+    transient = False
 
 
 class InvalidLayout(InvalidArgument):
@@ -51,11 +65,13 @@ class ConfigError(InvalidArgument):
 class Unauthorized(NebulaIdError):
     code = "unauthorized"
     http_status = 401
+    transient = False
 
 
 class NotFound(NebulaIdError):
     code = "not_found"
     http_status = 404
+    transient = False
 
 
 class UnknownTag(NotFound):
@@ -73,6 +89,12 @@ class UnknownAlgorithm(NotFound):
 
 
 class RateLimited(NebulaIdError):
+    """The caller asked too often; `retry_after` says when to ask again.
+
+    Transient, but not `Unavailable`: the service is fine, this caller is over
+    its quota (429, not 503).
+    """
+
     code = "rate_limited"
     http_status = 429
 
@@ -85,14 +107,17 @@ class RateLimited(NebulaIdError):
 
 
 class Unavailable(NebulaIdError):
-    """The service cannot prove an ID would be safe, so it issues none.
+    """Try again later: the service cannot do this now, and issues nothing.
 
-    `reason` is one of the public 503 reasons of DESIGN.md.
+    Either it cannot prove an ID would be safe, or a dependency (a database,
+    etcd, the Kubernetes API) failed.  `reason` is one of the public 503
+    reasons of DESIGN.md; a dependency's failure answers ``not_ready``.
     """
 
     code = "unavailable"
     http_status = 503
-    reason = "not_ready"
+    transient = True
+    reason: ClassVar[str] = "not_ready"
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
@@ -131,21 +156,15 @@ class SegmentExhausted(Unavailable):
     reason = "segments_exhausted"
 
 
-# --- internal, transient ----------------------------------------------------------
+# --- 503: a dependency failed -----------------------------------------------------
 
 
-class StorageError(NebulaIdError):
-    """A database (PostgreSQL or SQLite) call failed; usually transient."""
-
-    code = "unavailable"
-    http_status = 503
+class StorageError(Unavailable):
+    """A database (PostgreSQL, MySQL or SQLite) call failed."""
 
 
-class CoordinationError(NebulaIdError):
-    """An etcd call failed; usually transient."""
-
-    code = "unavailable"
-    http_status = 503
+class CoordinationError(Unavailable):
+    """An etcd call failed."""
 
 
 class DataDirLocked(ConfigError):

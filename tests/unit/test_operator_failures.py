@@ -6,7 +6,8 @@ import kopf
 import pytest
 
 from nebula_id import errors
-from nebula_id_operator import failures, kube
+from nebula_id.etcd import pools as etcd_pools
+from nebula_id_operator import failures, kube, leader
 
 
 @pytest.mark.parametrize(
@@ -15,6 +16,10 @@ from nebula_id_operator import failures, kube
         errors.CoordinationError("etcd down"),
         errors.StorageError("db down"),
         kube.KubeUnavailable("api down"),
+        leader.LeadershipLost("lease gone"),
+        etcd_pools.NotLeader("fenced write refused"),
+        errors.WorkerIdsExhausted("all taken"),
+        errors.NebulaIdError("unexpected"),
     ],
 )
 def test_transient_errors_retry_with_backoff(error: errors.NebulaIdError) -> None:
@@ -32,6 +37,7 @@ def test_transient_errors_retry_with_backoff(error: errors.NebulaIdError) -> Non
         errors.InvalidPool("layout changed"),
         errors.ConfigError("stored config unreadable"),
         kube.SecretNotFound("Secret ns/db does not exist"),
+        errors.UnknownTag("t", ["a"]),
     ],
 )
 def test_permanent_errors_do_not_retry(error: errors.NebulaIdError) -> None:

@@ -2,7 +2,9 @@
 
 Every answer that is not an ID has the shape
 ``{"error": {"code": ..., "reason": ..., "message": ...}}``.  `nebula_id.errors`
-types carry their code and status; 429 and 503 add ``Retry-After``.  aiohttp's
+types carry their code and status; 429 (`RateLimited`) and 503 (`Unavailable`)
+add ``Retry-After``.  Status, code, reason and wait come from the error's class
+alone (`reason_of`, `retry_after_of`, which the gRPC server shares).  aiohttp's
 own 404/405 get the same shape, and anything unexpected becomes a logged 500
 that never leaks a traceback.
 
@@ -47,9 +49,14 @@ def reason_of(exc: errors.NebulaIdError) -> str:
     """The public reason: a 503 names why; other errors repeat their code."""
     if isinstance(exc, errors.Unavailable):
         return exc.reason
-    if exc.http_status == 503:
-        return "not_ready"
     return exc.code
+
+
+def retry_after_of(exc: errors.NebulaIdError) -> float | None:
+    """Seconds for ``Retry-After``: only "try again later" errors (429, 503) have them."""
+    if isinstance(exc, errors.RateLimited | errors.Unavailable):
+        return exc.retry_after
+    return None
 
 
 def json_error(
@@ -78,17 +85,12 @@ def json_error(
 def error_response(
     exc: errors.NebulaIdError, stats: stats_mod.RequestStats | None = None
 ) -> web.Response:
-    retry_after: float | None = None
-    if isinstance(exc, errors.RateLimited | errors.Unavailable):
-        retry_after = exc.retry_after
-    elif exc.http_status == 503:
-        retry_after = 1.0
     return json_error(
         exc.http_status,
         exc.code,
         reason_of(exc),
         exc.message,
-        retry_after=retry_after,
+        retry_after=retry_after_of(exc),
         stats=stats,
     )
 

@@ -244,9 +244,7 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             ("nebula-id-code", exc.code),
             ("nebula-id-reason", reason),
         ]
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is None and exc.http_status == 503:
-            retry_after = 1.0
+        retry_after = http_errors.retry_after_of(exc)
         if retry_after is not None:
             trailers.append(("retry-after", str(max(1, math.ceil(retry_after)))))
         status = STATUS_BY_CODE.get(exc.code, grpc.StatusCode.INTERNAL)
