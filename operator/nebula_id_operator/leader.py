@@ -4,8 +4,9 @@ The leader owns ``{prefix}/operator/leader``: a key created only if absent, in
 one transaction, attached to a lease with a short TTL (5 s by default).  The
 leader renews the lease every TTL/3 and stops leading at a *local* deadline:
 the send time of the last renewal that etcd acknowledged, plus the TTL, minus
-a margin.  Because etcd counts the TTL from when the renewal arrives, the old
-leader always gives up before etcd frees the key for a standby, so two
+a margin (`nebula_id.core.lease`, the same arithmetic as a worker ID's).
+Because etcd counts the TTL from when the renewal arrives, the old leader
+always gives up before etcd frees the key for a standby, so two
 replicas never lead at once (what the process does then is `main`'s job: it
 stops kopf and exits, and Kubernetes restarts it as a standby).
 
@@ -23,6 +24,7 @@ import logging
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.core import lease as leases
 from nebula_id.etcd import client as etcd
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class LeaderElection:
         self._identity = identity
         self._ttl = ttl_seconds
         self._clock = clock
-        self._margin = margin_seconds if margin_seconds is not None else max(0.5, ttl_seconds / 5)
+        self._timing = leases.LeaseTiming(ttl_seconds, renewals=3, margin_seconds=margin_seconds)
         self._lease: int | None = None
         self._deadline = 0.0
         self.state = ElectionState()
@@ -82,7 +84,7 @@ class LeaderElection:
 
     def holds(self) -> bool:
         """True while leadership is proven by the local deadline."""
-        return self._lease is not None and self._clock.monotonic() < self._deadline
+        return self._lease is not None and leases.proven(self._deadline, self._clock.monotonic())
 
     async def try_acquire(self) -> bool:
         """One attempt: create the key if absent; True when we lead."""
@@ -106,7 +108,7 @@ class LeaderElection:
             self.state = ElectionState(etcd_reachable=False, reason=f"etcd: {e.message}")
             return False
         self._lease = lease.id
-        self._deadline = sent + lease.ttl - self._margin
+        self._deadline = self._timing.deadline(sent, ttl_seconds=lease.ttl)
         self.state = ElectionState(
             is_leader=True, etcd_reachable=True, reason="leader", leader=self._identity
         )
@@ -127,15 +129,15 @@ class LeaderElection:
         """Renew the lease until it cannot be proven valid; then raise `LeadershipLost`."""
         if self._lease is None:
             raise LeadershipLost("not the leader")
-        interval = self._ttl / 3
         while True:
-            await asyncio.sleep(max(0.0, min(interval, self._deadline - self._clock.monotonic())))
-            if self._clock.monotonic() >= self._deadline:
+            left = leases.remaining(self._deadline, self._clock.monotonic())
+            await asyncio.sleep(min(self._timing.interval, left))
+            if not leases.proven(self._deadline, self._clock.monotonic()):
                 break
             sent = self._clock.monotonic()
             try:
                 ttl = await self._client.keepalive(
-                    self._lease, call_timeout=max(0.1, self._deadline - sent)
+                    self._lease, call_timeout=max(0.1, leases.remaining(self._deadline, sent))
                 )
             except etcd.LeaseNotFound:
                 break
@@ -143,7 +145,7 @@ class LeaderElection:
                 log.warning("leader lease renewal failed: %s", e.message)
                 self.state = dataclasses.replace(self.state, etcd_reachable=False)
                 continue
-            self._deadline = sent + ttl - self._margin
+            self._deadline = self._timing.deadline(sent, ttl_seconds=ttl)
             self.state = dataclasses.replace(self.state, etcd_reachable=True)
         self._lease = None
         self.state = ElectionState(alive=False, reason="leadership lost")

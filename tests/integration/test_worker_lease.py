@@ -21,6 +21,7 @@ import pytest
 from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.core import keys as pool_keys
+from nebula_id.core import lease as leases
 from nebula_id.core import pool as pools
 from nebula_id.etcd import claims, worker
 from nebula_id.etcd import client as etcd
@@ -230,7 +231,7 @@ async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
     server = etcd_factory()
     env = Env(server.endpoint, tmp_path, worker_bits=5, ttl=2)
     await env.apply()
-    timing = claims.LeaseTiming(2)
+    timing = leases.LeaseTiming(2)
     registry = prometheus_client.CollectorRegistry()
     issued: list[int] = []
     async with env.holder("pod", registry) as source:
@@ -279,7 +280,7 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
                 within=5,
                 what="the victim to give up worker 0",
             )
-            assert time.monotonic() - taken_at < claims.LeaseTiming(2).interval + 1.0
+            assert time.monotonic() - taken_at < leases.LeaseTiming(2).interval + 1.0
             await eventually(lambda: serving(source), within=10, what="a new claim")
             assert worker_of(source) == 1
             assert source.layout.parse(source.next_id()).worker == 1

@@ -24,6 +24,7 @@ import pytest
 
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import layout as layouts
+from nebula_id.core import lease as leases
 from nebula_id.etcd import claims
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
@@ -33,7 +34,7 @@ from tests.support.fixtures import EtcdFactory
 NEBULA_ID = str(Path(sys.executable).parent / "nebula-id")
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 TTL = 3
-TIMING = claims.LeaseTiming(TTL)
+TIMING = leases.LeaseTiming(TTL)
 
 
 class Sidecar:

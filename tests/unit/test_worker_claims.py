@@ -1,4 +1,4 @@
-"""The pure rules of holding a worker ID: timings, candidates, stored records, floors."""
+"""The pure rules of holding a worker ID: candidates, stored records, floors."""
 
 from __future__ import annotations
 
@@ -8,28 +8,6 @@ import random
 import pytest
 
 from nebula_id.etcd import claims
-
-
-@pytest.mark.parametrize("ttl", [2, 3, 10, 30, 300])
-def test_the_lease_deadline_comes_before_the_mark_runs_out(ttl: int) -> None:
-    timing = claims.LeaseTiming(ttl)
-    # The last successful tick wrote the mark at about the time it sent the keepalive;
-    # the deadline of that tick must fall before that mark is reached.
-    sent = 1000.0
-    deadline_after_tick = timing.deadline(sent) - sent
-    mark_after_tick = timing.horizon_ms / 1000
-    assert deadline_after_tick < mark_after_tick
-    assert deadline_after_tick == pytest.approx(ttl - timing.margin)
-    assert 0 < timing.interval < ttl - timing.margin  # a renewal always lands in time
-    assert timing.margin >= 0.5
-
-
-def test_timings_for_the_default_ttl() -> None:
-    timing = claims.LeaseTiming(10)
-    assert timing.margin == 2.0
-    assert timing.interval == 2.5
-    assert timing.horizon_ms == 12_500
-    assert timing.deadline(50.0) == 58.0
 
 
 def test_free_workers_are_listed_lowest_first() -> None:

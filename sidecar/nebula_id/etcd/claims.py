@@ -1,8 +1,9 @@
-"""The pure rules of holding a worker ID: timings, candidates, and the stored records.
+"""The pure rules of holding a worker ID: candidates, and the stored records.
 
-Kept apart from the I/O so the arithmetic that decides safety (when the lease stops
-being proven, how far ahead the high-water mark runs, which ID to try next) can be
-unit-tested without etcd.  Nothing here imports aiohttp or reads the real clock.
+Kept apart from the I/O so the rules that decide safety (which ID to try next,
+the floor a new holder waits past) can be unit-tested without etcd; the lease's
+own timing (when it stops being proven, how far ahead the high-water mark runs)
+is `nebula_id.core.lease`.  Nothing here imports aiohttp or reads the real clock.
 """
 
 from __future__ import annotations
@@ -17,38 +18,6 @@ from nebula_id.core import layout as layouts
 
 CLAIM_ATTEMPTS = 10
 """Create-if-absent attempts per claim round before pausing and reporting contention."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class LeaseTiming:
-    """How a lease of `ttl_seconds` is kept alive and how far the mark runs ahead.
-
-    The lease is proven until `send + ttl - margin`, where `send` is the monotonic
-    time the keepalive request *left* (the server renewed it no earlier).  The mark
-    runs `horizon` ahead of the wall clock and is refreshed on every tick, so while
-    etcd is unreachable the lease deadline (ttl - margin after the last tick) comes
-    before the mark runs out (ttl + interval after it): the 503 reason is `lease_lost`.
-    """
-
-    ttl_seconds: int
-
-    @property
-    def margin(self) -> float:
-        """Safety margin subtracted from the TTL: a fifth of it, at least half a second."""
-        return max(0.5, self.ttl_seconds / 5)
-
-    @property
-    def interval(self) -> float:
-        """Seconds between keepalive ticks: four chances before the deadline."""
-        return self.ttl_seconds / 4
-
-    @property
-    def horizon_ms(self) -> int:
-        """How far the persisted mark runs ahead of the clock."""
-        return round((self.ttl_seconds + self.interval) * 1000)
-
-    def deadline(self, sent_monotonic: float) -> float:
-        return sent_monotonic + self.ttl_seconds - self.margin
 
 
 def free_workers(taken: Collection[int], capacity: int) -> list[int]:

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.core import keys as pool_keys
+from nebula_id.core import lease as leases
 from nebula_id.core import pool as pools
-from nebula_id.etcd import claims
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 
@@ -49,7 +49,7 @@ class PoolWatch:
         self._pool = pool
         self._dc = datacenter_id
         self._clock = clock
-        self._timing = claims.LeaseTiming(pool.lease_ttl_seconds)
+        self._timing = leases.LeaseTiming(pool.lease_ttl_seconds)
         self._create_revision: int | None = None
         self._generation = pool.generation
         self._deadline = 0.0

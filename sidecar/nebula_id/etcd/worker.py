@@ -38,6 +38,7 @@ from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.core import keys as pool_keys
+from nebula_id.core import lease as leases
 from nebula_id.core import pool as pools
 from nebula_id.etcd import cache, claims, poolwatch
 from nebula_id.etcd import client as etcd
@@ -186,7 +187,7 @@ class WorkerHolder:
         self._identity = identity
         self._clock = clock
         self._rng = rng
-        self._timing = claims.LeaseTiming(pool.lease_ttl_seconds)
+        self._timing = leases.LeaseTiming(pool.lease_ttl_seconds)
         self._call_timeout = min(client.settings.timeout, max(1.0, self._timing.interval))
         self._lease: int | None = None
         self._worker: int | None = None
