@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from nebula_id import errors
+from nebula_id.core import health as health_doc
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -59,5 +60,5 @@ async def publish(
     *,
     now: str,
 ) -> None:
-    document = status.health_document(health, now)
+    document = health_doc.build(health, updated_at=now)
     await client.put(keys.health, json.dumps(document, sort_keys=True).encode("utf-8"))

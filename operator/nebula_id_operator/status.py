@@ -290,14 +290,3 @@ def is_ready(status: Mapping[str, Any], generation: int) -> bool:
     if status.get("observedGeneration") != generation:
         return False
     return _existing_check(list(status.get("conditions") or []), READY).ok is True
-
-
-def health_document(health: Sequence[DatacenterHealth], now: str) -> dict[str, Any]:
-    """The JSON published at `PoolKeys.health` for the sidecars' failover."""
-    return {
-        "datacenters": {
-            h.name: {"healthy": h.healthy, "reason": h.reason, "checkedAt": h.checked_at}
-            for h in health
-        },
-        "updatedAt": now,
-    }

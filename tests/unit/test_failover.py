@@ -6,7 +6,7 @@ import pytest
 
 from nebula_id import errors
 from nebula_id.clock import FakeClock
-from nebula_id.core import failover
+from nebula_id.core import health
 from nebula_id.core.failover import Failover, FailoverSettings
 
 NOW_MS = 1_750_000_000_000
@@ -165,19 +165,16 @@ def test_parse_health_reads_fresh_entries() -> None:
         },
     )
     # NOW_MS is 2025-06-15T15:06:40Z
-    parsed = failover.parse_health(doc, now_ms=NOW_MS, max_age_s=60)
+    parsed = health.judge(doc, now_ms=NOW_MS, max_age_s=60)
     assert parsed == {"dc-a": (False, "timeout"), "dc-b": (True, "")}
 
 
 def test_parse_health_ignores_stale_or_broken_documents() -> None:
     entry = {"healthy": False, "checkedAt": "2025-06-15T15:00:00Z"}
-    assert (
-        failover.parse_health(_doc("2025-06-15T15:00:00Z", x=entry), now_ms=NOW_MS, max_age_s=60)
-        == {}
-    )
-    assert failover.parse_health("nonsense", now_ms=NOW_MS, max_age_s=60) == {}
-    assert failover.parse_health(_doc("yesterday"), now_ms=NOW_MS, max_age_s=60) == {}
+    assert health.judge(_doc("2025-06-15T15:00:00Z", x=entry), now_ms=NOW_MS, max_age_s=60) == {}
+    assert health.judge("nonsense", now_ms=NOW_MS, max_age_s=60) == {}
+    assert health.judge(_doc("yesterday"), now_ms=NOW_MS, max_age_s=60) == {}
     fresh_doc_stale_entry = _doc("2025-06-15T15:06:40Z", x=entry)
-    assert failover.parse_health(fresh_doc_stale_entry, now_ms=NOW_MS, max_age_s=60) == {"x": None}
+    assert health.judge(fresh_doc_stale_entry, now_ms=NOW_MS, max_age_s=60) == {"x": None}
     bad_entry = _doc("2025-06-15T15:06:40Z", x={"healthy": "yes"})
-    assert failover.parse_health(bad_entry, now_ms=NOW_MS, max_age_s=60) == {"x": None}
+    assert health.judge(bad_entry, now_ms=NOW_MS, max_age_s=60) == {"x": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nebula_id.core import health as health_doc
 from nebula_id.core import pool as pools
 from nebula_id_operator import status
 
@@ -143,7 +144,7 @@ def test_is_ready_checks_the_generation() -> None:
 
 
 def test_health_document_matches_the_sidecars_contract() -> None:
-    doc = status.health_document([status.DatacenterHealth("dc-a", True, "ok", NOW)], LATER)
+    doc = health_doc.build([status.DatacenterHealth("dc-a", True, "ok", NOW)], updated_at=LATER)
     assert doc == {
         "datacenters": {"dc-a": {"healthy": True, "reason": "ok", "checkedAt": NOW}},
         "updatedAt": LATER,

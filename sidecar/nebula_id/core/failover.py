@@ -25,7 +25,6 @@ about latency and locality, not correctness.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -219,7 +218,10 @@ class Failover:
             state.down = True
 
     def observe_health(self, health: Mapping[str, tuple[bool, str] | None]) -> None:
-        """The operator's published health: name -> (healthy, reason), None when stale."""
+        """The operator's published health: name -> (healthy, reason), None when stale.
+
+        `core.health.judge` turns a published document into this.
+        """
         now = self._clock.monotonic()
         for name in self._names:
             state = self._states[name]
@@ -286,48 +288,3 @@ class Failover:
             if self.usable(name):
                 return name
         return preferred
-
-
-def parse_health(doc: Any, *, now_ms: int, max_age_s: float) -> dict[str, tuple[bool, str] | None]:
-    """The health document of `PoolKeys.health`, for `Failover.observe_health`.
-
-    ``{"datacenters": {"dc-a": {"healthy": true, "reason": "...", "checkedAt": "..."}},
-    "updatedAt": "..."}``.  A document (or an entry) older than `max_age_s`, or one
-    that cannot be read, says nothing: the data plane must not depend on a
-    stopped operator, so stale health is treated as unknown, never as unhealthy.
-    """
-    if not isinstance(doc, Mapping):
-        return {}
-    updated = _rfc3339_ms(doc.get("updatedAt"))
-    if updated is None or now_ms - updated > max_age_s * 1000:
-        return {}
-    entries = doc.get("datacenters")
-    if not isinstance(entries, Mapping):
-        return {}
-    result: dict[str, tuple[bool, str] | None] = {}
-    for name, entry in entries.items():
-        if not isinstance(name, str) or not isinstance(entry, Mapping):
-            continue
-        healthy = entry.get("healthy")
-        checked = _rfc3339_ms(entry.get("checkedAt", doc.get("updatedAt")))
-        if not isinstance(healthy, bool) or checked is None:
-            result[name] = None
-            continue
-        if now_ms - checked > max_age_s * 1000:
-            result[name] = None
-            continue
-        reason = entry.get("reason")
-        result[name] = (healthy, reason if isinstance(reason, str) else "")
-    return result
-
-
-def _rfc3339_ms(value: Any) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None
-    return int(moment.timestamp() * 1000)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import failover
+from nebula_id.core import health as health_doc
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,24 @@ class HealthReader(Protocol):
     def watch(self, key: str, *, start_revision: int = 0) -> AsyncIterator[Any]: ...
 
 
-def decode(value: bytes | None, key: str) -> Any:
-    """The JSON document, or None when there is none or it cannot be read."""
+def decode(value: bytes | None, key: str) -> object:
+    """The JSON document, or None when there is none or it cannot be read.
+
+    A document that is JSON but not a valid `core.health.HealthDocument` is
+    returned as it is (`core.health.judge` takes what it can of it) and logged.
+    """
     if value is None:
         return None
     try:
-        return json.loads(value)
+        doc: object = json.loads(value)
     except (ValueError, UnicodeDecodeError):
         log.warning("the health document at %s is not JSON; ignoring it", key)
         return None
+    try:
+        health_doc.parse(doc)
+    except health_doc.InvalidHealthDocument as e:
+        log.warning("the health document at %s is not valid; ignoring what is wrong: %s", key, e)
+    return doc
 
 
 async def read_health(
@@ -81,7 +91,7 @@ async def read_health(
     """One read of the health document, parsed; `CoordinationError` when etcd fails."""
     kv = await client.get(key, call_timeout=call_timeout)
     doc = decode(kv.value if kv is not None else None, key)
-    return failover.parse_health(doc, now_ms=clock.wall_ms(), max_age_s=max_age_s)
+    return health_doc.judge(doc, now_ms=clock.wall_ms(), max_age_s=max_age_s)
 
 
 class HealthFollower:
@@ -106,7 +116,7 @@ class HealthFollower:
         self._max_age_s = max_age_s
         self._recheck_s = recheck_s
         self._call_timeout = call_timeout
-        self._doc: Any = None
+        self._doc: object = None
         self._revision = 0
         self._changed = asyncio.Event()
         self.updates = 0
@@ -142,9 +152,7 @@ class HealthFollower:
     async def _apply_loop(self) -> None:
         while True:
             self._policy.observe_health(
-                failover.parse_health(
-                    self._doc, now_ms=self._clock.wall_ms(), max_age_s=self.max_age_s
-                )
+                health_doc.judge(self._doc, now_ms=self._clock.wall_ms(), max_age_s=self.max_age_s)
             )
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
