@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from nebula_id.core import access
+from nebula_id.core import access, crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import users
@@ -32,8 +32,8 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "nebula-id-operator"}
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     """The pool as the Secret's owner, so the Secret goes when the pool goes."""
     return {
-        "apiVersion": "nebula-id.io/v1alpha1",
-        "kind": "NebulaIdPool",
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
         "name": name,
         "uid": uid,
         "controller": True,

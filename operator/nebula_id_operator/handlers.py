@@ -18,13 +18,10 @@ from typing import Any
 import kopf
 
 from nebula_id import errors
-from nebula_id.core import failover
+from nebula_id.core import crd, failover
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id_operator import detector, failures, health, reconcile, status, workers
 from nebula_id_operator import settings as operator_settings
-
-GROUP, VERSION, PLURAL = "nebula-id.io", "v1alpha1", "nebulaidpools"
-FINALIZER = "nebula-id.io/finalizer"
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +134,10 @@ async def _until_stopped_or(stopped: Any, waiting: Coroutine[Any, Any, Any]) -> 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """kopf's settings for the reconciling instance, set before it starts."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="nebula-id.io")
+    settings.persistence.finalizer = crd.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="nebula-id.io", key="last-handled-configuration"
+        prefix=crd.KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.scanning.disabled = True  # no CRD or namespace listing: less RBAC
     settings.posting.level = logging.WARNING  # our own Events say what matters
@@ -154,7 +151,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 def build_registry(settings: operator_settings.OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    resource = (GROUP, VERSION, PLURAL)
+    resource = (crd.GROUP, crd.VERSION, crd.PLURAL)
 
     @kopf.on.login(registry=registry)
     def login(memo: Any, **_: Any) -> Any:
@@ -298,7 +295,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         started = time.monotonic()
         meta = body["metadata"]
         annotations = meta.get("annotations") or {}
-        drop = str(annotations.get(reconcile.DROP_DATA_ANNOTATION, "")).lower() == "true"
+        drop = str(annotations.get(crd.DROP_DATA_ANNOTATION, "")).lower() == "true"
         try:
             result, skipped = await reconcile.delete(
                 ctx, meta["namespace"], meta["name"], drop=drop, spec=_spec(body)

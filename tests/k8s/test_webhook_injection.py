@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from nebula_id.core import crd
 from nebula_id.core import pool as pools
 from nebula_id_operator import certs, injection, webhook
 from tests.support.controlplane import CommandFailed, ControlPlane
@@ -85,9 +86,9 @@ def create_pod(plane: ControlPlane, namespace: str, pod: dict[str, Any]) -> dict
 def app_pod(pool: str | None, *, inject: bool = True, **spec: Any) -> dict[str, Any]:
     metadata: dict[str, Any] = {"generateName": "app-", "labels": {"app": "web"}}
     if inject:
-        metadata["labels"][injection.INJECT_LABEL] = "true"
+        metadata["labels"][crd.INJECT_LABEL] = "true"
     if pool is not None:
-        metadata["annotations"] = {injection.POOL_ANNOTATION: pool}
+        metadata["annotations"] = {crd.POOL_ANNOTATION: pool}
     container = {
         "name": "app",
         "image": "app:1",

@@ -39,7 +39,8 @@ def test_the_webhook_kopf_starts_without_a_passwd_entry(monkeypatch: pytest.Monk
     monkeypatch.setattr(webhook, "configure", fake_configure)
     with pytest.raises(KeyError):
         peering.detect_own_id(manual=False)  # the failure the operator must avoid
-    asyncio.run(webhook.run(object(), stop_flag=asyncio.Event()))  # type: ignore[arg-type]
+    connection = kopf.ConnectionInfo(server="https://127.0.0.1:1")
+    asyncio.run(webhook.run(object(), stop_flag=asyncio.Event(), connection=connection))  # type: ignore[arg-type]
     assert seen["identity"]
 
 
