@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any
+
+import kopf
 
 from nebula_id.core import access, crd
 from nebula_id.core import keys as pool_keys
@@ -29,7 +30,7 @@ PASSWORD_BYTES = 32
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nebula-id-operator"}
 
 
-def owner_reference(name: str, uid: str) -> dict[str, Any]:
+def owner_reference(name: str, uid: str) -> kopf.OwnerReference:
     """The pool as the Secret's owner, so the Secret goes when the pool goes."""
     return {
         "apiVersion": crd.API_VERSION,

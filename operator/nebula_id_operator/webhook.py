@@ -125,7 +125,7 @@ async def mutate_pod(
     **_: object,
 ) -> None:
     """Add the sidecar to a labelled pod; reject it when its pool cannot be used."""
-    pod: Mapping[str, Any] = body
+    pod = body
     if not injection.wants_sidecar(pod) or injection.has_sidecar(pod):
         return
     pod_namespace = namespace or "default"

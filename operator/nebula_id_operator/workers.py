@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
@@ -51,11 +50,10 @@ def parse_claim(
     if len(tail) != 2 or not all(part.isdigit() for part in tail):
         return None
     try:
-        doc: Any = json.loads(value)
+        loaded: object = json.loads(value)
     except (ValueError, UnicodeDecodeError):
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
+        loaded = None
+    doc = loaded if isinstance(loaded, dict) else {}
     pod = doc.get("pod")
     namespace = doc.get("namespace")
     return Claim(

@@ -19,7 +19,6 @@ import subprocess
 import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -126,24 +125,13 @@ def test_the_account_gets_only_what_the_operator_needs(
     assert not can_i(control_plane, "list", "nebulaidpools.nebula-id.io", "--all-namespaces")
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    restricted_kubeconfig: Path,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    # Deleting under the restricted account also proves the finalizer needs no more RBAC.
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=str(restricted_kubeconfig),
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("rbac-operator"),
-        identity="restricted",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+# Deleting under the restricted account also proves the finalizer needs no more RBAC.
+operator = helpers.module_operator(
+    namespace=NAMESPACE,
+    prefix=PREFIX,
+    identity="restricted",
+    kubeconfig_fixture="restricted_kubeconfig",
+)
 
 
 def test_restricted_operator_reconciles_a_segment_pool(

@@ -18,11 +18,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
@@ -50,26 +48,8 @@ def etcd_values(endpoint: str, key: str, *, prefix: bool = False) -> dict[str, b
     return {kv.key: kv.value for kv in asyncio.run(_range(endpoint, key, prefix))}
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kubeconfig: str,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    helpers.install_crd(control_plane)
-    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    # Leave nothing for other tests' operators: pools go while ours runs the finalizers.
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=kubeconfig,
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("operator"),
-        identity="solo",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+# Leave nothing for other tests' operators: pools go while ours runs the finalizers.
+operator = helpers.module_operator(namespace=NAMESPACE, prefix=PREFIX, identity="solo")
 
 
 def apply_pool(plane: ControlPlane, name: str, spec: str, annotations: str = "{}") -> None:
