@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nebula_id.core import crd
 from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support.controlplane import ControlPlane
@@ -190,7 +191,7 @@ def test_restricted_operator_reconciles_a_segment_pool(
 
     def annotated() -> str | None:
         pod = helpers.get_json(control_plane, "pod", "holder", "-n", NAMESPACE)
-        return (pod["metadata"].get("annotations") or {}).get("nebula-id.io/worker-id")
+        return (pod["metadata"].get("annotations") or {}).get(crd.WORKER_ANNOTATION)
 
     assert helpers.eventually(annotated, timeout=15, what="pod annotation") == "dc-a/5"
     events = helpers.get_json(

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -290,7 +291,7 @@ def test_sidecar_claims_show_in_status_and_on_pods(
 
         def annotation(pod: str) -> str | None:
             found = helpers.get_json(control_plane, "pod", pod, "-n", NAMESPACE)
-            return (found["metadata"].get("annotations") or {}).get("nebula-id.io/worker-id")
+            return (found["metadata"].get("annotations") or {}).get(crd.WORKER_ANNOTATION)
 
         shown = {
             pod: helpers.eventually(functools.partial(annotation, pod), timeout=10, what=pod)
@@ -325,7 +326,7 @@ def test_delete_cleans_etcd_and_keeps_tables_unless_asked(
         """
     apply_pool(control_plane, "kept", spec)
     apply_pool(
-        control_plane, "dropped", spec, annotations='{"nebula-id.io/drop-data-on-delete": "true"}'
+        control_plane, "dropped", spec, annotations=json.dumps({crd.DROP_DATA_ANNOTATION: "true"})
     )
     for name in ("kept", "dropped"):
         wait_condition(control_plane, operator, name, "Ready", "True")
@@ -461,7 +462,7 @@ def test_a_mysql_datacenter_is_provisioned_checked_and_dropped_like_postgresql(
           - {name: dc-b, databaseSecretRef: {name: mixed-pg}}
         segment: {tags: [{name: orders, step: 100}, {name: invoices}]}
         """,
-        annotations='{"nebula-id.io/drop-data-on-delete": "true"}',
+        annotations=json.dumps({crd.DROP_DATA_ANNOTATION: "true"}),
     )
     pool = wait_condition(control_plane, operator, "mixed", "Ready", "True")
     assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "Provisioned"

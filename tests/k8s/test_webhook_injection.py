@@ -128,7 +128,7 @@ def running_webhook(
     mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
     apply(control_plane, *crds)
     control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/nebulaidpools.nebula-id.io", "--timeout=60s"
+        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
     )
     control_plane.kubectl("create", "namespace", RELEASE_NAMESPACE, check=False)
     apply(control_plane, mwc)
@@ -207,8 +207,8 @@ POOL_SPEC: dict[str, Any] = {
 
 def make_pool(plane: ControlPlane, namespace: str, name: str = "ids") -> dict[str, Any]:
     doc = {
-        "apiVersion": "nebula-id.io/v1alpha1",
-        "kind": "NebulaIdPool",
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
         "metadata": {"name": name, "namespace": namespace},
         "spec": POOL_SPEC,
     }
