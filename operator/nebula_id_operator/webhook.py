@@ -213,55 +213,41 @@ def kopf_identity(name: str) -> Any:
 async def run(
     op_settings: OperatorView,
     *,
+    connection: kopf.ConnectionInfo,
+    api: kube.KubeApi,
     stop_flag: asyncio.Event | threading.Event,
     ready_flag: asyncio.Event | threading.Event | None = None,
     webhook: WebhookSettings | None = None,
     sidecar: injection.InjectionSettings | None = None,
     env: Mapping[str, str] | None = None,
-    connection: kopf.ConnectionInfo | None = None,
-    api: kube.KubeApi | None = None,
 ) -> None:
     """Serve the webhook until `stop_flag` is set: a kopf instance with only this handler.
 
     It watches nothing, so it needs no RBAC beyond what the webhook reads and
     writes, and it runs in every replica independently of the leader's kopf.
-    The operator passes its own `connection` and `api` (one login, one client);
-    without them this logs in itself and closes its client when it stops.
+    It logs in with the operator's `connection` and calls the API through the
+    operator's `api`: one login and one client per process.
     """
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.scanning.disabled = True
-    info = connection if connection is not None else kube.login(settings)
 
     @kopf.on.login(registry=registry)
     def login(**_: object) -> kopf.ConnectionInfo:
-        return info
+        return connection
 
-    own_api = None
-    if api is None:
-        api = own_api = kube.KubeApi(info)
-    try:
-        configure(
-            settings,
-            op_settings,
-            api=api,
-            webhook=webhook,
-            sidecar=sidecar,
-            env=env,
-            registry=registry,
-        )
-        if settings.admission.server is None:
-            return
-        await kopf.operator(
-            registry=registry,
-            settings=settings,
-            standalone=True,
-            clusterwide=True,
-            identity=kopf_identity(f"webhook@{socket.gethostname()}"),
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
-    finally:
-        if own_api is not None:
-            await own_api.close()
+    configure(
+        settings, op_settings, api=api, webhook=webhook, sidecar=sidecar, env=env, registry=registry
+    )
+    if settings.admission.server is None:
+        return
+    await kopf.operator(
+        registry=registry,
+        settings=settings,
+        standalone=True,
+        clusterwide=True,
+        identity=kopf_identity(f"webhook@{socket.gethostname()}"),
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )

@@ -21,12 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 
 from nebula_id.core import crd
 from nebula_id.core import pool as pools
-from nebula_id_operator import certs, injection, webhook
+from nebula_id_operator import certs, injection, kube, webhook
 from tests.support.controlplane import CommandFailed, ControlPlane
 from tests.support.matching import is_subset
 
@@ -143,16 +144,25 @@ def running_webhook(
     os.environ["KUBECONFIG"] = kubeconfig
     stop, ready = threading.Event(), threading.Event()
 
-    def run() -> None:
-        asyncio.run(
-            webhook.run(
+    async def serve() -> None:
+        # As the operator does: one login, one client, shared with the webhook.
+        connection = kube.login(kopf.OperatorSettings())
+        api = kube.KubeApi(connection)
+        try:
+            await webhook.run(
                 _OperatorView(webhook_port=port),
+                connection=connection,
+                api=api,
                 stop_flag=stop,
                 ready_flag=ready,
                 webhook=hook,
                 sidecar=SIDECAR,
             )
-        )
+        finally:
+            await api.close()
+
+    def run() -> None:
+        asyncio.run(serve())
 
     thread = threading.Thread(target=run, name="kopf-webhook", daemon=True)
     thread.start()

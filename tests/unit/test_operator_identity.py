@@ -15,7 +15,7 @@ import kopf
 import pytest
 from kopf._core.engines import peering
 
-from nebula_id_operator import main, webhook
+from nebula_id_operator import kube, main, webhook
 
 
 def no_passwd_entry() -> str:
@@ -40,7 +40,14 @@ def test_the_webhook_kopf_starts_without_a_passwd_entry(monkeypatch: pytest.Monk
     with pytest.raises(KeyError):
         peering.detect_own_id(manual=False)  # the failure the operator must avoid
     connection = kopf.ConnectionInfo(server="https://127.0.0.1:1")
-    asyncio.run(webhook.run(object(), stop_flag=asyncio.Event(), connection=connection))  # type: ignore[arg-type]
+    asyncio.run(
+        webhook.run(
+            object(),  # type: ignore[arg-type]
+            connection=connection,
+            api=kube.KubeApi(connection),
+            stop_flag=asyncio.Event(),
+        )
+    )
     assert seen["identity"]
 
 
