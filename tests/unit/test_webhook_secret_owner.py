@@ -9,35 +9,20 @@ deletes; the garbage collector then deletes the Secret.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
+
+import kopf
 
 from nebula_id_operator import kube, webhook_serving
 
 UID = "0b9c7f0e-1111-2222-3333-444455556666"
 
 
-@dataclasses.dataclass
-class Info:
-    server: str = "https://127.0.0.1:6443"
-    ca_path: str | None = None
-    ca_data: str | None = None
-    insecure: bool | None = True
-    username: str | None = None
-    password: str | None = None
-    scheme: str | None = None
-    token: str | None = "t"
-    certificate_path: str | None = None
-    certificate_data: str | None = None
-    private_key_path: str | None = None
-    private_key_data: str | None = None
-
-
 class FakeApiServer(kube.KubeApi):
     """`KubeApi` with its HTTP calls answered here: no Secret yet, the configuration as given."""
 
     def __init__(self, uid: str | None) -> None:
-        super().__init__(Info())
+        super().__init__(kopf.ConnectionInfo(server="https://127.0.0.1:6443", insecure=True))
         self.uid = uid
         self.calls: list[tuple[str, str, object]] = []
 
