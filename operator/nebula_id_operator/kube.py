@@ -20,7 +20,6 @@ import os
 import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
-from typing import Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -45,38 +44,6 @@ class SecretNotFound(errors.NotFound):
     """A Secret (or the key in it) that a pool names does not exist."""
 
 
-PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
-
-
-class Connection(Protocol):
-    """The fields of `kopf.ConnectionInfo` we use (structural, so tests can pass their own)."""
-
-    @property
-    def server(self) -> str: ...
-    @property
-    def ca_path(self) -> PathLike | None: ...
-    @property
-    def ca_data(self) -> str | bytes | None: ...
-    @property
-    def insecure(self) -> bool | None: ...
-    @property
-    def username(self) -> str | None: ...
-    @property
-    def password(self) -> str | None: ...
-    @property
-    def scheme(self) -> str | None: ...
-    @property
-    def token(self) -> str | None: ...
-    @property
-    def certificate_path(self) -> PathLike | None: ...
-    @property
-    def certificate_data(self) -> str | bytes | None: ...
-    @property
-    def private_key_path(self) -> PathLike | None: ...
-    @property
-    def private_key_data(self) -> str | bytes | None: ...
-
-
 def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
     """In-cluster service account first, then $KUBECONFIG / ~/.kube/config.
 
@@ -97,7 +64,7 @@ def _pem(data: str | bytes) -> bytes:
     return raw if raw.lstrip().startswith(b"-----") else base64.b64decode(raw)
 
 
-def ssl_context(info: Connection) -> ssl.SSLContext | bool:
+def ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext | bool:
     """The TLS context for the API server (False: verification disabled on request)."""
     if info.insecure:
         return False
@@ -146,7 +113,7 @@ class KubeApi:
     patch).  Its aiohttp session is opened on first use in the running loop.
     """
 
-    def __init__(self, info: Connection, *, timeout: float = 10.0) -> None:
+    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 10.0) -> None:
         self._server = info.server.rstrip("/")
         self._ssl = ssl_context(info)
         self._headers: dict[str, str] = {}
