@@ -19,7 +19,7 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import aiohttp
@@ -105,24 +105,37 @@ def _reason(answer: object) -> object:
     return as_object(answer).get("reason")
 
 
+def authorization(info: kopf.ConnectionInfo) -> dict[str, str]:
+    """The `Authorization` header for `info`'s token or basic credentials (none for certs)."""
+    if info.token:
+        return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+    if info.username and info.password:
+        return {"Authorization": aiohttp.BasicAuth(info.username, info.password).encode()}
+    return {}
+
+
 class KubeApi:
     """The operator's one Kubernetes client (beyond kopf's own), with a timeout on every call.
 
     Secrets (read, create, replace), pod annotations and pool status (merge
     patches), a pool (read), and the webhook configuration's caBundle (JSON
     patch).  Its aiohttp session is opened on first use in the running loop.
+
+    With `relogin`, an answer 401 makes it log in again and retry once: a
+    ServiceAccount token is rotated by the kubelet, and the login re-reads it.
     """
 
-    def __init__(self, info: kopf.ConnectionInfo, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        relogin: Callable[[], kopf.ConnectionInfo] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self._server = info.server.rstrip("/")
         self._ssl = ssl_context(info)
-        self._headers: dict[str, str] = {}
-        if info.token:
-            self._headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
-        elif info.username and info.password:
-            self._headers["Authorization"] = aiohttp.BasicAuth(
-                info.username, info.password
-            ).encode()
+        self._auth = authorization(info)
+        self._relogin = relogin
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -134,7 +147,6 @@ class KubeApi:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(ssl=self._ssl),
             )
@@ -148,7 +160,18 @@ class KubeApi:
         json: object = None,
         content_type: str | None = None,
     ) -> tuple[int, object]:
-        headers = {"Content-Type": content_type} if content_type else {}
+        status, body = await self._send(method, path, json=json, content_type=content_type)
+        if status == 401 and self._relogin is not None:
+            self._auth = authorization(self._relogin())
+            status, body = await self._send(method, path, json=json, content_type=content_type)
+        return status, body
+
+    async def _send(
+        self, method: str, path: str, *, json: object, content_type: str | None
+    ) -> tuple[int, object]:
+        headers = dict(self._auth)
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
             async with self._get_session().request(
                 method, self._server + path, json=json, headers=headers

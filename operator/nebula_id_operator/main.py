@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 
@@ -99,7 +100,7 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
     # One login and one client for the process: both kopf instances log in with
     # `info`, and every call outside kopf goes through `api`.
     info = kube.login(kopf_settings)
-    api = kube.KubeApi(info)
+    api = kube.KubeApi(info, relogin=functools.partial(kube.login, kopf_settings))
     stop = asyncio.Event()
     kopf_ready = asyncio.Event()
     webhook_stop = asyncio.Event()
