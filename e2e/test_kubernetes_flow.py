@@ -32,7 +32,7 @@ from tests.support.controlplane import ControlPlane, run_cli
 from tests.support.matching import is_subset
 
 from e2e import kubelet
-from nebula_id.core import access
+from nebula_id.core import access, crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id_operator import injection
@@ -256,7 +256,7 @@ def pod_from_template(namespace: str, pool: str) -> dict[str, Any]:
     deployment = yaml.safe_load((EXAMPLES / "app-deployment.yaml").read_text())
     template = deployment["spec"]["template"]
     metadata = dict(template["metadata"])
-    metadata["annotations"] = {**metadata.get("annotations", {}), injection.POOL_ANNOTATION: pool}
+    metadata["annotations"] = {**metadata.get("annotations", {}), crd.POOL_ANNOTATION: pool}
     metadata["generateName"] = f"{deployment['metadata']['name']}-{pool}-"
     metadata["namespace"] = namespace
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
@@ -474,7 +474,7 @@ def test_install_pool_inject_serve_and_release(
             lambda: (
                 kube_json(plane, "get", "pod", orders_pod, "-n", app)["metadata"]
                 .get("annotations", {})
-                .get(injection.WORKER_ANNOTATION)
+                .get(crd.WORKER_ANNOTATION)
             ),
         )
         assert annotation == f"dc-a/{worker}"

@@ -20,6 +20,7 @@ import pytest
 
 from e2e.node import support
 from e2e.node.cluster import Node
+from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id_operator import injection
@@ -38,7 +39,7 @@ def worker_ids(node: Node) -> dict[str, int]:
     """Pod name -> worker ID, from the pods' annotations (``dc-a/N``)."""
     result = {}
     for pod in support.running_pods(node, APP_NS, SELECTOR):
-        note = pod["metadata"].get("annotations", {}).get(injection.WORKER_ANNOTATION)
+        note = pod["metadata"].get("annotations", {}).get(crd.WORKER_ANNOTATION)
         if note:
             result[pod["metadata"]["name"]] = int(note.split("/")[1])
     return result

@@ -23,6 +23,7 @@ from tests.support import binaries
 
 from e2e.node import support
 from e2e.node.cluster import NODE_IP, POD_CIDR, REPO, Node
+from nebula_id.core import crd
 from nebula_id_operator import injection
 
 pytestmark = pytest.mark.e2e
@@ -102,7 +103,7 @@ def test_segment_pool_serves_from_postgres_with_dsns_from_mounted_secrets(
         app = yaml.safe_load((EXAMPLES / "app-deployment.yaml").read_text())
         app["metadata"]["name"] = "billing"
         app["spec"]["replicas"] = 1
-        app["spec"]["template"]["metadata"]["annotations"][injection.POOL_ANNOTATION] = "invoices"
+        app["spec"]["template"]["metadata"]["annotations"][crd.POOL_ANNOTATION] = "invoices"
         node.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump(app))
         node.kubectl(
             "rollout", "status", "-n", NS, "deployment/billing", "--timeout=180s", timeout=240

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from typing import Any
 
-from nebula_id.core import access
+import kopf
+
+from nebula_id.core import access, crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import users
@@ -29,11 +30,11 @@ PASSWORD_BYTES = 32
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nebula-id-operator"}
 
 
-def owner_reference(name: str, uid: str) -> dict[str, Any]:
+def owner_reference(name: str, uid: str) -> kopf.OwnerReference:
     """The pool as the Secret's owner, so the Secret goes when the pool goes."""
     return {
-        "apiVersion": "nebula-id.io/v1alpha1",
-        "kind": "NebulaIdPool",
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
         "name": name,
         "uid": uid,
         "controller": True,

@@ -12,19 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import kopf
 
 from nebula_id import errors
-from nebula_id.core import failover
+from nebula_id.core import crd, failover
+from nebula_id.core import pool as pools
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id_operator import detector, failures, health, reconcile, status, workers
 from nebula_id_operator import settings as operator_settings
-
-GROUP, VERSION, PLURAL = "nebula-id.io", "v1alpha1", "nebulaidpools"
-FINALIZER = "nebula-id.io/finalizer"
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +30,26 @@ STATUS_REFRESH_S = 30.0
 """Health status is patched on every change, and at least this often (fresh `checkedAt`)."""
 
 
-def _ctx(memo: Any) -> reconcile.Context:
+def _ctx(memo: kopf.Memo) -> reconcile.Context:
     ctx = memo["ctx"]
     assert isinstance(ctx, reconcile.Context)
     return ctx
 
 
-def _spec(body: Any) -> dict[str, Any]:
-    return dict(body.get("spec") or {})
+def _pool(body: kopf.Body) -> tuple[str, str]:
+    """(namespace, name) of a pool: the resource is namespaced, so both are set."""
+    namespace = body.meta.namespace
+    assert namespace is not None
+    return namespace, body.meta.name
 
 
-def _post_transition(body: Any, old: Any, new: dict[str, Any], type_: str) -> None:
+def _spec(body: kopf.Body) -> dict[str, Any]:
+    return dict(body.spec)
+
+
+def _post_transition(
+    body: kopf.Body, old: Mapping[str, Any], new: Mapping[str, Any], type_: str
+) -> None:
     """A Kubernetes Event when condition `type_` flips or its reason changes.
 
     `kopf.event`, not `kopf.info`: the latter obeys `posting.level`, which is
@@ -60,7 +67,7 @@ def _post_transition(body: Any, old: Any, new: dict[str, Any], type_: str) -> No
         kopf.event(body, type="Warning", reason=after["reason"], message=after["message"][:1000])
 
 
-def _post_datacenter_event(body: Any, change: detector.Transition) -> None:
+def _post_datacenter_event(body: kopf.Body, change: detector.Transition) -> None:
     """`DatacenterUnhealthy` (Warning) or `DatacenterHealthy` (Normal) for one datacenter."""
     if change.healthy:
         kopf.event(
@@ -81,10 +88,10 @@ def _post_datacenter_event(body: Any, change: detector.Transition) -> None:
 def _health_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     """True when the status patch would change more than the probe timestamps."""
 
-    def strip(rows: Any) -> list[Any]:
+    def strip(rows: object) -> list[dict[str, object]]:
         return [
             {k: v for k, v in row.items() if k != "checkedAt"}
-            for row in (rows or [])
+            for row in (rows if isinstance(rows, list) else [])
             if isinstance(row, dict)
         ]
 
@@ -93,14 +100,15 @@ def _health_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(previous.get(key) != new.get(key) for key in new if key != "datacenters")
 
 
-async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reconcile.Outcome:
+async def _reconcile(
+    kind: str, memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch
+) -> reconcile.Outcome:
     ctx = _ctx(memo)
     started = time.monotonic()
-    meta = body["metadata"]
-    outcome = await reconcile.reconcile(
-        ctx, meta["namespace"], meta["name"], _spec(body), uid=meta.get("uid")
-    )
-    previous = dict(body.get("status") or {})
+    meta = body.meta
+    namespace, name = _pool(body)
+    outcome = await reconcile.reconcile(ctx, namespace, name, _spec(body), uid=meta.uid)
+    previous = dict(body.status)
     new_status = status.reconcile_status(
         config=outcome.config,
         etcd=outcome.etcd,
@@ -119,7 +127,7 @@ async def _reconcile(kind: str, memo: Any, body: Any, patch: kopf.Patch) -> reco
     return outcome
 
 
-async def _until_stopped_or(stopped: Any, waiting: Coroutine[Any, Any, Any]) -> None:
+async def _until_stopped_or(stopped: kopf.DaemonStopped, waiting: Awaitable[object]) -> None:
     """Await `waiting`, but return at once when kopf stops the daemon (e.g. on deletion)."""
 
     async def until_stopped() -> None:
@@ -137,10 +145,10 @@ async def _until_stopped_or(stopped: Any, waiting: Coroutine[Any, Any, Any]) -> 
 
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """kopf's settings for the reconciling instance, set before it starts."""
-    settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="nebula-id.io")
+    settings.persistence.finalizer = crd.FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=crd.KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="nebula-id.io", key="last-handled-configuration"
+        prefix=crd.KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.scanning.disabled = True  # no CRD or namespace listing: less RBAC
     settings.posting.level = logging.WARNING  # our own Events say what matters
@@ -154,16 +162,20 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 def build_registry(settings: operator_settings.OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    resource = (GROUP, VERSION, PLURAL)
+    resource = (crd.GROUP, crd.VERSION, crd.PLURAL)
 
     @kopf.on.login(registry=registry)
-    def login(memo: Any, **_: Any) -> Any:
-        return memo["connection"]
+    def login(memo: kopf.Memo, **_: object) -> kopf.ConnectionInfo:
+        info = memo["connection"]
+        assert isinstance(info, kopf.ConnectionInfo)
+        return info
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, field="spec", registry=registry)
-    async def reconcile_spec(memo: Any, body: Any, patch: kopf.Patch, retry: int, **_: Any) -> None:
+    async def reconcile_spec(
+        memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, retry: int, **_: object
+    ) -> None:
         outcome = await _reconcile("spec", memo, body, patch)
         if outcome.error is not None:
             raise failures.to_kopf(outcome.error, retry=retry)
@@ -174,15 +186,17 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         initial_delay=settings.resync_seconds,
         registry=registry,
     )
-    async def resync(memo: Any, body: Any, patch: kopf.Patch, **_: Any) -> None:
+    async def resync(memo: kopf.Memo, body: kopf.Body, patch: kopf.Patch, **_: object) -> None:
         """Reconcile a pool that is not Ready again: e.g. its Secret was created since."""
-        generation = int(body["metadata"].get("generation", 0))
-        if status.is_ready(dict(body.get("status") or {}), generation):
+        generation = int(body.meta.get("generation", 0))
+        if status.is_ready(dict(body.status), generation):
             return
         await _reconcile("resync", memo, body, patch)
 
     @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)
-    async def check_health(memo: Any, body: Any, stopped: Any, **_: Any) -> None:
+    async def check_health(
+        memo: kopf.Memo, body: kopf.Body, stopped: kopf.DaemonStopped, **_: object
+    ) -> None:
         """Probe every datacenter each `probeIntervalSeconds`, judge, publish, report.
 
         A daemon, not a timer: the interval is the pool's (`spec.failover`), read
@@ -191,8 +205,8 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         `KubeApi.patch_pool_status` because kopf does not apply a daemon's patch.
         """
         ctx = _ctx(memo)
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
+        meta = body.meta
+        namespace, name = _pool(body)
         keys = ctx.settings.keys(namespace, name)
         judge = detector.Detector(monotonic=time.monotonic)
         patched = 0.0
@@ -209,7 +223,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 )
                 now = ctx.now()
 
-                async def read(dc: Any) -> str:
+                async def read(dc: pools.Datacenter) -> str:
                     return await reconcile.read_dsn(ctx, namespace, dc)
 
                 probes = await health.check_pool(
@@ -220,7 +234,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 ctx.metrics.datacenter_health(
                     f"{namespace}/{name}", {dc.name: dc.healthy for dc in found}
                 )
-                previous = dict(body.get("status") or {})
+                previous = dict(body.status)
                 new_status = status.health_status(
                     config=stored.config,
                     health=found,
@@ -247,7 +261,9 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
             await stopped.wait(max(0.0, interval - (time.monotonic() - started)))
 
     @kopf.daemon(*resource, cancellation_timeout=5.0, registry=registry)
-    async def track_workers(memo: Any, body: Any, stopped: Any, **_: Any) -> None:
+    async def track_workers(
+        memo: kopf.Memo, body: kopf.Body, stopped: kopf.DaemonStopped, **_: object
+    ) -> None:
         """Fold the claims into status and pod annotations at once when etcd says so.
 
         A daemon, not a timer: it watches the claims prefix and wakes on a change,
@@ -255,8 +271,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
         a daemon's patch, so the status goes through `KubeApi.patch_pool_status`.
         """
         ctx = _ctx(memo)
-        meta = body["metadata"]
-        keys = ctx.settings.keys(meta["namespace"], meta["name"])
+        keys = ctx.settings.keys(*_pool(body))
         gauge = ctx.metrics.workers_active.labels(f"{keys.namespace}/{keys.name}")
         applied: dict[workers.PodRef, str] = {}
         interval = ctx.settings.workers_interval_seconds
@@ -273,7 +288,7 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 applied = view.annotations
                 gauge.set(view.active)
                 wanted = status.workers_status(view.active, status.worker_capacity(stored.config))
-                if dict((body.get("status") or {}).get("workers") or {}) != wanted:
+                if dict(body.status.get("workers") or {}) != wanted:
                     await ctx.kube.patch_pool_status(keys.namespace, keys.name, {"workers": wanted})
                 ctx.metrics.observe("workers", started)
                 await _until_stopped_or(
@@ -293,28 +308,27 @@ def build_registry(settings: operator_settings.OperatorSettings) -> kopf.Operato
                 await stopped.wait(interval)
 
     @kopf.on.delete(*resource, registry=registry)
-    async def delete_pool(memo: Any, body: Any, retry: int, **_: Any) -> None:
+    async def delete_pool(memo: kopf.Memo, body: kopf.Body, retry: int, **_: object) -> None:
         ctx = _ctx(memo)
         started = time.monotonic()
-        meta = body["metadata"]
-        annotations = meta.get("annotations") or {}
-        drop = str(annotations.get(reconcile.DROP_DATA_ANNOTATION, "")).lower() == "true"
+        namespace, name = _pool(body)
+        drop = body.meta.annotations.get(crd.DROP_DATA_ANNOTATION, "").lower() == "true"
         try:
             result, skipped = await reconcile.delete(
-                ctx, meta["namespace"], meta["name"], drop=drop, spec=_spec(body)
+                ctx, namespace, name, drop=drop, spec=_spec(body)
             )
         except errors.NebulaIdError as e:
             ctx.metrics.observe("delete", started, error=type(e).__name__)
             raise failures.to_kopf(e, retry=retry) from e
         for reason in skipped:
             kopf.event(body, type="Warning", reason="DataKept", message=f"could not drop: {reason}")
-        ctx.metrics.forget_pool(f"{meta['namespace']}/{meta['name']}")
+        ctx.metrics.forget_pool(f"{namespace}/{name}")
         log.info(
             "pool %s/%s removed from etcd (%d claims)",
-            meta["namespace"],
-            meta["name"],
+            namespace,
+            name,
             result.claims_deleted,
-            extra={"pool": f"{meta['namespace']}/{meta['name']}"},
+            extra={"pool": f"{namespace}/{name}"},
         )
         ctx.metrics.observe("delete", started)
 

@@ -24,12 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors
-from nebula_id.core import access
+from nebula_id.core import access, crd
 from nebula_id.core import pool as pools
 
-INJECT_LABEL = "nebula-id.io/inject"
-POOL_ANNOTATION = "nebula-id.io/pool"
-WORKER_ANNOTATION = "nebula-id.io/worker-id"
 CONTAINER_NAME = "nebula-id"
 PORT_NAME = "nebula-id"
 PROBE_PORT = 9180
@@ -130,21 +127,22 @@ def has_sidecar(pod: Mapping[str, Any]) -> bool:
 
 def wants_sidecar(pod: Mapping[str, Any]) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(INJECT_LABEL) == "true"
+    return labels.get(crd.INJECT_LABEL) == "true"
 
 
 def pool_name(pod: Mapping[str, Any]) -> str:
     """The pool the pod names, or `PodRejected` with a message the user can act on."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    name = annotations.get(POOL_ANNOTATION)
+    name = annotations.get(crd.POOL_ANNOTATION)
     if not isinstance(name, str) or not name.strip():
         raise PodRejected(
-            f"the pod is labelled {INJECT_LABEL}=true but has no {POOL_ANNOTATION} annotation; "
-            f"add `{POOL_ANNOTATION}: <NebulaIdPool name>` to the pod template"
+            f"the pod is labelled {crd.INJECT_LABEL}=true but has no {crd.POOL_ANNOTATION} "
+            "annotation; "
+            f"add `{crd.POOL_ANNOTATION}: <NebulaIdPool name>` to the pod template"
         )
     name = name.strip()
     if not pools.DNS_LABEL.match(name):
-        raise PodRejected(f"{POOL_ANNOTATION}={name!r} is not a valid NebulaIdPool name")
+        raise PodRejected(f"{crd.POOL_ANNOTATION}={name!r} is not a valid NebulaIdPool name")
     return name
 
 

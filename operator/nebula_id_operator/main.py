@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 
@@ -32,16 +33,6 @@ EXIT_WEBHOOK_FAILED = 4
 STOP_TIMEOUT_S = 15.0
 
 log = logging.getLogger(__name__)
-
-
-def connection(kopf_settings: kopf.OperatorSettings) -> kopf.ConnectionInfo:
-    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config."""
-    info = kopf.login_with_service_account(settings=kopf_settings) or kopf.login_with_kubeconfig(
-        settings=kopf_settings
-    )
-    if info is None:
-        raise kopf.LoginError("no service account and no kubeconfig to reach Kubernetes with")
-    return info
 
 
 def _handle_signals(stop: asyncio.Event) -> None:
@@ -84,14 +75,19 @@ def _report(task: asyncio.Task[None]) -> None:
 
 
 def _start_webhook(
-    settings: operator_settings.OperatorSettings, flag: asyncio.Event, ready: asyncio.Event
+    settings: operator_settings.OperatorSettings,
+    info: kopf.ConnectionInfo,
+    api: kube.KubeApi,
+    flag: asyncio.Event,
+    ready: asyncio.Event,
 ) -> asyncio.Task[None] | None:
     if not settings.webhook_enabled:
         return None
     from nebula_id_operator import webhook  # imported only when the webhook runs
 
     return asyncio.create_task(
-        webhook.run(settings, stop_flag=flag, ready_flag=ready), name="webhook kopf"
+        webhook.run(settings, stop_flag=flag, ready_flag=ready, connection=info, api=api),
+        name="webhook kopf",
     )
 
 
@@ -101,8 +97,10 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
     operator_metrics = metrics.OperatorMetrics.create(registry)
     kopf_settings = kopf.OperatorSettings()
     handlers.configure_kopf(kopf_settings)
-    info = connection(kopf_settings)
-    api = kube.KubeApi(info)
+    # One login and one client for the process: both kopf instances log in with
+    # `info`, and every call outside kopf goes through `api`.
+    info = kube.login(kopf_settings)
+    api = kube.KubeApi(info, relogin=functools.partial(kube.login, kopf_settings))
     stop = asyncio.Event()
     kopf_ready = asyncio.Event()
     webhook_stop = asyncio.Event()
@@ -121,7 +119,7 @@ async def run(settings: operator_settings.OperatorSettings, *, clock: Clock | No
             app = metrics.probe_app(registry, lambda: election.state, kopf_ready.is_set)
             runner = await _serve_probes(app, settings.probe_host, settings.probe_port)
         webhook_ready = asyncio.Event()
-        webhook_task = _start_webhook(settings, webhook_stop, webhook_ready)
+        webhook_task = _start_webhook(settings, info, api, webhook_stop, webhook_ready)
         signals = None
         if webhook_task is not None:
             webhook_task.add_done_callback(lambda _: stop.set())

@@ -42,8 +42,6 @@ from nebula_id_operator import advice, etcd_access, kube, status
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import settings as operator_settings
 
-DROP_DATA_ANNOTATION = "nebula-id.io/drop-data-on-delete"
-
 log = logging.getLogger(__name__)
 
 

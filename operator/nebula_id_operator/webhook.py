@@ -1,7 +1,7 @@
 """The mutating admission webhook that gives labelled pods the nebula-id sidecar.
 
 Thin: kopf receives the AdmissionReview, this module reads the pod's pool from
-the API (`webhook_api`) and hands both to the pure `injection` module.  HTTPS
+the API (`kube.KubeApi`) and hands both to the pure `injection` module.  HTTPS
 and the certificate are `webhook_serving`'s.  The webhook configuration itself
 (object selector, failure policy) is Helm's; kopf's `managed` mode is off so
 that `helm uninstall` removes it.
@@ -30,15 +30,14 @@ from typing import Any, Protocol
 import kopf
 
 from nebula_id import errors
+from nebula_id.core import crd
 from nebula_id.core import pool as pools
-from nebula_id_operator import injection, webhook_serving
-from nebula_id_operator.webhook_api import KubeApi
+from nebula_id_operator import injection, kube, webhook_serving
 from nebula_id_operator.webhook_serving import CertKeeper, WebhookServer, WebhookSettings
 
 __all__ = [
     "HANDLER_ID",
     "CertKeeper",
-    "KubeApi",
     "WebhookServer",
     "WebhookSettings",
     "configure",
@@ -121,12 +120,12 @@ async def mutate_pod(
     body: kopf.Body,
     patch: kopf.Patch,
     namespace: str | None,
-    api: KubeApi,
+    api: kube.KubeApi,
     settings: injection.InjectionSettings,
-    **_: Any,
+    **_: object,
 ) -> None:
     """Add the sidecar to a labelled pod; reject it when its pool cannot be used."""
-    pod: Mapping[str, Any] = body
+    pod = body
     if not injection.wants_sidecar(pod) or injection.has_sidecar(pod):
         return
     pod_namespace = namespace or "default"
@@ -136,10 +135,10 @@ async def mutate_pod(
         if raw is None:
             raise injection.PodRejected(
                 f"NebulaIdPool {name!r} does not exist in namespace {pod_namespace!r}; "
-                f"the {injection.POOL_ANNOTATION} annotation must name a pool in the pod's "
+                f"the {crd.POOL_ANNOTATION} annotation must name a pool in the pod's "
                 f"namespace (kubectl get nip -n {pod_namespace})"
             )
-        pool = pools.parse_spec(raw.get("spec") or {}, namespace=pod_namespace, name=name)
+        pool = pools.parse_spec(kube.as_object(raw.get("spec")), namespace=pod_namespace, name=name)
         ops = injection.inject(pod, pool, settings)
     except errors.InvalidArgument as e:
         raise kopf.AdmissionError(e.message, code=400) from e
@@ -155,12 +154,15 @@ def configure(
     settings: kopf.OperatorSettings,
     op_settings: OperatorView,
     *,
+    api: kube.KubeApi,
     webhook: WebhookSettings | None = None,
     sidecar: injection.InjectionSettings | None = None,
     env: Mapping[str, str] | None = None,
     registry: kopf.OperatorRegistry | None = None,
 ) -> None:
-    """Register the webhook and its HTTPS server; call from the operator's startup handler.
+    """Register the webhook and its HTTPS server on `settings` and `registry`.
+
+    `api` reads the pods' pools and keeps the certificate Secret and caBundle.
 
     Whether and where to serve come from `op_settings`; the certificate and the
     sidecar defaults from `NEBULA_WEBHOOK_*` / `NEBULA_SIDECAR_*` (read once,
@@ -183,12 +185,11 @@ def configure(
             sidecar = dataclasses.replace(sidecar, etcd_endpoints=tuple(op_settings.etcd.endpoints))
         if "NEBULA_SIDECAR_ETCD_PREFIX" not in environ:
             sidecar = dataclasses.replace(sidecar, etcd_prefix=op_settings.prefix)
-    api = KubeApi()
     kopf.on.mutate(
         "", "v1", "pods",
         id=HANDLER_ID,
         operations=["CREATE"],
-        labels={injection.INJECT_LABEL: "true"},
+        labels={crd.INJECT_LABEL: "true"},
         registry=registry,
     )(functools.partial(mutate_pod, api=api, settings=sidecar))  # fmt: skip
     url_host = urllib.parse.urlsplit(hook.url).hostname if hook.url else None
@@ -212,6 +213,8 @@ def kopf_identity(name: str) -> Any:
 async def run(
     op_settings: OperatorView,
     *,
+    connection: kopf.ConnectionInfo,
+    api: kube.KubeApi,
     stop_flag: asyncio.Event | threading.Event,
     ready_flag: asyncio.Event | threading.Event | None = None,
     webhook: WebhookSettings | None = None,
@@ -222,6 +225,8 @@ async def run(
 
     It watches nothing, so it needs no RBAC beyond what the webhook reads and
     writes, and it runs in every replica independently of the leader's kopf.
+    It logs in with the operator's `connection` and calls the API through the
+    operator's `api`: one login and one client per process.
     """
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
@@ -229,10 +234,12 @@ async def run(
     settings.scanning.disabled = True
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    def login(**_: object) -> kopf.ConnectionInfo:
+        return connection
 
-    configure(settings, op_settings, webhook=webhook, sidecar=sidecar, env=env, registry=registry)
+    configure(
+        settings, op_settings, api=api, webhook=webhook, sidecar=sidecar, env=env, registry=registry
+    )
     if settings.admission.server is None:
         return
     await kopf.operator(

@@ -21,15 +21,15 @@ import pathlib
 import tempfile
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
 
 import kopf
 
 from nebula_id import errors
-from nebula_id_operator import certs
-from nebula_id_operator.webhook_api import KubeApi
+from nebula_id_operator import certs, kube
 
 logger = logging.getLogger(__name__)
+
+SECRET_LABELS = {"app.kubernetes.io/part-of": "nebula-id"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class CertKeeper:
     def __init__(
         self,
         settings: WebhookSettings,
-        api: KubeApi,
+        api: kube.KubeApi,
         *,
         now: Callable[[], datetime.datetime] | None = None,
     ) -> None:
@@ -137,7 +137,8 @@ class CertKeeper:
                 s.secret_name,
                 material.to_secret_data(),
                 version,
-                owner_configuration=s.configuration_name,
+                labels=SECRET_LABELS,
+                owners=await self._owners(),
             ):
                 logger.info(
                     "Issued a webhook certificate valid until %s",
@@ -155,6 +156,16 @@ class CertKeeper:
                 "MutatingWebhookConfiguration %s does not exist (yet)", s.configuration_name
             )
         return material
+
+    async def _owners(self) -> list[kube.JsonObject]:
+        """The MutatingWebhookConfiguration (when it exists) as the Secret's owner.
+
+        The Secret is not part of the Helm release; owned by the configuration,
+        it is garbage-collected when `helm uninstall` removes the configuration.
+        """
+        name = self.settings.configuration_name
+        owner = await self.api.webhook_configuration_owner(name) if name else None
+        return [owner] if owner is not None else []
 
     def _write_pem(self, material: certs.WebhookCerts) -> None:
         """One file with key and chain, replaced atomically: a reader never sees half a pair."""
@@ -175,12 +186,27 @@ class WebhookServer(kopf.WebhookServer):
     task re-syncs the certificate every `check_interval_seconds`.
     """
 
-    def __init__(self, keeper: CertKeeper, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        keeper: CertKeeper,
+        *,
+        addr: str | None,
+        port: int | None,
+        host: str | None,
+        file_check_interval: float,
+    ) -> None:
         pem = str(keeper.pem_path)
-        super().__init__(certfile=pem, pkeyfile=pem, **kwargs)
+        super().__init__(
+            certfile=pem,
+            pkeyfile=pem,
+            addr=addr,
+            port=port,
+            host=host,
+            file_check_interval=file_check_interval,
+        )
         self.keeper = keeper
 
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         material = await self.keeper.sync()
         self.cadata = material.ca_bundle
         refresher = asyncio.create_task(self._refresh_forever())

@@ -18,14 +18,12 @@ import dataclasses
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
+from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id_operator import kube
-
-WORKER_ANNOTATION = "nebula-id.io/worker-id"
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +50,10 @@ def parse_claim(
     if len(tail) != 2 or not all(part.isdigit() for part in tail):
         return None
     try:
-        doc: Any = json.loads(value)
+        loaded: object = json.loads(value)
     except (ValueError, UnicodeDecodeError):
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
+        loaded = None
+    doc = loaded if isinstance(loaded, dict) else {}
     pod = doc.get("pod")
     namespace = doc.get("namespace")
     return Claim(
@@ -187,7 +184,7 @@ async def apply_annotations(
     done: dict[PodRef, str | None] = {}
     for (namespace, pod), value in changes.items():
         try:
-            await api.annotate_pod(namespace, pod, {WORKER_ANNOTATION: value})
+            await api.annotate_pod(namespace, pod, {crd.WORKER_ANNOTATION: value})
         except kube.KubeUnavailable as e:
             log.warning("cannot annotate pod %s/%s: %s", namespace, pod, e)
             continue

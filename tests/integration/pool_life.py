@@ -28,6 +28,7 @@ import yaml
 from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
+from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -156,8 +157,8 @@ class Pool:
 
     def cli_apply(self, pool_spec: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         doc = {
-            "apiVersion": "nebula-id.io/v1alpha1",
-            "kind": "NebulaIdPool",
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
             "metadata": {"name": self.name, "namespace": NAMESPACE},
             "spec": copy.deepcopy(pool_spec),
         }

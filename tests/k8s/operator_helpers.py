@@ -1,5 +1,5 @@
-"""Helpers of the operator's k8s tests: install the CRD, run `nebula-id operator`
-as a real process, wait for conditions, read its metrics."""
+"""Helpers and fixtures of the operator's k8s tests: install the CRD, run
+`nebula-id operator` as a real process, wait for conditions, read its metrics."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from nebula_id.core import crd
 from tests.support import processes
 from tests.support.controlplane import ControlPlane
 
@@ -30,7 +33,7 @@ def install_crd(plane: ControlPlane) -> None:
         "wait",
         "--for=condition=established",
         "--timeout=30s",
-        "crd/nebulaidpools.nebula-id.io",
+        f"crd/{crd.CRD_NAME}",
     )
 
 
@@ -186,3 +189,43 @@ def leading_operator(
         plane.kubectl("delete", "nip", "--all", "-n", namespace, "--timeout=60s")
     finally:
         op.stop()
+
+
+def module_operator(
+    *,
+    namespace: str,
+    prefix: str,
+    identity: str,
+    kubeconfig_fixture: str = "kubeconfig",
+    etcd_fixture: str = "etcd_endpoint",
+    extra_env: Mapping[str, str] | None = None,
+) -> Callable[..., Iterator[Operator]]:
+    """A module-scoped `operator` fixture: the CRD installed, `namespace` created,
+    and one leading operator watching it, with its own etcd `prefix`.
+
+    The kubeconfig and the etcd endpoint come from the fixtures named, so a
+    module can run the operator under a restricted account or against its own
+    etcd.  Use as ``operator = helpers.module_operator(...)``.
+    """
+
+    @pytest.fixture(scope="module")
+    def operator(
+        request: pytest.FixtureRequest,
+        control_plane: ControlPlane,
+        tmp_path_factory: pytest.TempPathFactory,
+    ) -> Iterator[Operator]:
+        install_crd(control_plane)
+        control_plane.kubectl("create", "namespace", namespace, check=False)
+        with leading_operator(
+            control_plane,
+            kubeconfig=str(request.getfixturevalue(kubeconfig_fixture)),
+            etcd_endpoint=str(request.getfixturevalue(etcd_fixture)),
+            workdir=tmp_path_factory.mktemp(f"operator-{identity}"),
+            identity=identity,
+            prefix=prefix,
+            namespace=namespace,
+            extra_env=dict(extra_env or {}),
+        ) as op:
+            yield op
+
+    return operator

@@ -48,30 +48,17 @@ def auth_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.close()
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kubeconfig: str,
-    auth_etcd: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    helpers.install_crd(control_plane)
-    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=kubeconfig,
-        etcd_endpoint=auth_etcd,
-        workdir=tmp_path_factory.mktemp("operator-etcd-users"),
-        identity="users",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-        extra_env={
-            "NEBULA_ETCD_USERNAME": "root",
-            "NEBULA_ETCD_PASSWORD": ROOT_PASSWORD,
-            "NEBULA_OPERATOR_ETCD_POOL_USERS": "true",
-        },
-    ) as op:
-        yield op
+operator = helpers.module_operator(
+    namespace=NAMESPACE,
+    prefix=PREFIX,
+    identity="users",
+    etcd_fixture="auth_etcd",
+    extra_env={
+        "NEBULA_ETCD_USERNAME": "root",
+        "NEBULA_ETCD_PASSWORD": ROOT_PASSWORD,
+        "NEBULA_OPERATOR_ETCD_POOL_USERS": "true",
+    },
+)
 
 
 def apply_pool(plane: ControlPlane, name: str) -> None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.k8s import operator_helpers as helpers
 from tests.support import processes
@@ -23,25 +20,7 @@ NAMESPACE = "messages-tests"
 PREFIX = "/nebula-id-messages-tests"
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kubeconfig: str,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    helpers.install_crd(control_plane)
-    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=kubeconfig,
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("operator-messages"),
-        identity="messages",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+operator = helpers.module_operator(namespace=NAMESPACE, prefix=PREFIX, identity="messages")
 
 
 def apply_segment_pool(plane: ControlPlane, name: str, secret: str) -> None:

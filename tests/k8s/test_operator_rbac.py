@@ -19,12 +19,12 @@ import subprocess
 import textwrap
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from nebula_id.core import crd
 from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support.controlplane import ControlPlane
@@ -126,24 +126,13 @@ def test_the_account_gets_only_what_the_operator_needs(
     assert not can_i(control_plane, "list", "nebulaidpools.nebula-id.io", "--all-namespaces")
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    restricted_kubeconfig: Path,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    # Deleting under the restricted account also proves the finalizer needs no more RBAC.
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=str(restricted_kubeconfig),
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("rbac-operator"),
-        identity="restricted",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+# Deleting under the restricted account also proves the finalizer needs no more RBAC.
+operator = helpers.module_operator(
+    namespace=NAMESPACE,
+    prefix=PREFIX,
+    identity="restricted",
+    kubeconfig_fixture="restricted_kubeconfig",
+)
 
 
 def test_restricted_operator_reconciles_a_segment_pool(
@@ -202,7 +191,7 @@ def test_restricted_operator_reconciles_a_segment_pool(
 
     def annotated() -> str | None:
         pod = helpers.get_json(control_plane, "pod", "holder", "-n", NAMESPACE)
-        return (pod["metadata"].get("annotations") or {}).get("nebula-id.io/worker-id")
+        return (pod["metadata"].get("annotations") or {}).get(crd.WORKER_ANNOTATION)
 
     assert helpers.eventually(annotated, timeout=15, what="pod annotation") == "dc-a/5"
     events = helpers.get_json(

@@ -18,12 +18,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -50,26 +49,8 @@ def etcd_values(endpoint: str, key: str, *, prefix: bool = False) -> dict[str, b
     return {kv.key: kv.value for kv in asyncio.run(_range(endpoint, key, prefix))}
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kubeconfig: str,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    helpers.install_crd(control_plane)
-    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    # Leave nothing for other tests' operators: pools go while ours runs the finalizers.
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=kubeconfig,
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("operator"),
-        identity="solo",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+# Leave nothing for other tests' operators: pools go while ours runs the finalizers.
+operator = helpers.module_operator(namespace=NAMESPACE, prefix=PREFIX, identity="solo")
 
 
 def apply_pool(plane: ControlPlane, name: str, spec: str, annotations: str = "{}") -> None:
@@ -310,7 +291,7 @@ def test_sidecar_claims_show_in_status_and_on_pods(
 
         def annotation(pod: str) -> str | None:
             found = helpers.get_json(control_plane, "pod", pod, "-n", NAMESPACE)
-            return (found["metadata"].get("annotations") or {}).get("nebula-id.io/worker-id")
+            return (found["metadata"].get("annotations") or {}).get(crd.WORKER_ANNOTATION)
 
         shown = {
             pod: helpers.eventually(functools.partial(annotation, pod), timeout=10, what=pod)
@@ -345,7 +326,7 @@ def test_delete_cleans_etcd_and_keeps_tables_unless_asked(
         """
     apply_pool(control_plane, "kept", spec)
     apply_pool(
-        control_plane, "dropped", spec, annotations='{"nebula-id.io/drop-data-on-delete": "true"}'
+        control_plane, "dropped", spec, annotations=json.dumps({crd.DROP_DATA_ANNOTATION: "true"})
     )
     for name in ("kept", "dropped"):
         wait_condition(control_plane, operator, name, "Ready", "True")
@@ -481,7 +462,7 @@ def test_a_mysql_datacenter_is_provisioned_checked_and_dropped_like_postgresql(
           - {name: dc-b, databaseSecretRef: {name: mixed-pg}}
         segment: {tags: [{name: orders, step: 100}, {name: invoices}]}
         """,
-        annotations='{"nebula-id.io/drop-data-on-delete": "true"}',
+        annotations=json.dumps({crd.DROP_DATA_ANNOTATION: "true"}),
     )
     pool = wait_condition(control_plane, operator, "mixed", "Ready", "True")
     assert helpers.condition(pool, "DatabaseProvisioned")["reason"] == "Provisioned"

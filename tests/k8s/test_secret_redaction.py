@@ -14,9 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
-from collections.abc import Iterator
-
-import pytest
 
 from tests.k8s import operator_helpers as helpers
 from tests.support.controlplane import ControlPlane
@@ -42,25 +39,7 @@ def planted_dsns(postgres_port: int) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def operator(
-    control_plane: ControlPlane,
-    kubeconfig: str,
-    etcd_endpoint: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[helpers.Operator]:
-    helpers.install_crd(control_plane)
-    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
-    with helpers.leading_operator(
-        control_plane,
-        kubeconfig=kubeconfig,
-        etcd_endpoint=etcd_endpoint,
-        workdir=tmp_path_factory.mktemp("operator-redaction"),
-        identity="redaction",
-        prefix=PREFIX,
-        namespace=NAMESPACE,
-    ) as op:
-        yield op
+operator = helpers.module_operator(namespace=NAMESPACE, prefix=PREFIX, identity="redaction")
 
 
 def test_no_planted_secret_reaches_status_events_logs_or_metrics(

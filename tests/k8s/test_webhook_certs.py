@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from cryptography import x509
 
-from nebula_id_operator import certs, webhook
+from nebula_id_operator import certs, kube, webhook
 from tests.support.controlplane import ControlPlane
 
 T0 = datetime.datetime.now(datetime.UTC)
@@ -94,7 +95,7 @@ async def test_issue_share_renew_and_roll_over(
     setup: tuple[webhook.WebhookSettings, ControlPlane], tmp_path: Path
 ) -> None:
     settings, plane = setup
-    api = webhook.KubeApi()
+    api = kube.KubeApi(kube.login(kopf.OperatorSettings()))
     clock = Clock()
     first = webhook.CertKeeper(settings, api, now=clock)
     other_settings = dataclasses.replace(settings, cert_dir=str(tmp_path / "other"))

@@ -21,11 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 
+from nebula_id.core import crd
 from nebula_id.core import pool as pools
-from nebula_id_operator import certs, injection, webhook
+from nebula_id_operator import certs, injection, kube, webhook
 from tests.support.controlplane import CommandFailed, ControlPlane
 from tests.support.matching import is_subset
 
@@ -85,9 +87,9 @@ def create_pod(plane: ControlPlane, namespace: str, pod: dict[str, Any]) -> dict
 def app_pod(pool: str | None, *, inject: bool = True, **spec: Any) -> dict[str, Any]:
     metadata: dict[str, Any] = {"generateName": "app-", "labels": {"app": "web"}}
     if inject:
-        metadata["labels"][injection.INJECT_LABEL] = "true"
+        metadata["labels"][crd.INJECT_LABEL] = "true"
     if pool is not None:
-        metadata["annotations"] = {injection.POOL_ANNOTATION: pool}
+        metadata["annotations"] = {crd.POOL_ANNOTATION: pool}
     container = {
         "name": "app",
         "image": "app:1",
@@ -127,7 +129,7 @@ def running_webhook(
     mwc = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")
     apply(control_plane, *crds)
     control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd/nebulaidpools.nebula-id.io", "--timeout=60s"
+        "wait", "--for=condition=Established", f"crd/{crd.CRD_NAME}", "--timeout=60s"
     )
     control_plane.kubectl("create", "namespace", RELEASE_NAMESPACE, check=False)
     apply(control_plane, mwc)
@@ -142,16 +144,25 @@ def running_webhook(
     os.environ["KUBECONFIG"] = kubeconfig
     stop, ready = threading.Event(), threading.Event()
 
-    def run() -> None:
-        asyncio.run(
-            webhook.run(
+    async def serve() -> None:
+        # As the operator does: one login, one client, shared with the webhook.
+        connection = kube.login(kopf.OperatorSettings())
+        api = kube.KubeApi(connection)
+        try:
+            await webhook.run(
                 _OperatorView(webhook_port=port),
+                connection=connection,
+                api=api,
                 stop_flag=stop,
                 ready_flag=ready,
                 webhook=hook,
                 sidecar=SIDECAR,
             )
-        )
+        finally:
+            await api.close()
+
+    def run() -> None:
+        asyncio.run(serve())
 
     thread = threading.Thread(target=run, name="kopf-webhook", daemon=True)
     thread.start()
@@ -206,8 +217,8 @@ POOL_SPEC: dict[str, Any] = {
 
 def make_pool(plane: ControlPlane, namespace: str, name: str = "ids") -> dict[str, Any]:
     doc = {
-        "apiVersion": "nebula-id.io/v1alpha1",
-        "kind": "NebulaIdPool",
+        "apiVersion": crd.API_VERSION,
+        "kind": crd.KIND,
         "metadata": {"name": name, "namespace": namespace},
         "spec": POOL_SPEC,
     }

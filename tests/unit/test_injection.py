@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from nebula_id.core import access
+from nebula_id.core import access, crd
 from nebula_id.core import pool as pools
 from nebula_id_operator import injection
 
@@ -41,8 +41,8 @@ def make_pod(**extra_spec: Any) -> dict[str, Any]:
         "metadata": {
             "generateName": "web-",
             "namespace": "shop",
-            "labels": {"app": "web", injection.INJECT_LABEL: "true"},
-            "annotations": {injection.POOL_ANNOTATION: "ids"},
+            "labels": {"app": "web", crd.INJECT_LABEL: "true"},
+            "annotations": {crd.POOL_ANNOTATION: "ids"},
         },
         "spec": {"containers": [{"name": "web", "image": "web:1"}], **extra_spec},
     }
@@ -304,7 +304,7 @@ def test_injection_is_idempotent() -> None:
 
 def test_a_pod_without_the_label_is_left_alone() -> None:
     pod = make_pod()
-    pod["metadata"]["labels"][injection.INJECT_LABEL] = "false"
+    pod["metadata"]["labels"][crd.INJECT_LABEL] = "false"
     assert injection.inject(pod, make_pool(), SETTINGS) == []
 
 
@@ -371,8 +371,8 @@ def test_a_volume_name_clash_is_rejected() -> None:
     ("annotations", "message"),
     [
         ({}, "has no nebula-id.io/pool annotation"),
-        ({injection.POOL_ANNOTATION: "  "}, "has no nebula-id.io/pool annotation"),
-        ({injection.POOL_ANNOTATION: "Not_A_Name"}, "not a valid NebulaIdPool name"),
+        ({crd.POOL_ANNOTATION: "  "}, "has no nebula-id.io/pool annotation"),
+        ({crd.POOL_ANNOTATION: "Not_A_Name"}, "not a valid NebulaIdPool name"),
     ],
 )
 def test_pool_name_comes_from_the_annotation(annotations: dict[str, str], message: str) -> None:
@@ -384,5 +384,5 @@ def test_pool_name_comes_from_the_annotation(annotations: dict[str, str], messag
 
 def test_pool_name_is_read_and_trimmed() -> None:
     pod = make_pod()
-    pod["metadata"]["annotations"][injection.POOL_ANNOTATION] = " ids "
+    pod["metadata"]["annotations"][crd.POOL_ANNOTATION] = " ids "
     assert injection.pool_name(pod) == "ids"

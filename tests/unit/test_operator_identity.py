@@ -15,7 +15,7 @@ import kopf
 import pytest
 from kopf._core.engines import peering
 
-from nebula_id_operator import main, webhook
+from nebula_id_operator import kube, main, webhook
 
 
 def no_passwd_entry() -> str:
@@ -39,7 +39,15 @@ def test_the_webhook_kopf_starts_without_a_passwd_entry(monkeypatch: pytest.Monk
     monkeypatch.setattr(webhook, "configure", fake_configure)
     with pytest.raises(KeyError):
         peering.detect_own_id(manual=False)  # the failure the operator must avoid
-    asyncio.run(webhook.run(object(), stop_flag=asyncio.Event()))  # type: ignore[arg-type]
+    connection = kopf.ConnectionInfo(server="https://127.0.0.1:1")
+    asyncio.run(
+        webhook.run(
+            object(),  # type: ignore[arg-type]
+            connection=connection,
+            api=kube.KubeApi(connection),
+            stop_flag=asyncio.Event(),
+        )
+    )
     assert seen["identity"]
 
 

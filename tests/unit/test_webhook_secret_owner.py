@@ -9,67 +9,74 @@ deletes; the garbage collector then deletes the Secret.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
+from pathlib import Path
 
-from nebula_id_operator.webhook_api import KubeApi
+import kopf
 
+from nebula_id_operator import kube, webhook_serving
 
-class FakeApiError(Exception):
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+UID = "0b9c7f0e-1111-2222-3333-444455556666"
 
 
-class FakeCore:
-    def __init__(self) -> None:
-        self.created: list[tuple[str, dict[str, Any]]] = []
+class FakeApiServer(kube.KubeApi):
+    """`KubeApi` with its HTTP calls answered here: no Secret yet, the configuration as given."""
 
-    def create_namespaced_secret(self, namespace: str, body: dict[str, Any]) -> None:
-        self.created.append((namespace, body))
-
-
-class FakeAdmission:
     def __init__(self, uid: str | None) -> None:
+        super().__init__(kopf.ConnectionInfo(server="https://127.0.0.1:6443", insecure=True))
         self.uid = uid
+        self.calls: list[tuple[str, str, object]] = []
 
-    def read_mutating_webhook_configuration(self, name: str) -> Any:
-        if self.uid is None:
-            raise FakeApiError(404)
-        return SimpleNamespace(metadata=SimpleNamespace(uid=self.uid, name=name))
+    async def _request(
+        self, method: str, path: str, *, json: object = None, content_type: str | None = None
+    ) -> tuple[int, object]:
+        self.calls.append((method, path, json))
+        if method == "GET" and path.startswith(kube.WEBHOOK_CONFIGURATIONS):
+            if self.uid is None:
+                return 404, {"kind": "Status", "reason": "NotFound"}
+            return 200, {"metadata": {"uid": self.uid}, "webhooks": []}
+        if method == "GET":
+            return 404, {"kind": "Status", "reason": "NotFound"}
+        if method == "POST":
+            return 201, json
+        raise AssertionError(f"unexpected {method} {path}")
+
+    def created(self) -> dict[str, object]:
+        ((body,),) = [(b,) for m, _, b in self.calls if m == "POST"]
+        assert isinstance(body, dict)
+        return body
 
 
-def fake_api(uid: str | None) -> tuple[KubeApi, FakeCore]:
-    api = KubeApi.__new__(KubeApi)  # no cluster: the client objects are fakes
-    core = FakeCore()
-    api._core = core
-    api._admission = FakeAdmission(uid)
-    api._api_error = FakeApiError
-    return api, core
-
-
-def test_the_secret_is_owned_by_the_webhook_configuration() -> None:
-    api, core = fake_api("0b9c7f0e-1111-2222-3333-444455556666")
-    written = asyncio.run(
-        api.write_secret(
-            "ids", "ids-webhook-tls", {"tls.crt": "eA=="}, None, owner_configuration="ids"
-        )
+def sync(api: FakeApiServer, tmp_path: Path) -> None:
+    settings = webhook_serving.WebhookSettings(
+        namespace="ids",
+        secret_name="ids-webhook-tls",
+        configuration_name="ids",
+        cert_dir=str(tmp_path),
     )
-    assert written
-    ((namespace, body),) = core.created
-    assert namespace == "ids"
-    assert body["metadata"]["ownerReferences"] == [
+    asyncio.run(webhook_serving.CertKeeper(settings, api).sync())
+
+
+def test_the_secret_is_owned_by_the_webhook_configuration(tmp_path: Path) -> None:
+    api = FakeApiServer(UID)
+    sync(api, tmp_path)
+    body = api.created()
+    metadata = body["metadata"]
+    assert isinstance(metadata, dict)
+    assert metadata["name"] == "ids-webhook-tls"
+    assert metadata["ownerReferences"] == [
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
             "name": "ids",
-            "uid": "0b9c7f0e-1111-2222-3333-444455556666",
+            "uid": UID,
         }
     ]
+    assert ("POST", "/api/v1/namespaces/ids/secrets") in [(m, p) for m, p, _ in api.calls]
 
 
-def test_without_the_configuration_the_secret_has_no_owner() -> None:
-    api, core = fake_api(None)
-    assert asyncio.run(api.write_secret("ids", "t", {}, None, owner_configuration="ids"))
-    ((_, body),) = core.created
-    assert "ownerReferences" not in body["metadata"]
+def test_without_the_configuration_the_secret_has_no_owner(tmp_path: Path) -> None:
+    api = FakeApiServer(None)
+    sync(api, tmp_path)
+    metadata = api.created()["metadata"]
+    assert isinstance(metadata, dict)
+    assert "ownerReferences" not in metadata

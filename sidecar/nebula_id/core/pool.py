@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.core import crd, handover
 from nebula_id.core import failover as failovers
-from nebula_id.core import handover
 from nebula_id.core import layout as layouts
 
 ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
@@ -541,8 +541,8 @@ def parse_document(
     doc: Mapping[str, Any], *, default_namespace: str = "default"
 ) -> tuple[str, str, Mapping[str, Any]]:
     """A `NebulaIdPool` YAML document as (namespace, name, spec)."""
-    if doc.get("kind") not in (None, "NebulaIdPool"):
-        raise errors.InvalidPool(f"expected kind NebulaIdPool, got {doc.get('kind')!r}")
+    if doc.get("kind") not in (None, crd.KIND):
+        raise errors.InvalidPool(f"expected kind {crd.KIND}, got {doc.get('kind')!r}")
     meta = _mapping(doc.get("metadata"), "metadata")
     name = meta.get("name")
     if not isinstance(name, str) or not name:
