@@ -18,10 +18,10 @@ from typing import Any
 import kopf
 
 from nebula_id import errors
+from nebula_id.config import operator as operator_settings
 from nebula_id.core import failover
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id_operator import detector, failures, health, reconcile, status, workers
-from nebula_id_operator import settings as operator_settings
 
 GROUP, VERSION, PLURAL = "nebula-id.io", "v1alpha1", "nebulaidpools"
 FINALIZER = "nebula-id.io/finalizer"

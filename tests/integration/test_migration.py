@@ -135,7 +135,7 @@ async def draw_under_load(
     for dc in config.datacenters:
         store = engines.open_store(dsns[dc.name], pool=config, datacenter=dc)
         allocator = segment.SegmentAllocator(
-            store, [segment.TagSettings(t.name, 50, 50) for t in config.tags], clock=SystemClock()
+            store, [segment.Tag(t.name, 50, 50) for t in config.tags], clock=SystemClock()
         )
         ids: list[int] = []
 
