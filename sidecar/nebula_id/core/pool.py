@@ -266,7 +266,7 @@ def parse_failover(
     try:
         settings = dataclasses.replace(base, **values)
     except errors.ConfigError as e:
-        raise errors.InvalidPool(f"{where}.{e.message}") from e
+        raise errors.InvalidPool(f"{where}: {e.message}") from e
     if settings.health_max_age_s < 2 * settings.probe_interval_s:
         raise errors.InvalidPool(
             f"{where}.healthMaxAgeSeconds ({settings.health_max_age_s:g}) must be at least twice "
@@ -300,7 +300,7 @@ def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
             epoch_ms=epoch_ms,
         )
     except errors.InvalidLayout as e:
-        raise errors.InvalidPool(f"{where}.{e.message}") from e
+        raise errors.InvalidPool(f"{where}: {e.message}") from e
     tolerance = _int(raw, "clockBackwardToleranceMs", DEFAULT_TOLERANCE_MS, where)
     if not 0 <= tolerance <= 1000:
         raise errors.InvalidPool(
