@@ -36,6 +36,8 @@ class KubeApi:
             kubernetes.config.load_incluster_config(client_configuration=config)
         except kubernetes.config.ConfigException:
             # The client reads $KUBECONFIG when it is imported; read it now instead.
+            # A process-level exception to "settings come from nebula_id.config":
+            # KUBECONFIG is the Kubernetes client's own convention, not a nebula-id setting.
             kubernetes.config.load_kube_config(
                 config_file=os.environ.get("KUBECONFIG") or None, client_configuration=config
             )

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from nebula_id import errors
-from nebula_id.config import serve as serve_settings
 from nebula_id.clock import FakeClock
+from nebula_id.config import serve as serve_settings
 from nebula_id.core import failover
 from nebula_id.core import pool as pools
 

@@ -95,8 +95,6 @@ def test_the_operator_passes_the_sidecar_log_format_to_injected_sidecars() -> No
     default = injection.build(pool, injection_config.load(loader.sources({}, {})))
     names = [e["name"] for e in default.container["env"]]
     assert "NEBULA_LOG_FORMAT" not in names, "text is the sidecar's own default"
-    settings = injection_config.load(
-        loader.sources({}, {"NEBULA_SIDECAR_LOG_FORMAT": "json"})
-    )
+    settings = injection_config.load(loader.sources({}, {"NEBULA_SIDECAR_LOG_FORMAT": "json"}))
     env = {e["name"]: e.get("value") for e in injection.build(pool, settings).container["env"]}
     assert env["NEBULA_LOG_FORMAT"] == "json"

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from nebula_id import errors
 from nebula_id.clock import FakeClock
-from nebula_id.core.tags import Tag
 from nebula_id.core.segment import (
     SegmentAllocator,
     SegmentBuffer,
@@ -25,6 +24,7 @@ from nebula_id.core.segment import (
     counter_limit,
     datacenter_base,
 )
+from nebula_id.core.tags import Tag
 
 T = TypeVar("T")
 
@@ -193,9 +193,7 @@ def test_buffer_refuses_a_third_range() -> None:
 # --- the allocator -------------------------------------------------------------------------
 
 
-def allocator(
-    store: MemoryStore, clock: FakeClock, *tags: Tag, **kwargs: Any
-) -> SegmentAllocator:
+def allocator(store: MemoryStore, clock: FakeClock, *tags: Tag, **kwargs: Any) -> SegmentAllocator:
     return SegmentAllocator(
         store,
         tags or (Tag(name="order", step=100, max_step=10_000),),

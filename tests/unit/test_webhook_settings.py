@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from collections.abc import Mapping
+
+import pytest
 
 from nebula_id import errors
 from nebula_id.config import etcd as etcd_config
