@@ -1,7 +1,7 @@
 """An in-process sidecar per test: the real app from `build_app`, served by `aiohttp_client`.
 
 `make_client(**flags)` takes the same names as the ``nebula-id serve`` flags
-(as strings), loads them through `nebula_id.settings` with an empty
+(as strings), loads them through `nebula_id.config.serve` with an empty
 environment, and points the data dir at the test's temporary folder.
 """
 
