@@ -178,7 +178,11 @@ def add_arguments(
         if field.name in without_flag:
             continue
         parser.add_argument(
-            field.flag, dest=field.name, default=None, help=f"{field.help} (env {field.env})"
+            field.flag,
+            dest=field.name,
+            default=None,
+            metavar=(field.flag_name or field.name).upper(),
+            help=f"{field.help} (env {field.env})",
         )
 
 
