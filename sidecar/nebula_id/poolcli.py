@@ -225,7 +225,7 @@ def etcd_settings_of(args: argparse.Namespace) -> etcd.EtcdSettings:
 
 def dsns_of(args: argparse.Namespace, config: pools.PoolConfig) -> dict[str, str]:
     """Datacenter name -> DSN of the segment databases to provision."""
-    settings = poolcmd.load(args)
+    settings = poolcmd.load_provisioning(args)
     found = dict(settings.database.urls)
     if settings.database.url:
         own = settings.datacenter

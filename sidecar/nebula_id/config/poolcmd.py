@@ -20,18 +20,12 @@ from nebula_id.core import keys as pool_keys
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PoolCommandSettings:
-    """What `nebula-id pool apply|get|delete|import` reads besides its own arguments."""
+    """Where `nebula-id pool apply|get|delete|import` finds the pools."""
 
     etcd: etcd_mod.EtcdSettings | None = None
     """How to reach etcd; None when no endpoint is given (enough for `apply --dry-run`)."""
     prefix: str = pool_keys.DEFAULT_PREFIX
     """The etcd key prefix."""
-    database: database_mod.DatabaseSettings = dataclasses.field(
-        default_factory=database_mod.DatabaseSettings
-    )
-    """The segment databases to provision (`url` is `datacenter`'s)."""
-    datacenter: str | None = None
-    """The datacenter `database.url` belongs to; None: the pool's only one."""
 
     def require_etcd(self) -> etcd_mod.EtcdSettings:
         """The etcd settings, or an error that says how to give them."""
@@ -40,6 +34,18 @@ class PoolCommandSettings:
                 "no etcd given: pass --etcd-endpoints or set NEBULA_ETCD_ENDPOINTS"
             )
         return self.etcd
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProvisionSettings:
+    """The segment databases `apply` and `import` work on."""
+
+    database: database_mod.DatabaseSettings = dataclasses.field(
+        default_factory=database_mod.DatabaseSettings
+    )
+    """The DSNs (`url` is `datacenter`'s)."""
+    datacenter: str | None = None
+    """The datacenter `database.url` belongs to; None: the pool's only one."""
 
 
 DATABASE_FIELDS = database_mod.FIELDS[:2]
@@ -60,11 +66,17 @@ def load(
 ) -> PoolCommandSettings:
     """Flags > ``NEBULA_*`` env > defaults."""
     found = loader.sources(flags, env)
-    etcd = etcd_mod.load(found)
     prefix = found.value(etcd_mod.PREFIX)
-    return PoolCommandSettings(
-        etcd=etcd,
-        prefix=prefix or pool_keys.DEFAULT_PREFIX,
+    return PoolCommandSettings(etcd=etcd_mod.load(found), prefix=prefix or pool_keys.DEFAULT_PREFIX)
+
+
+def load_provisioning(
+    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ProvisionSettings:
+    """Flags > ``NEBULA_*`` env > defaults; read only by the commands that provision."""
+    found = loader.sources(flags, env)
+    return ProvisionSettings(
         database=found.build(database_mod.DatabaseSettings, DATABASE_FIELDS),
         datacenter=found.value(DATACENTER),
     )
