@@ -168,7 +168,7 @@ def segment_runs(size: int) -> tuple[Callable[[], int], Callable[[], None]]:
     event_loop = asyncio.new_event_loop()
     allocator = segment.SegmentAllocator(
         MemoryStore(),
-        [segment.TagSettings(name="bench", step=10_000, max_step=1_000_000)],
+        [segment.Tag(name="bench", step=10_000, max_step=1_000_000)],
         clock=SystemClock(),
     )
     event_loop.run_until_complete(allocator.start())

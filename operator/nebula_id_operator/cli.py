@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from typing import Any
 
 from nebula_id import errors, logs
-from nebula_id_operator import settings as operator_settings
+from nebula_id.config import operator as operator_settings
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,36 +22,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Reconcile NebulaIdPool resources: see README.md, section Operator.",
     )
     operator_settings.add_arguments(parser)
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("NEBULA_LOG_LEVEL", "info").lower(),
-        choices=["debug", "info", "warning", "error"],
-        help="(env NEBULA_LOG_LEVEL)",
-    )
-    parser.add_argument(
-        "--log-format",
-        default=os.environ.get("NEBULA_LOG_FORMAT", "text").lower(),
-        choices=list(logs.FORMATS),
-        help="text, or one JSON object per line (env NEBULA_LOG_FORMAT)",
-    )
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        logs.configure(str(args.log_level), str(args.log_format))
-    except ValueError as e:  # NEBULA_LOG_FORMAT is not checked by argparse's choices
-        print(f"nebula-id operator: NEBULA_LOG_FORMAT: {e}", file=sys.stderr)
-        return 2
-    if args.log_level != "debug":
-        # kopf logs every timer run at INFO; our own modules say what matters.
-        logging.getLogger("kopf").setLevel(logging.WARNING)
-    try:
         settings = operator_settings.load(args)
     except errors.ConfigError as e:
-        logging.getLogger("nebula_id_operator").error("%s", e.message)
+        print(f"nebula-id operator: {e.message}", file=sys.stderr)
         return 2
+    logs.configure(settings.log.level, settings.log.format)
+    if settings.log.level != "debug":
+        # kopf logs every timer run at INFO; our own modules say what matters.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
     import asyncio
 
     from nebula_id_operator import main  # kopf is heavy: only here

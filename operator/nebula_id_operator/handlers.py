@@ -18,11 +18,11 @@ from typing import Any
 import kopf
 
 from nebula_id import errors
+from nebula_id.config import operator as operator_settings
 from nebula_id.core import crd, failover
 from nebula_id.core import pool as pools
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id_operator import detector, failures, health, reconcile, status, workers
-from nebula_id_operator import settings as operator_settings
 
 log = logging.getLogger(__name__)
 

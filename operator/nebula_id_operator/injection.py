@@ -24,13 +24,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nebula_id import errors
+from nebula_id.config import injection as injection_config
 from nebula_id.core import access, crd
 from nebula_id.core import pool as pools
 
 CONTAINER_NAME = "nebula-id"
 PORT_NAME = "nebula-id"
-PROBE_PORT = 9180
+PROBE_PORT = injection_config.PROBE_PORT
 """The sidecar's health-only port on the pod IP (``/healthz``, ``/readyz``)."""
+DEFAULT_IMAGE = injection_config.DEFAULT_IMAGE
+DEFAULT_RESOURCES = injection_config.DEFAULT_RESOURCES
+InjectionSettings = injection_config.InjectionSettings
 RUN_AS_USER = 65532  # the `nonroot` user of the sidecar image (Dockerfile.sidecar)
 
 DATA_VOLUME = "nebula-id-data"
@@ -53,50 +57,7 @@ SOCKET_ENV = "NEBULA_UNIX_SOCKET"
 # no other container of the pod sees them.
 SECRET_FILE_MODE = 0o444
 
-DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
-DEFAULT_RESOURCES: Mapping[str, Any] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"memory": "128Mi"},
-}
-
 JsonPatch = list[dict[str, Any]]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class InjectionSettings:
-    """What the operator adds to every sidecar on top of the pool's `spec.sidecar`."""
-
-    image: str = DEFAULT_IMAGE
-    """The sidecar image when the pool does not name one."""
-    image_allowlist: tuple[str, ...] = ()
-    """Patterns (`fnmatch`, e.g. ``registry.example/nebula-id-sidecar:*``) a pool's
-    `spec.sidecar.image` must match to be used; empty: no pool may choose its image."""
-    image_pull_policy: str = "IfNotPresent"
-    etcd_endpoints: tuple[str, ...] = ()
-    """The etcd endpoints the sidecars reach (may differ from the operator's own view)."""
-    etcd_prefix: str = "/nebula-id"
-    etcd_tls_secret: str | None = None
-    """A Secret in the pod's namespace with `ca.crt`, `tls.crt` and `tls.key`."""
-    etcd_auth_secret: str | None = None
-    """A Secret in the pod's namespace with `username` and `password`."""
-    etcd_pool_users: bool = False
-    """Log in with the pool's own etcd user (Secret ``nebula-id-etcd-{pool}``, written by
-    the operator) instead of `etcd_auth_secret`."""
-    datacenter: str | None = None
-    """The datacenter this cluster runs in; None means the pool's first one."""
-    resources: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: copy.deepcopy(dict(DEFAULT_RESOURCES))
-    )
-    """Resources when the pool's `spec.sidecar.resources` is empty."""
-    listen_host: str = "127.0.0.1"
-    """Where the sidecar serves the ID API: loopback, so only its own pod can call it."""
-    probe_port: int = PROBE_PORT
-    """The health-only port on the pod IP, for the kubelet's probes."""
-    probe_metrics: bool = False
-    """Serve /metrics on the probe port too (for a PodMonitor)."""
-    log_level: str = "info"
-    log_format: str = "text"
-    """The sidecar's log format: text, or json lines."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ import prometheus_client
 from aiohttp import web
 
 from nebula_id.clock import Clock, SystemClock
+from nebula_id.config import operator as operator_settings
 from nebula_id.etcd import client as etcd
 from nebula_id.storage import postgres
 from nebula_id_operator import handlers, kube, leader, metrics, reconcile
-from nebula_id_operator import settings as operator_settings
 
 EXIT_LEADERSHIP_LOST = 3
 EXIT_WEBHOOK_FAILED = 4

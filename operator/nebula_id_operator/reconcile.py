@@ -31,6 +31,7 @@ from typing import Any
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.config import operator as operator_settings
 from nebula_id.core import identity as identities
 from nebula_id.core import pool as pools
 from nebula_id.core.keys import PoolKeys
@@ -40,7 +41,6 @@ from nebula_id.etcd.client import Compare
 from nebula_id.storage import engines, postgres
 from nebula_id_operator import advice, etcd_access, kube, status
 from nebula_id_operator import metrics as operator_metrics
-from nebula_id_operator import settings as operator_settings
 
 log = logging.getLogger(__name__)
 

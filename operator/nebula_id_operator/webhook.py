@@ -18,13 +18,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
 import logging
-import os
 import socket
 import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import kopf
@@ -32,7 +29,7 @@ import kopf
 from nebula_id import errors
 from nebula_id.core import crd
 from nebula_id.core import pool as pools
-from nebula_id_operator import injection, kube, webhook_serving
+from nebula_id_operator import injection, kube
 from nebula_id_operator.webhook_serving import CertKeeper, WebhookServer, WebhookSettings
 
 __all__ = [
@@ -50,44 +47,6 @@ HANDLER_ID = "inject-sidecar"
 """Also the URL path of the webhook: the Helm chart's configuration points at `/inject-sidecar`."""
 
 
-def injection_settings_from_env(
-    env: Mapping[str, str] | None = None,
-) -> injection.InjectionSettings:
-    """`NEBULA_SIDECAR_*` variables, with etcd and datacenter shared with the operator's own."""
-    env = os.environ if env is None else env
-    get = functools.partial(webhook_serving.env_value, env, "NEBULA_SIDECAR_")
-    defaults = injection.InjectionSettings()
-    endpoints = get("ETCD_ENDPOINTS") or env.get("NEBULA_ETCD_ENDPOINTS") or ""
-    resources = get("RESOURCES")
-    try:
-        parsed_resources = json.loads(resources) if resources else defaults.resources
-    except json.JSONDecodeError as e:
-        raise errors.ConfigError(f"NEBULA_SIDECAR_RESOURCES must be JSON: {e}") from e
-    return injection.InjectionSettings(
-        image=get("IMAGE") or defaults.image,
-        image_pull_policy=get("IMAGE_PULL_POLICY") or defaults.image_pull_policy,
-        image_allowlist=tuple(
-            p.strip() for p in (get("IMAGE_ALLOWLIST") or "").split(",") if p.strip()
-        ),
-        etcd_endpoints=tuple(e.strip() for e in endpoints.split(",") if e.strip()),
-        etcd_prefix=get("ETCD_PREFIX") or env.get("NEBULA_ETCD_PREFIX") or defaults.etcd_prefix,
-        etcd_tls_secret=get("ETCD_TLS_SECRET"),
-        etcd_auth_secret=get("ETCD_AUTH_SECRET"),
-        etcd_pool_users=_truthy(env.get("NEBULA_OPERATOR_ETCD_POOL_USERS", "")),
-        datacenter=get("DATACENTER") or env.get("NEBULA_DATACENTER") or None,
-        resources=parsed_resources,
-        listen_host=get("LISTEN_HOST") or defaults.listen_host,
-        probe_port=int(get("PROBE_PORT") or defaults.probe_port),
-        probe_metrics=_truthy(get("PROBE_METRICS") or ""),
-        log_level=get("LOG_LEVEL") or defaults.log_level,
-        log_format=get("LOG_FORMAT") or defaults.log_format,
-    )
-
-
-def _truthy(value: str) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on")
-
-
 class OperatorView(Protocol):
     """The part of the operator's `OperatorSettings` this module reads."""
 
@@ -101,15 +60,10 @@ class OperatorView(Protocol):
     def webhook_port(self) -> int: ...
 
     @property
-    def prefix(self) -> str: ...
+    def webhook(self) -> WebhookSettings: ...
 
     @property
-    def etcd(self) -> EtcdView: ...
-
-
-class EtcdView(Protocol):
-    @property
-    def endpoints(self) -> Sequence[str]: ...
+    def injection(self) -> injection.InjectionSettings: ...
 
 
 # --- the handler -----------------------------------------------------------------------
@@ -157,34 +111,27 @@ def configure(
     api: kube.KubeApi,
     webhook: WebhookSettings | None = None,
     sidecar: injection.InjectionSettings | None = None,
-    env: Mapping[str, str] | None = None,
     registry: kopf.OperatorRegistry | None = None,
 ) -> None:
     """Register the webhook and its HTTPS server on `settings` and `registry`.
 
     `api` reads the pods' pools and keeps the certificate Secret and caBundle.
 
-    Whether and where to serve come from `op_settings`; the certificate and the
-    sidecar defaults from `NEBULA_WEBHOOK_*` / `NEBULA_SIDECAR_*` (read once,
-    here), unless given explicitly.  The sidecars reach etcd like the operator
-    unless `NEBULA_SIDECAR_ETCD_ENDPOINTS` says otherwise.
+    Whether to serve, the certificate and the sidecar defaults all come from
+    `op_settings` (loaded once, at start-up, by `nebula_id.config.operator`),
+    unless `webhook` or `sidecar` are given explicitly.
     """
     if not op_settings.webhook_enabled:
         logger.info("The sidecar injection webhook is disabled")
         return
-    environ = os.environ if env is None else env
     hook = dataclasses.replace(
-        webhook or WebhookSettings.from_env(environ),
+        webhook if webhook is not None else op_settings.webhook,
         enabled=True,
         listen_address=op_settings.webhook_host,
         port=op_settings.webhook_port,
     )
     if sidecar is None:
-        sidecar = injection_settings_from_env(environ)
-        if not sidecar.etcd_endpoints:
-            sidecar = dataclasses.replace(sidecar, etcd_endpoints=tuple(op_settings.etcd.endpoints))
-        if "NEBULA_SIDECAR_ETCD_PREFIX" not in environ:
-            sidecar = dataclasses.replace(sidecar, etcd_prefix=op_settings.prefix)
+        sidecar = op_settings.injection
     kopf.on.mutate(
         "", "v1", "pods",
         id=HANDLER_ID,
@@ -219,7 +166,6 @@ async def run(
     ready_flag: asyncio.Event | threading.Event | None = None,
     webhook: WebhookSettings | None = None,
     sidecar: injection.InjectionSettings | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> None:
     """Serve the webhook until `stop_flag` is set: a kopf instance with only this handler.
 
@@ -237,9 +183,7 @@ async def run(
     def login(**_: object) -> kopf.ConnectionInfo:
         return connection
 
-    configure(
-        settings, op_settings, api=api, webhook=webhook, sidecar=sidecar, env=env, registry=registry
-    )
+    configure(settings, op_settings, api=api, webhook=webhook, sidecar=sidecar, registry=registry)
     if settings.admission.server is None:
         return
     await kopf.operator(

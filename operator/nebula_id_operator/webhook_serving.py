@@ -12,98 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
 import functools
 import logging
 import os
 import pathlib
 import tempfile
-import urllib.parse
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 
 import kopf
 
 from nebula_id import errors
+from nebula_id.config.webhook import WebhookSettings
 from nebula_id_operator import certs, kube
+
+__all__ = ["CertKeeper", "WebhookServer", "WebhookSettings"]
 
 logger = logging.getLogger(__name__)
 
 SECRET_LABELS = {"app.kubernetes.io/part-of": "nebula-id"}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WebhookSettings:
-    """How the operator serves the webhook and keeps its certificate."""
-
-    enabled: bool = True
-    # Bandit B104 accepted: the API server reaches the pod IP
-    listen_address: str = "0.0.0.0"  # nosec B104
-    port: int = 9443
-    namespace: str = "nebula-id"
-    """The operator's namespace: where the certificate Secret and the Service live."""
-    service_name: str = "nebula-id-webhook"
-    secret_name: str = "nebula-id-webhook-tls"
-    configuration_name: str | None = "nebula-id"
-    """The MutatingWebhookConfiguration whose caBundle the operator keeps current."""
-    url: str | None = None
-    """For an operator outside the cluster: the URL the API server calls instead of the Service."""
-    cert_dir: str | None = None
-    """Where the serving certificate is written for the server; a private temp dir if None."""
-    check_interval_seconds: float = 3600.0
-    """How often the certificate is checked for renewal (and other replicas' renewals picked up)."""
-
-    @property
-    def hosts(self) -> list[str]:
-        """The names the serving certificate must cover."""
-        svc, ns = self.service_name, self.namespace
-        names = [f"{svc}.{ns}.svc", svc, f"{svc}.{ns}", f"{svc}.{ns}.svc.cluster.local"]
-        if self.url:
-            host = urllib.parse.urlsplit(self.url).hostname
-            if host and host not in names:
-                names.insert(0, host)
-        return names
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
-        """`NEBULA_WEBHOOK_*` variables (the Helm chart sets them).
-
-        Whether to serve, and on which address and port, are the operator's own
-        settings (`NEBULA_OPERATOR_WEBHOOK_*`); `configure` takes them from there.
-        """
-        env = os.environ if env is None else env
-        get = functools.partial(env_value, env, "NEBULA_WEBHOOK_")
-        d = cls()
-        return cls(
-            namespace=get("NAMESPACE") or env_value(env, "NEBULA_", "POD_NAMESPACE") or d.namespace,
-            service_name=get("SERVICE_NAME") or d.service_name,
-            secret_name=get("SECRET_NAME") or d.secret_name,
-            configuration_name=get("CONFIGURATION_NAME") or d.configuration_name,
-            url=get("URL"),
-            cert_dir=get("CERT_DIR"),
-            check_interval_seconds=float(
-                env_int(
-                    get("CHECK_INTERVAL_SECONDS"),
-                    default=3600,
-                    name="NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS",
-                )
-            ),
-        )
-
-
-def env_value(env: Mapping[str, str], prefix: str, name: str) -> str | None:
-    """`env[prefix + name]`, stripped; None when unset or blank."""
-    value = env.get(prefix + name, "").strip()
-    return value or None
-
-
-def env_int(value: str | None, *, default: int, name: str) -> int:
-    if value is None:
-        return default
-    try:
-        return int(value)
-    except ValueError as e:
-        raise errors.ConfigError(f"{name} must be an integer, got {value!r}") from e
 
 
 class CertKeeper:

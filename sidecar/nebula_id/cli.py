@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from nebula_id import __version__, errors, logs
-from nebula_id import settings as settings_mod
+from nebula_id.config import serve as serve_settings
 
 EXIT_CONFIG = 2
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = subparsers.add_parser(
         "serve", help="run the sidecar (standalone without etcd)", allow_abbrev=False
     )
-    settings_mod.add_arguments(serve)
+    serve_settings.add_arguments(serve)
     serve.set_defaults(run=run_serve)
 
     parse = subparsers.add_parser("parse", help="decode a Snowflake ID")
@@ -69,37 +69,38 @@ def _register_optional(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = settings_mod.load(args)
-    logs.configure(settings.log_level, settings.log_format, pool=settings.pool, stream=sys.stderr)
+    settings = serve_settings.load(args)
+    logs.configure(settings.log.level, settings.log.format, pool=settings.pool, stream=sys.stderr)
+    http = settings.http
     from nebula_id.http import app as app_mod
     from nebula_id.http import listen, server
 
     app = app_mod.build_app(settings)
-    context = app_mod.ssl_context(settings)
+    context = app_mod.ssl_context(http)
     if context is not None:
         from nebula_id.http import reload
 
-        app.cleanup_ctx.append(reload.watching_ctx([reload.certificate(settings, context)]))
+        app.cleanup_ctx.append(reload.watching_ctx([reload.certificate(http, context)]))
     scheme = "https" if context else "http"
     mode = "cluster" if settings.cluster_mode else f"standalone, data dir {settings.data_dir}"
     loop = listen.new_event_loop()
-    unix = listen.unix_listener(settings.unix_socket) if settings.unix_socket else None
+    unix = listen.unix_listener(http.unix_socket) if http.unix_socket else None
     log.info(
         "nebula-id %s starting on %s://%s:%d%s%s (%s, %s)",
         __version__,
         scheme,
-        settings.host,
-        settings.port,
-        f" and unix:{settings.unix_socket}" if unix else "",
-        f", gRPC on port {settings.grpc_port}" if settings.grpc_port is not None else "",
+        http.host,
+        http.port,
+        f" and unix:{http.unix_socket}" if unix else "",
+        f", gRPC on port {http.grpc_port}" if http.grpc_port is not None else "",
         mode,
         listen.loop_name(loop),
     )
     try:
         server.run(
             app,
-            host=settings.host,
-            port=settings.port,
+            host=http.host,
+            port=http.port,
             sock=unix,
             ssl_context=context,
             shutdown_timeout=5.0,
@@ -108,17 +109,16 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         # Binding is the only OS call the runner makes itself; adapters map their own.
         raise errors.ConfigError(
-            f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}"
+            f"cannot listen on {http.host}:{http.port}: {e.strerror or e}"
         ) from e
     finally:
-        if settings.unix_socket:
-            listen.remove_socket(settings.unix_socket)
+        if http.unix_socket:
+            listen.remove_socket(http.unix_socket)
     return 0
 
 
 def run_parse(args: argparse.Namespace) -> int:
-    settings = settings_mod.load(args)
-    layout = settings.layout()
+    layout = serve_settings.load(args).snowflake.layout()
     parsed = layout.parse_text(args.id)
     from nebula_id.core import layout as layouts
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any, TextIO
 import yaml
 
 from nebula_id import errors
+from nebula_id.config import poolcmd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -34,16 +34,6 @@ EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
-
-_ETCD_FLAGS = (
-    ("--etcd-endpoints", "NEBULA_ETCD_ENDPOINTS", "comma list of etcd URLs"),
-    ("--etcd-prefix", "NEBULA_ETCD_PREFIX", f"key prefix (default {pool_keys.DEFAULT_PREFIX})"),
-    ("--etcd-ca-file", "NEBULA_ETCD_CA_FILE", "CA bundle for etcd TLS"),
-    ("--etcd-cert-file", "NEBULA_ETCD_CERT_FILE", "client certificate for etcd"),
-    ("--etcd-key-file", "NEBULA_ETCD_KEY_FILE", "client key for etcd"),
-    ("--etcd-username", "NEBULA_ETCD_USERNAME", "etcd user"),
-    ("--etcd-password", "NEBULA_ETCD_PASSWORD", "etcd password"),
-)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -102,9 +92,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             default=None,
             help="namespace of the pool (default: the YAML's, else 'default')",
         )
-        for flag, env, help_text in _ETCD_FLAGS:
-            dest = flag.removeprefix("--").replace("-", "_")
-            action.add_argument(flag, dest=dest, default=None, help=f"{help_text} (env {env})")
+        poolcmd.add_etcd_arguments(action)
 
 
 def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -227,47 +215,20 @@ def _read_documents(filename: str) -> list[Mapping[str, Any]]:
     return docs
 
 
-def _option(args: argparse.Namespace, dest: str, env: str) -> str | None:
-    value = getattr(args, dest, None)
-    if value is None:
-        value = os.environ.get(env) or None
-    return value
-
-
 def prefix_of(args: argparse.Namespace) -> str:
-    return _option(args, "etcd_prefix", "NEBULA_ETCD_PREFIX") or pool_keys.DEFAULT_PREFIX
+    return poolcmd.load(args).prefix
 
 
 def etcd_settings_of(args: argparse.Namespace) -> etcd.EtcdSettings:
-    endpoints = etcd.parse_endpoints(_option(args, "etcd_endpoints", "NEBULA_ETCD_ENDPOINTS"))
-    if not endpoints:
-        raise errors.ConfigError(
-            "no etcd given: pass --etcd-endpoints or set NEBULA_ETCD_ENDPOINTS"
-        )
-    return etcd.EtcdSettings(
-        endpoints=endpoints,
-        ca_file=_option(args, "etcd_ca_file", "NEBULA_ETCD_CA_FILE"),
-        cert_file=_option(args, "etcd_cert_file", "NEBULA_ETCD_CERT_FILE"),
-        key_file=_option(args, "etcd_key_file", "NEBULA_ETCD_KEY_FILE"),
-        username=_option(args, "etcd_username", "NEBULA_ETCD_USERNAME"),
-        password=_option(args, "etcd_password", "NEBULA_ETCD_PASSWORD"),
-    )
+    return poolcmd.load(args).require_etcd()
 
 
 def dsns_of(args: argparse.Namespace, config: pools.PoolConfig) -> dict[str, str]:
     """Datacenter name -> DSN of the segment databases to provision."""
-    found: dict[str, str] = {}
-    many = _option(args, "database_urls", "NEBULA_DATABASE_URLS")
-    for part in (many or "").split(","):
-        if not part.strip():
-            continue
-        dc_name, sep, dsn = part.partition("=")
-        if not sep or not dc_name.strip() or not dsn.strip():
-            raise errors.ConfigError(f"database URL {part.strip()!r} must be written as dc=DSN")
-        found[dc_name.strip()] = dsn.strip()
-    one = _option(args, "database_url", "NEBULA_DATABASE_URL")
-    if one:
-        own = _option(args, "datacenter", "NEBULA_DATACENTER")
+    settings = poolcmd.load_provisioning(args)
+    found = dict(settings.database.urls)
+    if settings.database.url:
+        own = settings.datacenter
         if own is None:
             if len(config.datacenters) != 1:
                 raise errors.ConfigError(
@@ -275,7 +236,7 @@ def dsns_of(args: argparse.Namespace, config: pools.PoolConfig) -> dict[str, str
                     f"{len(config.datacenters)} datacenters"
                 )
             own = config.datacenters[0].name
-        found[own] = one
+        found[own] = settings.database.url
     for name in found:
         config.datacenter(name)  # raises, naming the pool's datacenters
     return found

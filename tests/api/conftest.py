@@ -1,7 +1,7 @@
 """An in-process sidecar per test: the real app from `build_app`, served by `aiohttp_client`.
 
 `make_client(**flags)` takes the same names as the ``nebula-id serve`` flags
-(as strings), loads them through `nebula_id.settings` with an empty
+(as strings), loads them through `nebula_id.config.serve` with an empty
 environment, and points the data dir at the test's temporary folder.
 """
 
@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
+from nebula_id.config import serve as settings_mod
 from nebula_id.http.app import build_app
 
 

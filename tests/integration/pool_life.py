@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -26,19 +27,20 @@ import prometheus_client
 import yaml
 
 from nebula_id import errors
-from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
+from nebula_id.config import database as database_config
+from nebula_id.config import operator as operator_settings
+from nebula_id.config import serve as settings_mod
 from nebula_id.core import crd
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
-from nebula_id.etcd import worker
 from nebula_id.storage import engines, postgres_source
 from nebula_id.storage import postgres as pg_store
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import reconcile
-from nebula_id_operator import settings as operator_settings
+from tests.support import sidecar as sidecars
 
 NAMESPACE = "life"
 TAG = "orders"
@@ -103,7 +105,7 @@ class Pool:
 
     def operator(self, client: etcd.EtcdClient, **extra: Any) -> reconcile.Context:
         settings = operator_settings.OperatorSettings(
-            etcd=client.settings, prefix=self.prefix, probe_port=0
+            etcd=dataclasses.replace(client.settings, prefix=self.prefix), probe_port=0
         )
         return reconcile.Context(
             settings=settings,
@@ -116,16 +118,14 @@ class Pool:
         )
 
     def serve_settings(self, pod: str) -> settings_mod.ServeSettings:
-        return settings_mod.ServeSettings(
+        return sidecars.cluster_settings(
+            self.endpoint,
             pool=self.ref,
-            etcd_endpoints=(self.endpoint,),
-            etcd_prefix=self.prefix,
+            prefix=self.prefix,
             datacenter="dc-a",
             data_dir=self.tmp_path / pod,
-            pod_name=pod,
-            pod_uid=f"uid-{pod}",
-            node_name="node-test",
-            database_url=self.dsn,
+            pod=pod,
+            database=database_config.DatabaseSettings(url=self.dsn),
         )
 
     @contextlib.asynccontextmanager
@@ -133,12 +133,12 @@ class Pool:
         """A cluster-mode sidecar of the pool as stored now (as `nebula-id serve` starts)."""
         settings = self.serve_settings(pod)
         clock = SystemClock()
-        config = await worker.load_pool_config(settings, clock=clock)
+        config = await sidecars.load_pool_config(settings, clock=clock)
         async with (
-            worker.open_snowflake(
+            sidecars.open_snowflake(
                 settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
             ) as snowflake,
-            postgres_source.open_segments(
+            sidecars.open_segments(
                 settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
             ) as segments,
         ):

@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 
 from nebula_id import errors
+from nebula_id.config import operator as operator_config
+from nebula_id.config import serve as serve_config
 from nebula_id.etcd import client as etcd
 from tests.support import binaries, pki, processes
 from tests.support.fixtures import EtcdFactory
@@ -267,6 +269,25 @@ async def test_tls_with_client_certificates(tmp_path: Path) -> None:
             got = await c.get("/tls/k")
             assert got is not None
             assert got.value == b"v"
+
+        # The same bare endpoint and TLS files, given as the sidecar and the operator
+        # read them: both dial https and read the same key.
+        env = {
+            "NEBULA_ETCD_ENDPOINTS": f"127.0.0.1:{port}",
+            "NEBULA_ETCD_CA_FILE": str(ca_file),
+            "NEBULA_ETCD_CERT_FILE": str(client_cert),
+            "NEBULA_ETCD_KEY_FILE": str(client_key),
+        }
+        sidecar = serve_config.load({}, {"NEBULA_POOL": "ns/p", **env}).etcd
+        operator = operator_config.load({}, env).etcd
+        assert sidecar == operator
+        assert sidecar is not None
+        assert sidecar.urls == (url,)
+        for loaded in (sidecar, operator):
+            async with etcd.EtcdClient(loaded) as c:
+                got = await c.get("/tls/k")
+                assert got is not None
+                assert got.value == b"v"
 
         no_cert = etcd.EtcdSettings(endpoints=(f"127.0.0.1:{port}",), ca_file=str(ca_file))
         async with etcd.EtcdClient(no_cert) as c:

@@ -26,8 +26,8 @@ from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
-from nebula_id.settings import ServeSettings
 from nebula_id.storage import health, postgres_source
+from tests.support import sidecar as sidecars
 from tests.support.etcd import EtcdServer
 
 KEY = "/nebula-id-health-watch/pools/it/watched/health"
@@ -165,9 +165,7 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
         }
         return pools.parse_spec(spec, namespace="it", name="live")
 
-    settings = ServeSettings(
-        pool="it/live", etcd_endpoints=(server.endpoint,), etcd_prefix="/nebula-id-live"
-    )
+    settings = sidecars.cluster_settings(server.endpoint, pool="it/live", prefix="/nebula-id-live")
     first = config(3, 30)
     policy = failover.Failover(
         ["dc-a", "dc-b"],
@@ -177,7 +175,7 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
         per_datacenter={dc.name: first.failover_for(dc.name) for dc in first.datacenters},
     )
     key = settings.pool_keys().config
-    take = postgres_source.follow_settings(settings, first, policy)
+    take = postgres_source.follow_settings(settings.failover, settings.pool_keys(), first, policy)
     async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(server.endpoint,))) as c:
         await c.put(key, pool_store.encode(first))
         task = asyncio.create_task(health.follow_config(c, key, take))

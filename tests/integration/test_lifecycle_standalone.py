@@ -91,7 +91,7 @@ async def test_standalone_segments_with_datacenter_bits_zero(tmp_path: Path) -> 
         assert (first.start, first.end) == (1, 1001)
         assert (second.start, second.end) == (1001, 2001)
         allocator = segment.SegmentAllocator(
-            store, [segment.TagSettings("users", 10, 100)], clock=clocks.SystemClock()
+            store, [segment.Tag("users", 10, 100)], clock=clocks.SystemClock()
         )
         await allocator.start()
         try:

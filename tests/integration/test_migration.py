@@ -21,17 +21,17 @@ from pathlib import Path
 import pytest
 
 from nebula_id import errors
-from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
 from nebula_id.etcd import client as etcd
-from nebula_id.etcd import floors, worker
+from nebula_id.etcd import floors
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
 from nebula_id.storage import engines
+from tests.support import sidecar as sidecars
 from tests.support.engines import EngineServer
 from tests.support.services import MariaDBServer, PostgresCluster
 
@@ -135,7 +135,7 @@ async def draw_under_load(
     for dc in config.datacenters:
         store = engines.open_store(dsns[dc.name], pool=config, datacenter=dc)
         allocator = segment.SegmentAllocator(
-            store, [segment.TagSettings(t.name, 50, 50) for t in config.tags], clock=SystemClock()
+            store, [segment.Tag(t.name, 50, 50) for t in config.tags], clock=SystemClock()
         )
         ids: list[int] = []
 
@@ -373,16 +373,14 @@ spec:
     async with contextlib.AsyncExitStack() as stack:
         holders = [
             await stack.enter_async_context(
-                worker.open_snowflake(
-                    settings_mod.ServeSettings(
+                sidecars.open_snowflake(
+                    sidecars.cluster_settings(
+                        cli.endpoint,
                         pool=f"default/{name}",
-                        etcd_endpoints=(cli.endpoint,),
-                        etcd_prefix=cli.prefix,
+                        prefix=cli.prefix,
                         datacenter=dc,
                         data_dir=tmp_path / f"{dc}-{i}",
-                        pod_name=f"{dc}-{i}",
-                        pod_uid=f"uid-{dc}-{i}",
-                        node_name="node-test",
+                        pod=f"{dc}-{i}",
                     ),
                     config,
                     clock=SystemClock(),

@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 
 from nebula_id import errors
 from nebula_id.clock import SystemClock
+from nebula_id.config import database as database_config
 from nebula_id.core import failover, keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
-from nebula_id.settings import ServeSettings
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
+from tests.support import sidecar as sidecars
 from tests.support.services import PostgresCluster
 
 pytestmark = pytest.mark.integration
@@ -67,14 +68,15 @@ async def open_source(
             pool = (await pool_store.apply(etcd, keys.PoolKeys("it", name), SPEC)).config
         for dc in pool.datacenters:
             await pg_store.provision(dcs[dc.name].dsn(), pool, dc)
-    settings = ServeSettings(
+    settings = sidecars.cluster_settings(
+        etcd_endpoint,
         pool=f"it/{name}",
-        etcd_endpoints=(etcd_endpoint,),
         datacenter="dc-a",
-        database_url=dcs["dc-a"].dsn(),
-        database_urls={"dc-b": dcs["dc-b"].dsn()},
+        database=database_config.DatabaseSettings(
+            url=dcs["dc-a"].dsn(), urls={"dc-b": dcs["dc-b"].dsn()}
+        ),
     )
-    async with postgres_source.open_segments(
+    async with sidecars.open_segments(
         settings,
         pool,
         clock=SystemClock(),

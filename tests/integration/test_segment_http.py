@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from nebula_id import settings as settings_mod
 from nebula_id.clock import SystemClock
+from nebula_id.config import serve as settings_mod
 from nebula_id.http.app import build_app
 from tests.support.fixtures import EngineFactory, PostgresFactory
 

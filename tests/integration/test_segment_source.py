@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from nebula_id import errors
 from nebula_id.clock import Clock, FakeClock, SystemClock
+from nebula_id.config import database as database_config
+from nebula_id.config import failover as failover_config
 from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
-from nebula_id.settings import ServeSettings
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
 from tests.support.fixtures import PostgresFactory
@@ -48,14 +49,14 @@ async def open_source(
     threshold: int = 2,
     hold_down_s: float = 1.0,
 ) -> AsyncIterator[postgres_source.ClusterSegments]:
-    settings = ServeSettings(
-        datacenter="dc-a",
-        database_url=dsns.get("dc-a"),
-        database_urls={k: v for k, v in dsns.items() if k != "dc-a"},
+    database = database_config.DatabaseSettings(
+        url=dsns.get("dc-a"), urls={k: v for k, v in dsns.items() if k != "dc-a"}
     )
     async with postgres_source.open_segments(
-        settings,
+        database,
         pool,
+        datacenter="dc-a",
+        overrides=failover_config.FailoverOverrides(),
         clock=clock or SystemClock(),
         registry=registry or CollectorRegistry(),
         failover_settings=failover.FailoverSettings(
@@ -233,19 +234,22 @@ async def test_dsns_come_from_the_url_the_urls_and_the_url_dir(
     pool = make_pool("url-dir", step=10)
     (tmp_path / "dc-b").write_text(postgres.dsn() + "\n")
     (tmp_path / ".hidden").write_text("ignored")
-    settings = ServeSettings(
-        datacenter="dc-b", database_url=postgres.dsn("own"), database_url_dir=str(tmp_path)
-    )
+    database = database_config.DatabaseSettings(url=postgres.dsn("own"), url_dir=str(tmp_path))
     # The own datacenter's URL wins over a mounted file of the same name.
-    assert postgres_source.datacenter_dsns(settings, pool) == {"dc-b": postgres.dsn("own")}
-    settings = ServeSettings(datacenter="dc-a", database_url_dir=str(tmp_path))
-    assert postgres_source.datacenter_dsns(settings, pool) == {"dc-b": postgres.dsn()}
+    assert postgres_source.datacenter_dsns(database, "dc-b", pool) == {"dc-b": postgres.dsn("own")}
+    database = database_config.DatabaseSettings(url_dir=str(tmp_path))
+    assert postgres_source.datacenter_dsns(database, "dc-a", pool) == {"dc-b": postgres.dsn()}
     # No URL for the own datacenter: the sidecar prefers the first one it can reach.
     async with postgres_source.open_segments(
-        settings, pool, clock=SystemClock(), registry=CollectorRegistry()
+        database,
+        pool,
+        datacenter="dc-a",
+        overrides=failover_config.FailoverOverrides(),
+        clock=SystemClock(),
+        registry=CollectorRegistry(),
     ) as source:
         served = await source.next_ids("orders", 3)
         assert source.info()["failover"]["preferred"] == "dc-b"
     assert all(v in slice_of(2) for v in served)
     with pytest.raises(errors.ConfigError, match="NEBULA_DATABASE_URL"):
-        postgres_source.datacenter_dsns(ServeSettings(), pool)
+        postgres_source.datacenter_dsns(database_config.DatabaseSettings(), None, pool)

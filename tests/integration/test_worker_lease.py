@@ -19,14 +19,15 @@ import prometheus_client
 import pytest
 
 from nebula_id import errors
-from nebula_id import settings as settings_mod
+from nebula_id.config import serve as settings_mod
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import lease as leases
 from nebula_id.core import pool as pools
-from nebula_id.etcd import claims, worker
+from nebula_id.etcd import claims
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
+from tests.support import sidecar as sidecars
 from tests.support.fixtures import EtcdFactory
 
 
@@ -76,15 +77,13 @@ class Env:
         return result.config
 
     def settings(self, pod: str) -> settings_mod.ServeSettings:
-        return settings_mod.ServeSettings(
+        return sidecars.cluster_settings(
+            self.endpoint,
             pool="ns/pool",
-            etcd_endpoints=(self.endpoint,),
-            etcd_prefix=self.prefix,
+            prefix=self.prefix,
             datacenter="dc-a",
             data_dir=self.tmp_path / pod,
-            pod_name=pod,
-            pod_uid=f"uid-{pod}",
-            node_name="node-test",
+            pod=pod,
         )
 
     @contextlib.asynccontextmanager
@@ -92,7 +91,7 @@ class Env:
         self, pod: str, registry: prometheus_client.CollectorRegistry | None = None
     ) -> AsyncIterator[sources.LeasedSnowflake]:
         assert self.pool is not None
-        async with worker.open_snowflake(
+        async with sidecars.open_snowflake(
             self.settings(pod), self.pool, clock=self.clock, registry=registry
         ) as source:
             yield source

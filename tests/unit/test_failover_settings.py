@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from nebula_id import errors
-from nebula_id import settings as serve_settings
 from nebula_id.clock import FakeClock
+from nebula_id.config import serve as serve_settings
 from nebula_id.core import failover
 from nebula_id.core import pool as pools
 
@@ -76,7 +76,7 @@ def test_local_flags_override_the_pool() -> None:
         {"failover_failure_threshold": "1"},
         {"NEBULA_FAILOVER_HOLD_DOWN_SECONDS": "0.5"},
     )
-    merged = local.failover(failover.FailoverSettings(failure_threshold=4, recovery_s=7))
+    merged = local.failover.apply(failover.FailoverSettings(failure_threshold=4, recovery_s=7))
     assert merged == failover.FailoverSettings(failure_threshold=1, hold_down_s=0.5, recovery_s=7)
     with pytest.raises(errors.ConfigError, match="NEBULA_FAILOVER_FAILURE_THRESHOLD"):
         serve_settings.load({}, {"NEBULA_FAILOVER_FAILURE_THRESHOLD": "many"})
@@ -88,7 +88,7 @@ def test_the_config_file_has_a_failover_section(tmp_path: Any) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[failover]\nprobe_interval_seconds = 0.5\nhealth_max_age_seconds = 4\n")
     local = serve_settings.load({}, {}, config_file=path)
-    merged = local.failover(failover.FailoverSettings())
+    merged = local.failover.apply(failover.FailoverSettings())
     assert (merged.probe_interval_s, merged.health_max_age_s) == (0.5, 4.0)
 
 

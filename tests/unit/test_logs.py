@@ -11,9 +11,11 @@ import pathlib
 import pytest
 
 from nebula_id import errors, logs
-from nebula_id import settings as settings_mod
+from nebula_id.config import injection as injection_config
+from nebula_id.config import loader
+from nebula_id.config import serve as settings_mod
 from nebula_id.core import pool as pools
-from nebula_id_operator import injection, webhook
+from nebula_id_operator import injection
 
 
 def record(message: str = "hello %s", *args: object, **extra: object) -> logging.LogRecord:
@@ -78,21 +80,21 @@ def test_configure_writes_text_by_default_and_json_when_asked() -> None:
 
 
 def test_the_format_is_a_setting_from_flag_env_or_config_toml(tmp_path: pathlib.Path) -> None:
-    assert settings_mod.load({}, {}).log_format == "text"
-    assert settings_mod.load({}, {"NEBULA_LOG_FORMAT": "json"}).log_format == "json"
+    assert settings_mod.load({}, {}).log.format == "text"
+    assert settings_mod.load({}, {"NEBULA_LOG_FORMAT": "json"}).log.format == "json"
     config = tmp_path / "config.toml"
     config.write_text('[app]\nlog_format = "json"\n')
-    assert settings_mod.load({}, {}, config_file=config).log_format == "json"
-    assert settings_mod.load({"log_format": "text"}, {}, config_file=config).log_format == "text"
+    assert settings_mod.load({}, {}, config_file=config).log.format == "json"
+    assert settings_mod.load({"log_format": "text"}, {}, config_file=config).log.format == "text"
     with pytest.raises(errors.ConfigError, match="NEBULA_LOG_FORMAT"):
         settings_mod.load({}, {"NEBULA_LOG_FORMAT": "yaml"})
 
 
 def test_the_operator_passes_the_sidecar_log_format_to_injected_sidecars() -> None:
     pool = pools.parse_spec({}, namespace="shop", name="orders")
-    default = injection.build(pool, webhook.injection_settings_from_env({}))
+    default = injection.build(pool, injection_config.load(loader.sources({}, {})))
     names = [e["name"] for e in default.container["env"]]
     assert "NEBULA_LOG_FORMAT" not in names, "text is the sidecar's own default"
-    settings = webhook.injection_settings_from_env({"NEBULA_SIDECAR_LOG_FORMAT": "json"})
+    settings = injection_config.load(loader.sources({}, {"NEBULA_SIDECAR_LOG_FORMAT": "json"}))
     env = {e["name"]: e.get("value") for e in injection.build(pool, settings).container["env"]}
     assert env["NEBULA_LOG_FORMAT"] == "json"

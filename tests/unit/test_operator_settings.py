@@ -7,8 +7,8 @@ import argparse
 import pytest
 
 from nebula_id import errors
+from nebula_id.config import operator as operator_settings
 from nebula_id_operator import cli
-from nebula_id_operator import settings as operator_settings
 
 
 def test_env_and_defaults() -> None:

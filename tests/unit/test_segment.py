@@ -21,10 +21,10 @@ from nebula_id.core.segment import (
     SegmentAllocator,
     SegmentBuffer,
     SegmentRange,
-    TagSettings,
     counter_limit,
     datacenter_base,
 )
+from nebula_id.core.tags import Tag
 
 T = TypeVar("T")
 
@@ -108,11 +108,13 @@ def test_range_must_not_be_empty() -> None:
         rng(-1, 5)
 
 
-def test_tag_settings_are_validated() -> None:
-    with pytest.raises(errors.ConfigError, match="step must be at least 1"):
-        TagSettings(name="t", step=0, max_step=10)
-    with pytest.raises(errors.ConfigError, match="maxStep"):
-        TagSettings(name="t", step=10, max_step=5)
+def test_tags_are_validated() -> None:
+    with pytest.raises(errors.InvalidArgument, match="step must be at least 1"):
+        Tag(name="t", step=0, max_step=10)
+    with pytest.raises(errors.InvalidArgument, match="maxStep"):
+        Tag(name="t", step=10, max_step=5)
+    with pytest.raises(errors.InvalidArgument, match="lowercase letters"):
+        Tag(name="Bad Tag")
 
 
 # --- the pure buffer -------------------------------------------------------------------
@@ -191,12 +193,10 @@ def test_buffer_refuses_a_third_range() -> None:
 # --- the allocator -------------------------------------------------------------------------
 
 
-def allocator(
-    store: MemoryStore, clock: FakeClock, *tags: TagSettings, **kwargs: Any
-) -> SegmentAllocator:
+def allocator(store: MemoryStore, clock: FakeClock, *tags: Tag, **kwargs: Any) -> SegmentAllocator:
     return SegmentAllocator(
         store,
-        tags or (TagSettings(name="order", step=100, max_step=10_000),),
+        tags or (Tag(name="order", step=100, max_step=10_000),),
         clock=clock,
         **kwargs,
     )
@@ -217,7 +217,7 @@ async def test_take_one_serves_the_buffer_without_awaiting_and_prefetches(
     clock: FakeClock,
 ) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     assert alloc.take_one("order") is None  # nothing loaded yet: await next_ids instead
     await alloc.start()
     taken = [alloc.take_one("order") for _ in range(5)]
@@ -247,7 +247,7 @@ async def test_unknown_tag_and_bad_count(clock: FakeClock) -> None:
 
 
 async def test_tags_must_be_unique(clock: FakeClock) -> None:
-    tag = TagSettings(name="a", step=1, max_step=1)
+    tag = Tag(name="a", step=1, max_step=1)
     with pytest.raises(errors.ConfigError, match="unique"):
         SegmentAllocator(MemoryStore(), [tag, tag], clock=clock)
 
@@ -277,7 +277,7 @@ async def test_prefetch_starts_at_ten_percent_and_switch_does_not_wait(clock: Fa
 
 async def test_waits_for_the_load_only_when_both_buffers_are_empty(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     store.gate = asyncio.Event()
     first = await alloc.next_ids("order", 10)  # uses up the range; a prefetch is now blocked
@@ -293,7 +293,7 @@ async def test_waits_for_the_load_only_when_both_buffers_are_empty(clock: FakeCl
 
 async def test_batch_larger_than_the_buffers_loads_until_served(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     ids = await alloc.next_ids("order", 55)
     assert ids == list(range(55))
@@ -302,7 +302,7 @@ async def test_batch_larger_than_the_buffers_loads_until_served(clock: FakeClock
 
 async def test_concurrent_requests_never_share_an_id(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=7, max_step=50))
+    alloc = allocator(store, clock, Tag(name="order", step=7, max_step=50))
     await alloc.start()
     results = await asyncio.gather(*(alloc.next_ids("order", 1 + i % 5) for i in range(200)))
     flat = list(itertools.chain.from_iterable(results))
@@ -314,7 +314,7 @@ async def test_concurrent_requests_never_share_an_id(clock: FakeClock) -> None:
 
 async def test_exhausted_when_both_buffers_empty_and_loading_fails(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     store.fail = True
     assert await alloc.next_ids("order", 10) == list(range(10))
@@ -330,7 +330,7 @@ async def test_exhausted_when_both_buffers_empty_and_loading_fails(clock: FakeCl
 
 async def test_failed_loads_back_off_then_retry(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     store.fail = True
     await alloc.start()  # tolerated: recorded, not raised
     assert alloc.ready_reason() == "segments_exhausted"
@@ -357,7 +357,7 @@ async def test_failed_loads_back_off_then_retry(clock: FakeClock) -> None:
 
 async def test_buffers_keep_serving_while_the_database_is_down(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=100, max_step=100))
+    alloc = allocator(store, clock, Tag(name="order", step=100, max_step=100))
     await alloc.start()
     await alloc.next_ids("order", 10)
     await settle()  # next range loaded
@@ -380,7 +380,7 @@ async def test_slow_database_times_out(clock: FakeClock) -> None:
 
 async def test_step_doubles_for_busy_tags_and_halves_for_idle_ones(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=40))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=40))
     await alloc.start()
     for _ in range(3):
         await alloc.next_ids("order", alloc.info()["order"]["remaining"])
@@ -397,7 +397,7 @@ async def test_step_doubles_for_busy_tags_and_halves_for_idle_ones(clock: FakeCl
 
 async def test_overlapping_range_from_the_store_is_refused(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     store.rewind = True  # e.g. a database restored from an old backup
     assert await alloc.next_ids("order", 10) == list(range(10))
@@ -409,7 +409,7 @@ async def test_overlapping_range_from_the_store_is_refused(clock: FakeClock) -> 
 
 async def test_failover_ranges_come_from_the_other_datacenter(clock: FakeClock) -> None:
     store = MemoryStore(datacenter="dc-a", base=datacenter_base(0, 5))
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     assert alloc.info()["order"]["datacenter"] == "dc-a"
     store.datacenter, store.base = "dc-b", datacenter_base(1, 5)
@@ -426,8 +426,8 @@ async def test_several_tags_are_independent(clock: FakeClock) -> None:
     alloc = allocator(
         store,
         clock,
-        TagSettings(name="order", step=10, max_step=10),
-        TagSettings(name="user", step=5, max_step=5),
+        Tag(name="order", step=10, max_step=10),
+        Tag(name="user", step=5, max_step=5),
     )
     await alloc.start()
     assert await alloc.next_ids("order", 2) == [0, 1]
@@ -452,7 +452,7 @@ async def test_close_cancels_a_load_in_flight(clock: FakeClock) -> None:
 
 async def test_a_cancelled_request_does_not_cancel_the_shared_load(clock: FakeClock) -> None:
     store = MemoryStore()
-    alloc = allocator(store, clock, TagSettings(name="order", step=10, max_step=10))
+    alloc = allocator(store, clock, Tag(name="order", step=10, max_step=10))
     await alloc.start()
     await alloc.next_ids("order", 10)
     store.gate = asyncio.Event()

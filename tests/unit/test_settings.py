@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from nebula_id import errors, settings
+from nebula_id import errors
+from nebula_id.config import serve as settings
 from nebula_id.core import pool as pools
 
 SEED_CONFIG = """
@@ -45,21 +46,22 @@ def write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
 
 def test_defaults_without_any_source() -> None:
     s = settings.load({}, {})
-    assert (s.host, s.port, s.algorithm) == ("127.0.0.1", 8080, "snowflake")
-    assert s.etcd_endpoints == ()
+    assert (s.http.host, s.http.port, s.algorithm) == ("127.0.0.1", 8080, "snowflake")
+    assert s.etcd is None
     assert not s.cluster_mode
     assert s.data_dir == pathlib.Path(".nebula-id")
-    assert s.tags == (pools.Tag(name="default"),)
-    assert s.max_batch_size == 1000
+    assert s.segment.tags == (pools.Tag(name="default"),)
+    assert s.http.max_batch_size == 1000
 
 
 def test_seed_faq_config_is_read(tmp_path: pathlib.Path) -> None:
     s = settings.load({}, {}, config_file=write(tmp_path, SEED_CONFIG))
-    assert (s.host, s.port, s.algorithm) == ("0.0.0.0", 9000, "segment")
-    assert s.database_url == "postgresql://user:pass@localhost/nebula"
-    assert s.etcd_endpoints == ("http://localhost:2379",)
-    assert s.auth_api_keys == ("your-api-key-here",)
-    assert s.rate_limit_rps == 1000.0
+    assert (s.http.host, s.http.port, s.algorithm) == ("0.0.0.0", 9000, "segment")
+    assert s.database.url == "postgresql://user:pass@localhost/nebula"
+    assert s.etcd is not None
+    assert s.etcd.urls == ("http://localhost:2379",)
+    assert s.auth.api_keys == ("your-api-key-here",)
+    assert s.auth.rate_limit_rps == 1000.0
     assert s.cluster_mode
 
 
@@ -67,10 +69,10 @@ def test_flags_beat_env_beat_file_beat_defaults(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, '[app]\nport = 9000\nhost = "10.0.0.1"\nmax_batch_size = 50\n')
     env = {"NEBULA_PORT": "9100", "NEBULA_HOST": "10.0.0.2", "NEBULA_CONFIG": str(path)}
     s = settings.load({"port": "9200"}, env)
-    assert s.port == 9200  # flag
-    assert s.host == "10.0.0.2"  # env
-    assert s.max_batch_size == 50  # file, found through NEBULA_CONFIG
-    assert s.log_level == "info"  # default
+    assert s.http.port == 9200  # flag
+    assert s.http.host == "10.0.0.2"  # env
+    assert s.http.max_batch_size == 50  # file, found through NEBULA_CONFIG
+    assert s.log.level == "info"  # default
 
 
 def test_argparse_namespace_with_unset_flags() -> None:
@@ -78,8 +80,8 @@ def test_argparse_namespace_with_unset_flags() -> None:
     settings.add_arguments(parser)
     args = parser.parse_args(["--worker-id", "7", "--tags", "orders:10:100,users"])
     s = settings.load(args, {"NEBULA_WORKER_ID": "3"})
-    assert s.worker_id == 7
-    assert s.tags == (
+    assert s.snowflake.worker_id == 7
+    assert s.segment.tags == (
         pools.Tag(name="orders", step=10, max_step=100),
         pools.Tag(name="users", step=pools.DEFAULT_STEP, max_step=pools.DEFAULT_MAX_STEP),
     )
@@ -95,21 +97,21 @@ def test_lists_maps_and_downward_api_from_env() -> None:
         "NEBULA_POOL": "ids",
     }
     s = settings.load({}, env)
-    assert s.etcd_endpoints == ("http://127.0.0.1:2379", "https://etcd:2379")
-    assert s.database_urls == {"dc-a": "postgresql://a/x", "dc-b": "postgresql://b/x"}
-    assert s.auth_api_keys == ("k1", "k2")
-    assert s.pod_name == "app-0"
+    assert s.etcd is not None
+    assert s.etcd.urls == ("http://127.0.0.1:2379", "https://etcd:2379")
+    assert s.database.urls == {"dc-a": "postgresql://a/x", "dc-b": "postgresql://b/x"}
+    assert s.auth.api_keys == ("k1", "k2")
+    assert s.pod.name == "app-0"
     assert s.pool_ref() == ("shop", "ids")
     assert s.pool_keys().config == "/nebula-id/pools/shop/ids/config"
-    assert s.etcd().endpoints == s.etcd_endpoints
 
 
 def test_database_url_dir_files_and_map_merge(tmp_path: pathlib.Path) -> None:
     (tmp_path / "dc-a").write_text("postgresql://a/x\n")
     (tmp_path / "dc-b").write_text("postgresql://b/old")
     s = settings.load({"database_url_dir": str(tmp_path)}, {"NEBULA_DATABASE_URLS": "dc-b=pg://b"})
-    assert s.database_dsns() == {"dc-a": "postgresql://a/x", "dc-b": "pg://b"}
-    assert s.uses_postgres
+    assert s.database.dsns() == {"dc-a": "postgresql://a/x", "dc-b": "pg://b"}
+    assert s.database.configured
 
 
 @pytest.mark.parametrize(
@@ -163,7 +165,7 @@ def test_segment_tags_as_toml_tables(tmp_path: pathlib.Path) -> None:
         '[segment]\ntags = [{name = "orders", step = 5, max_step = 50}, "users:7"]\n',
     )
     s = settings.load({}, {}, config_file=path)
-    assert s.tags == (
+    assert s.segment.tags == (
         pools.Tag(name="orders", step=5, max_step=50),
         pools.Tag(name="users", step=7, max_step=pools.DEFAULT_MAX_STEP),
     )
@@ -178,4 +180,4 @@ def test_standalone_pool_carries_layout_tags_and_batch_limit() -> None:
     assert pool.datacenters[0].id == 2
     assert pool.tag("a").step == 3
     assert pool.sidecar.max_batch_size == 10
-    assert pool.layout == s.layout()
+    assert pool.layout == s.snowflake.layout()

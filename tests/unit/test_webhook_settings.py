@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from nebula_id import errors
-from nebula_id_operator import injection, webhook
+from nebula_id.config import etcd as etcd_config
+from nebula_id.config import injection as injection_config
+from nebula_id.config import loader
+from nebula_id.config import webhook as webhook_config
+from nebula_id_operator import injection
+
+
+def webhook_from_env(env: Mapping[str, str]) -> webhook_config.WebhookSettings:
+    found = loader.sources({}, env)
+    return webhook_config.load(found, pod_namespace=found.env.get("NEBULA_POD_NAMESPACE"))
+
+
+def injection_from_env(env: Mapping[str, str]) -> injection.InjectionSettings:
+    found = loader.sources({}, env)
+    return injection_config.load(found, etcd=etcd_config.load(found))
 
 
 def test_webhook_settings_from_the_charts_environment() -> None:
-    hook = webhook.WebhookSettings.from_env(
+    hook = webhook_from_env(
         {
             "NEBULA_POD_NAMESPACE": "ids-system",
             "NEBULA_WEBHOOK_SERVICE_NAME": "ids-nebula-id-webhook",
@@ -30,17 +46,17 @@ def test_webhook_settings_from_the_charts_environment() -> None:
 
 
 def test_an_out_of_cluster_url_adds_its_host_to_the_certificate() -> None:
-    hook = webhook.WebhookSettings.from_env({"NEBULA_WEBHOOK_URL": "https://127.0.0.1:9443"})
+    hook = webhook_from_env({"NEBULA_WEBHOOK_URL": "https://127.0.0.1:9443"})
     assert hook.hosts[0] == "127.0.0.1"
 
 
 def test_a_bad_interval_names_the_variable() -> None:
     with pytest.raises(errors.ConfigError, match="NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS"):
-        webhook.WebhookSettings.from_env({"NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS": "soon"})
+        webhook_from_env({"NEBULA_WEBHOOK_CHECK_INTERVAL_SECONDS": "soon"})
 
 
 def test_sidecar_defaults_from_the_environment() -> None:
-    sidecar = webhook.injection_settings_from_env(
+    sidecar = injection_from_env(
         {
             "NEBULA_ETCD_ENDPOINTS": "http://etcd-0:2379, http://etcd-1:2379",
             "NEBULA_ETCD_PREFIX": "/ids",
@@ -60,7 +76,7 @@ def test_sidecar_defaults_from_the_environment() -> None:
 
 
 def test_sidecar_endpoints_of_their_own_win() -> None:
-    sidecar = webhook.injection_settings_from_env(
+    sidecar = injection_from_env(
         {
             "NEBULA_ETCD_ENDPOINTS": "http://inside:2379",
             "NEBULA_SIDECAR_ETCD_ENDPOINTS": "http://x:2379",
@@ -70,9 +86,9 @@ def test_sidecar_endpoints_of_their_own_win() -> None:
 
 
 def test_empty_environment_gives_the_defaults() -> None:
-    assert webhook.injection_settings_from_env({}) == injection.InjectionSettings()
+    assert injection_from_env({}) == injection.InjectionSettings()
 
 
 def test_resources_must_be_json() -> None:
     with pytest.raises(errors.ConfigError, match="NEBULA_SIDECAR_RESOURCES"):
-        webhook.injection_settings_from_env({"NEBULA_SIDECAR_RESOURCES": "memory=1Gi"})
+        injection_from_env({"NEBULA_SIDECAR_RESOURCES": "memory=1Gi"})

@@ -18,13 +18,15 @@ from nebula_id import errors
 from nebula_id.core import crd, handover
 from nebula_id.core import failover as failovers
 from nebula_id.core import layout as layouts
+from nebula_id.core import tags as tags_mod
+from nebula_id.core.tags import DEFAULT_MAX_STEP as DEFAULT_MAX_STEP
+from nebula_id.core.tags import DEFAULT_STEP as DEFAULT_STEP
+from nebula_id.core.tags import TAG_NAME as TAG_NAME
+from nebula_id.core.tags import Tag as Tag
 
 ALGORITHMS = ("snowflake", "segment", "uuid7", "uuid4")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-TAG_NAME = re.compile(r"^[a-z0-9]([-a-z0-9_.]{0,61}[a-z0-9])?$")
 
-DEFAULT_STEP = 1000
-DEFAULT_MAX_STEP = 1_000_000
 DEFAULT_TTL_SECONDS = 10
 DEFAULT_TOLERANCE_MS = 5
 DEFAULT_MAX_BATCH = 1000
@@ -45,13 +47,6 @@ class Datacenter:
     database_secret_ref: SecretRef | None = None
     failover: failovers.FailoverSettings | None = None
     """This datacenter's failover settings (the pool's with its overrides); None: the pool's."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Tag:
-    name: str
-    step: int = DEFAULT_STEP
-    max_step: int = DEFAULT_MAX_STEP
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -453,21 +448,16 @@ def _parse_tags(spec: Mapping[str, Any]) -> tuple[Tag, ...]:
         where = f"spec.segment.tags[{i}]"
         tag = _mapping(raw, where)
         tag_name = tag.get("name")
-        if not isinstance(tag_name, str) or not TAG_NAME.match(tag_name):
-            raise errors.InvalidPool(
-                f"{where}.name must be 1-63 lowercase letters, digits, '-', '_' or '.', "
-                f"starting and ending alphanumeric; got {tag_name!r}"
-            )
+        step = _int(tag, "step", DEFAULT_STEP, where)
+        max_step = _int(tag, "maxStep", tags_mod.default_max_step(step), where)
+        try:
+            parsed = Tag(name=tag_name, step=step, max_step=max_step)  # type: ignore[arg-type]
+        except errors.InvalidArgument as e:
+            raise errors.InvalidPool(f"{where}.{e.message}") from e
         if tag_name in seen:
             raise errors.InvalidPool(f"segment tag {tag_name!r} appears twice")
-        seen.add(tag_name)
-        step = _int(tag, "step", DEFAULT_STEP, where)
-        max_step = _int(tag, "maxStep", max(DEFAULT_MAX_STEP, step), where)
-        if step < 1:
-            raise errors.InvalidPool(f"{where}.step must be at least 1, got {step}")
-        if step > max_step:
-            raise errors.InvalidPool(f"{where}.step ({step}) must not exceed maxStep ({max_step})")
-        tags.append(Tag(name=tag_name, step=step, max_step=max_step))
+        seen.add(parsed.name)
+        tags.append(parsed)
     return tuple(tags)
 
 

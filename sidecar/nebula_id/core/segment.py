@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.core import step as steps
+from nebula_id.core.tags import Tag
 
 ID_BITS = 63
 
@@ -100,23 +101,6 @@ def counter_above(floor_id: int, datacenter_id: int, datacenter_bits: int) -> in
             "datacenterBits"
         )
     return max(0, needed)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class TagSettings:
-    """One segment tag: its configured (minimum) step and the most it may grow to."""
-
-    name: str
-    step: int
-    max_step: int
-
-    def __post_init__(self) -> None:
-        if self.step < 1:
-            raise errors.ConfigError(f"tag {self.name!r}: step must be at least 1, got {self.step}")
-        if self.max_step < self.step:
-            raise errors.ConfigError(
-                f"tag {self.name!r}: maxStep ({self.max_step}) must not be below step ({self.step})"
-            )
 
 
 class SegmentBuffer:
@@ -212,7 +196,7 @@ class SegmentBuffer:
 class _TagState:
     """The allocator's bookkeeping for one tag."""
 
-    settings: TagSettings
+    settings: Tag
     buffer: SegmentBuffer
     step: int
     last_load_ms: int | None = None
@@ -232,7 +216,7 @@ class SegmentAllocator:
     def __init__(
         self,
         store: SegmentStore,
-        tags: Sequence[TagSettings],
+        tags: Sequence[Tag],
         *,
         clock: clocks.Clock,
         prefetch_ratio: float = 0.1,

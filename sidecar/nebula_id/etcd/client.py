@@ -14,15 +14,14 @@ re-exported here, so callers import this one module.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 
 from nebula_id import errors
+from nebula_id.config.etcd import EtcdSettings, parse_endpoints
 from nebula_id.core.access import Permission
 from nebula_id.etcd import values
 from nebula_id.etcd.values import (
@@ -62,8 +61,6 @@ __all__ = [
     "prefix_end",
 ]
 
-DEFAULT_TIMEOUT = 5.0
-DEFAULT_CONNECT_TIMEOUT = 2.0
 
 # gRPC status codes the gateway puts in its error bodies.
 GRPC_NOT_FOUND = 5
@@ -90,61 +87,6 @@ class WatchCompacted(errors.CoordinationError):
     def __init__(self, message: str, *, compact_revision: int) -> None:
         super().__init__(message)
         self.compact_revision = compact_revision
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class EtcdSettings:
-    """How to reach etcd."""
-
-    endpoints: tuple[str, ...]
-    """`http(s)://host:port` URLs, or bare `host:port` (https when a CA file is given)."""
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    """PEM bundle to verify the server with; enables TLS for bare endpoints."""
-    cert_file: str | None = None
-    """Client certificate (PEM) for etcd's `--client-cert-auth`."""
-    key_file: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    """Upper bound of one call on one endpoint, in seconds."""
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-
-    def __post_init__(self) -> None:
-        if not self.endpoints:
-            raise errors.ConfigError("etcd needs at least one endpoint")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise errors.ConfigError("the etcd client certificate and key come together")
-        if (self.username is None) != (self.password is None):
-            raise errors.ConfigError("the etcd user name and password come together")
-        if self.timeout <= 0 or self.connect_timeout <= 0:
-            raise errors.ConfigError("etcd timeouts must be positive")
-
-    @property
-    def urls(self) -> tuple[str, ...]:
-        scheme = "https" if self.ca_file or self.cert_file else "http"
-        return tuple(
-            e.rstrip("/") if "://" in e else f"{scheme}://{e.rstrip('/')}" for e in self.endpoints
-        )
-
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for https endpoints (None: system defaults or plain HTTP)."""
-        if not (self.ca_file or self.cert_file):
-            return None
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-            if self.cert_file and self.key_file:
-                context.load_cert_chain(self.cert_file, self.key_file)
-        except (OSError, ssl.SSLError) as e:
-            raise errors.ConfigError(f"cannot load the etcd TLS files: {e}") from e
-        return context
-
-
-def parse_endpoints(text: str | Sequence[str] | None) -> tuple[str, ...]:
-    """A comma list (or sequence) of endpoints, blanks dropped."""
-    if text is None:
-        return ()
-    items = text.split(",") if isinstance(text, str) else list(text)
-    return tuple(item.strip() for item in items if item.strip())
 
 
 # --- the client ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pathlib
 import random
 import socket
 from collections.abc import AsyncIterator
@@ -36,7 +37,7 @@ import prometheus_client
 
 from nebula_id import clock as clocks
 from nebula_id import errors
-from nebula_id import settings as settings_mod
+from nebula_id.config import pod as pod_config
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import lease as leases
 from nebula_id.core import pool as pools
@@ -51,36 +52,27 @@ FIRST_CLAIM_WAIT = 1.0
 """How long `open_snowflake` waits for the first claim before yielding (start-up stays fast)."""
 
 
-def etcd_settings(settings: settings_mod.ServeSettings) -> etcd.EtcdSettings:
-    view = settings.etcd()
-    return etcd.EtcdSettings(
-        endpoints=tuple(view.endpoints),
-        username=view.username,
-        password=view.password,
-        ca_file=view.ca_file,
-        cert_file=view.cert_file,
-        key_file=view.key_file,
-    )
-
-
 async def load_pool_config(
-    settings: settings_mod.ServeSettings, *, clock: clocks.Clock
+    etcd_settings: etcd.EtcdSettings,
+    keys: pool_keys.PoolKeys,
+    *,
+    data_dir: pathlib.Path,
+    clock: clocks.Clock,
 ) -> pools.PoolConfig:
     """The pool's config from etcd (cached in the data dir), or the cache when etcd is down.
 
     A pool that etcd does not know is a start-up error, with the command that fixes it.
     """
     del clock  # the config carries no time; kept for the app factory's uniform calls
-    keys = settings.pool_keys()
     try:
-        async with etcd.EtcdClient(etcd_settings(settings)) as client:
+        async with etcd.EtcdClient(etcd_settings) as client:
             stored = await pool_store.get(client, keys)
     except errors.CoordinationError as e:
-        cached = cache.load(settings.data_dir, keys)
+        cached = cache.load(data_dir, keys)
         if cached is None:
             raise errors.CoordinationError(
                 f"cannot read pool {keys.namespace}/{keys.name} from etcd ({e.message}) and "
-                f"no cached config is in {settings.data_dir}"
+                f"no cached config is in {data_dir}"
             ) from e
         log.warning(
             "etcd is unreachable (%s); using the cached config of pool %s. "
@@ -94,52 +86,54 @@ async def load_pool_config(
             f"pool {keys.namespace}/{keys.name} has no config at {keys.config}; create it "
             "with `nebula-id pool apply -f pool.yaml` or as a NebulaIdPool resource"
         )
-    cache.save(settings.data_dir, stored.config, keys)
+    cache.save(data_dir, stored.config, keys)
     return stored.config
 
 
 @contextlib.asynccontextmanager
 async def open_snowflake(
-    settings: settings_mod.ServeSettings,
+    etcd_settings: etcd.EtcdSettings,
+    keys: pool_keys.PoolKeys,
     pool: pools.PoolConfig,
     *,
+    datacenter: str | None,
+    pod: pod_config.PodSettings,
     clock: clocks.Clock,
     registry: prometheus_client.CollectorRegistry | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[sources.LeasedSnowflake]:
     """A leased Snowflake source; the worker ID is released when the block exits."""
-    datacenter = pool.datacenter(settings.datacenter)
+    own = pool.datacenter(datacenter)
     source = sources.LeasedSnowflake(
         layout=pool.layout,
         pool_ref=pool.ref,
-        datacenter_name=datacenter.name,
-        datacenter_id=datacenter.id,
+        datacenter_name=own.name,
+        datacenter_id=own.id,
         clock=clock,
         metrics=sources.WorkerMetrics(registry or prometheus_client.CollectorRegistry()),
         issue_after_ms=pool.snowflake_issue_after_ms,
     )
     identity = claims.ClaimRecord(
-        pod=settings.pod_name,
-        pod_uid=settings.pod_uid,
-        namespace=settings.pod_namespace,
-        host=settings.node_name or socket.gethostname(),
+        pod=pod.name,
+        pod_uid=pod.uid,
+        namespace=pod.namespace,
+        host=pod.node_name or socket.gethostname(),
         pid=os.getpid(),
         lease=0,
         claimed_at_ms=0,
     )
-    async with etcd.EtcdClient(etcd_settings(settings)) as client:
-        keys = settings.pool_keys()
+    async with etcd.EtcdClient(etcd_settings) as client:
         holder = WorkerHolder(
             client,
             keys,
             pool,
-            datacenter_id=datacenter.id,
+            datacenter_id=own.id,
             source=source,
             identity=identity,
             clock=clock,
             # Bandit B311 accepted: retry jitter, not a secret
             rng=rng or random.Random(),  # nosec B311
-            watch=poolwatch.PoolWatch(client, keys, pool, datacenter_id=datacenter.id, clock=clock),
+            watch=poolwatch.PoolWatch(client, keys, pool, datacenter_id=own.id, clock=clock),
         )
         task = asyncio.create_task(holder.run(), name=f"nebula-id worker {pool.ref}")
         try:

@@ -3,7 +3,8 @@
 Each resource lives in one `cleanup_ctx`, opened in order and closed in
 reverse: the pool config (in standalone mode together with the data-dir
 lock), the Snowflake source, the segment source.  Standalone or cluster mode is
-decided here once, from `settings.etcd_endpoints`; routes never know which.
+decided here once, from `settings.etcd`; each adapter gets only its own
+concern's settings, and routes never know which mode runs.
 Middlewares are installed only when auth, a rate limit or the audit log is
 configured (and then with the error mapper in front of them); the default
 sidecar has none and pays nothing per request for them.
@@ -21,8 +22,9 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 
 from nebula_id import errors, sources
-from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock, SystemClock
+from nebula_id.config import http as http_config
+from nebula_id.config import serve
 from nebula_id.core import pool as pools
 from nebula_id.http import errors as http_errors
 from nebula_id.http import guards, keys, latency, metrics, openapi, probes, reload, routes
@@ -32,7 +34,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def build_app(
-    settings: settings_mod.ServeSettings,
+    settings: serve.ServeSettings,
     *,
     clock: Clock | None = None,
     registry: CollectorRegistry | None = None,
@@ -47,21 +49,20 @@ def build_app(
     registry.register(latency.LatencyCollector(request_latency))
 
     guard_middlewares: list[Middleware] = []
-    api_keys = guards.load_api_keys(settings)
+    auth = settings.auth
+    api_keys = guards.load_api_keys(auth)
     key_check = guards.KeyCheck(api_keys) if api_keys else None
     rate_limit: guards.RateLimit | None = None
-    if settings.rate_limit_rps is not None:
-        burst = settings.rate_limit_burst or max(1, int(settings.rate_limit_rps))
-        rate_limit = guards.RateLimit(rate=settings.rate_limit_rps, burst=burst, clock=clock)
+    if auth.rate_limit_rps is not None:
+        burst = auth.rate_limit_burst or max(1, int(auth.rate_limit_rps))
+        rate_limit = guards.RateLimit(rate=auth.rate_limit_rps, burst=burst, clock=clock)
     if key_check is not None or rate_limit is not None:
         guard_middlewares.append(
             guards.guard_middleware(key_check=key_check, rate_limit=rate_limit)
         )
     audit_logger = (
-        guards.open_audit_log(
-            settings.audit_log, log_format=settings.log_format, pool=settings.pool
-        )
-        if settings.audit_log
+        guards.open_audit_log(auth.audit_log, log_format=settings.log.format, pool=settings.pool)
+        if auth.audit_log
         else None
     )
     # No middleware at all unless one is configured: handlers are guarded instead.
@@ -94,18 +95,18 @@ def build_app(
         extra=(("/metrics", metrics_handler), (openapi.PATH, openapi_document)),
         timed=request_latency.timed,
     )
-    probes.attach(app, settings, metrics=metrics_handler)
+    probes.attach(app, settings.http, metrics=metrics_handler)
 
     app.cleanup_ctx.append(_pool_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))
     app.cleanup_ctx.append(_segments_ctx(collector))
-    if settings.grpc_port is not None:
+    if settings.http.grpc_port is not None:
         # Last: it serves from the sources the contexts above opened.
         from nebula_id.rpc import server as grpc_server
 
         app.cleanup_ctx.append(grpc_server.serving_ctx(key_check=key_check, rate_limit=rate_limit))
-    if key_check is not None and settings.auth_api_keys_file:
-        app.cleanup_ctx.append(reload.watching_ctx([reload.api_keys(settings, key_check)]))
+    if key_check is not None and auth.api_keys_file:
+        app.cleanup_ctx.append(reload.watching_ctx([reload.api_keys(auth, key_check)]))
     if audit_logger is not None:
         logger = audit_logger
 
@@ -116,7 +117,7 @@ def build_app(
     return app
 
 
-def ssl_context(settings: settings_mod.ServeSettings) -> ssl.SSLContext | None:
+def ssl_context(settings: http_config.HttpSettings) -> ssl.SSLContext | None:
     """The server's TLS context when a certificate is configured."""
     if not settings.tls_cert_file or not settings.tls_key_file:
         return None
@@ -137,15 +138,17 @@ def ssl_context(settings: settings_mod.ServeSettings) -> ssl.SSLContext | None:
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    if settings.cluster_mode:
+    if settings.etcd is not None:
         from nebula_id.etcd import worker
 
-        app[keys.POOL] = await worker.load_pool_config(settings, clock=app[keys.CLOCK])
+        app[keys.POOL] = await worker.load_pool_config(
+            settings.etcd, settings.pool_keys(), data_dir=settings.data_dir, clock=app[keys.CLOCK]
+        )
         yield
         return
     from nebula_id import standalone
 
-    with standalone.locked_data_dir(settings):
+    with standalone.locked_data_dir(settings.data_dir):
         app[keys.POOL] = settings.standalone_pool()
         yield
 
@@ -155,14 +158,29 @@ def _snowflake_ctx(collector: metrics.StatsCollector) -> CleanupContext:
         settings, pool = app[keys.SETTINGS], app[keys.POOL]
         clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
         opener: contextlib.AbstractAsyncContextManager[sources.SnowflakeSource]
-        if settings.cluster_mode:
+        if settings.etcd is not None:
             from nebula_id.etcd import worker
 
-            opener = worker.open_snowflake(settings, pool, clock=clock, registry=registry)
+            opener = worker.open_snowflake(
+                settings.etcd,
+                settings.pool_keys(),
+                pool,
+                datacenter=settings.datacenter,
+                pod=settings.pod,
+                clock=clock,
+                registry=registry,
+            )
         else:
             from nebula_id import standalone
 
-            opener = standalone.open_snowflake(settings, pool, clock=clock, registry=registry)
+            opener = standalone.open_snowflake(
+                settings.data_dir,
+                pool,
+                datacenter=settings.datacenter,
+                worker_id=settings.snowflake.worker_id,
+                clock=clock,
+                registry=registry,
+            )
         async with opener as source:
             app[keys.SNOWFLAKE] = source
             collector.snowflake = source
@@ -177,16 +195,32 @@ def _segments_ctx(collector: metrics.StatsCollector) -> CleanupContext:
         settings, pool = app[keys.SETTINGS], app[keys.POOL]
         clock, registry = app[keys.CLOCK], app[keys.REGISTRY]
         opener: contextlib.AbstractAsyncContextManager[sources.SegmentSource]
-        if settings.uses_postgres:
+        if settings.database.configured:
             from nebula_id.storage import postgres_source
 
-            opener = postgres_source.open_segments(settings, pool, clock=clock, registry=registry)
+            in_cluster = settings.etcd is not None and settings.pool is not None
+            opener = postgres_source.open_segments(
+                settings.database,
+                pool,
+                datacenter=settings.datacenter,
+                overrides=settings.failover,
+                etcd=settings.etcd if in_cluster else None,
+                keys=settings.pool_keys() if in_cluster else None,
+                clock=clock,
+                registry=registry,
+            )
         elif settings.cluster_mode:
             opener = _no_segments(pool)
         else:
             from nebula_id import standalone
 
-            opener = standalone.open_segments(settings, pool, clock=clock, registry=registry)
+            opener = standalone.open_segments(
+                settings.data_dir,
+                pool,
+                datacenter=settings.datacenter,
+                clock=clock,
+                registry=registry,
+            )
         async with opener as source:
             app[keys.SEGMENTS] = source
             collector.segments = source

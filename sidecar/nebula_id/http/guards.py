@@ -23,8 +23,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from nebula_id import errors, logs
-from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock
+from nebula_id.config import auth as auth_config
 from nebula_id.core import ratelimit
 from nebula_id.http import errors as http_errors
 from nebula_id.http import keys
@@ -33,11 +33,11 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 AUDIT_LOGGER = "nebula_id.audit"
 
 
-def load_api_keys(settings: settings_mod.ServeSettings) -> tuple[str, ...]:
+def load_api_keys(settings: auth_config.AuthSettings) -> tuple[str, ...]:
     """Keys from the settings plus the keys file (one a line, # comments)."""
-    found = list(settings.auth_api_keys)
-    if settings.auth_api_keys_file:
-        path = pathlib.Path(settings.auth_api_keys_file)
+    found = list(settings.api_keys)
+    if settings.api_keys_file:
+        path = pathlib.Path(settings.api_keys_file)
         try:
             lines = path.read_text().splitlines()
         except OSError as e:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from nebula_id import settings as settings_mod
 from nebula_id import sources
 from nebula_id.clock import Clock
+from nebula_id.config import serve
 from nebula_id.core import pool as pools
 from nebula_id.http import stats as stats_mod
 
-SETTINGS = web.AppKey("settings", settings_mod.ServeSettings)
+SETTINGS = web.AppKey("settings", serve.ServeSettings)
 CLOCK = web.AppKey("clock", Clock)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 POOL = web.AppKey("pool", pools.PoolConfig)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from nebula_id import settings as settings_mod
+from nebula_id.config import http as http_config
 from nebula_id.http import errors as http_errors
 from nebula_id.http import keys, routes, server, stats
 
@@ -44,7 +44,7 @@ def probe_app(api: web.Application, *, metrics: Handler | None) -> web.Applicati
 
 
 def attach(
-    api: web.Application, settings: settings_mod.ServeSettings, *, metrics: Handler | None
+    api: web.Application, settings: http_config.HttpSettings, *, metrics: Handler | None
 ) -> None:
     """Serve the probe app beside `api` for as long as `api` runs."""
     if settings.probe_port is None:

@@ -21,7 +21,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from nebula_id import errors
-from nebula_id import settings as settings_mod
+from nebula_id.config import auth as auth_config
+from nebula_id.config import http as http_config
 from nebula_id.http import guards
 
 DEFAULT_INTERVAL_S = 1.0
@@ -68,17 +69,17 @@ class Watched:
         return True
 
 
-def api_keys(settings: settings_mod.ServeSettings, check: guards.KeyCheck) -> Watched | None:
-    if not settings.auth_api_keys_file:
+def api_keys(settings: auth_config.AuthSettings, check: guards.KeyCheck) -> Watched | None:
+    if not settings.api_keys_file:
         return None
 
     def reload() -> None:
         check.replace(guards.load_api_keys(settings))
 
-    return Watched([settings.auth_api_keys_file], reload, "API keys")
+    return Watched([settings.api_keys_file], reload, "API keys")
 
 
-def certificate(settings: settings_mod.ServeSettings, context: ssl.SSLContext) -> Watched | None:
+def certificate(settings: http_config.HttpSettings, context: ssl.SSLContext) -> Watched | None:
     if not settings.tls_cert_file or not settings.tls_key_file:
         return None
     cert, key = settings.tls_cert_file, settings.tls_key_file

@@ -293,8 +293,9 @@ def serving_ctx(
         ids_pb2_grpc.add_IdsServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        address = f"{settings.host}:{settings.grpc_port}"
-        credentials = _credentials(settings.tls_cert_file, settings.tls_key_file)
+        http = settings.http
+        address = f"{http.host}:{http.grpc_port}"
+        credentials = _credentials(http.tls_cert_file, http.tls_key_file)
         try:
             if credentials is not None:
                 port = server.add_secure_port(address, credentials)
@@ -304,7 +305,7 @@ def serving_ctx(
             raise errors.ConfigError(f"cannot listen for gRPC on {address}: {e}") from e
         app[keys.GRPC_PORT] = port
         await server.start()
-        log.info("gRPC serving on %s:%d", settings.host, port)
+        log.info("gRPC serving on %s:%d", http.host, port)
 
         async def follow_readiness() -> None:
             serving, not_serving = (

@@ -10,13 +10,13 @@ process's lifetime (`lock`), the Snowflake high-water mark lives in a file
 from __future__ import annotations
 
 import contextlib
+import pathlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from nebula_id import errors
-from nebula_id import settings as settings_mod
 from nebula_id.clock import Clock
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
@@ -28,9 +28,9 @@ from nebula_id.standalone.snowflake import StandaloneSnowflake
 
 
 @contextlib.contextmanager
-def locked_data_dir(settings: settings_mod.ServeSettings) -> Iterator[locks.DataDirLock]:
+def locked_data_dir(data_dir: pathlib.Path) -> Iterator[locks.DataDirLock]:
     """Hold the data-dir lock while the context is open."""
-    held = locks.acquire(settings.data_dir)
+    held = locks.acquire(data_dir)
     try:
         yield held
     finally:
@@ -39,30 +39,32 @@ def locked_data_dir(settings: settings_mod.ServeSettings) -> Iterator[locks.Data
 
 @contextlib.asynccontextmanager
 async def open_snowflake(
-    settings: settings_mod.ServeSettings,
+    data_dir: pathlib.Path,
     pool: pools.PoolConfig,
     *,
+    datacenter: str | None,
+    worker_id: int,
     clock: Clock,
     registry: CollectorRegistry | None = None,
     horizon_ms: int | None = None,
 ) -> AsyncIterator[StandaloneSnowflake]:
-    """The Snowflake source of one standalone node (worker from `settings.worker_id`)."""
-    datacenter = pool.datacenter(settings.datacenter)
+    """The Snowflake source of one standalone node; its high-water mark is in `data_dir`."""
+    own = pool.datacenter(datacenter)
     try:
         pool.layout.check_epoch(clock.wall_ms())
     except errors.InvalidLayout as e:
         raise errors.ConfigError(f"snowflake_epoch: {e.message}") from e
     generator = SnowflakeGenerator(
         pool.layout,
-        datacenter=datacenter.id,
-        worker=settings.worker_id,
+        datacenter=own.id,
+        worker=worker_id,
         clock=clock,
         tolerance_ms=pool.clock_backward_tolerance_ms,
         issue_after_ms=pool.snowflake_issue_after_ms,
     )
     source = StandaloneSnowflake(
         generator,
-        marks.MarkFile(settings.data_dir),
+        marks.MarkFile(data_dir),
         clock=clock,
         registry=registry,
         tolerance_ms=pool.clock_backward_tolerance_ms,
@@ -98,24 +100,25 @@ class StandaloneSegments:
 
 @contextlib.asynccontextmanager
 async def open_segments(
-    settings: settings_mod.ServeSettings,
+    data_dir: pathlib.Path,
     pool: pools.PoolConfig,
     *,
+    datacenter: str | None,
     clock: Clock,
     registry: CollectorRegistry | None = None,
     prefetch_ratio: float = 0.1,
 ) -> AsyncIterator[StandaloneSegments]:
     """Segment IDs from the data dir's SQLite file."""
-    datacenter = pool.datacenter(settings.datacenter)
+    own = pool.datacenter(datacenter)
     store = sqlite_store.SqliteSegmentStore(
-        settings.data_dir / sqlite_store.DB_FILE,
-        datacenter=datacenter.name,
-        datacenter_id=datacenter.id,
+        data_dir / sqlite_store.DB_FILE,
+        datacenter=own.name,
+        datacenter_id=own.id,
         datacenter_bits=pool.layout.datacenter_bits,
     )
     allocator = segment.SegmentAllocator(
         store,
-        [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags],
+        list(pool.tags),
         clock=clock,
         prefetch_ratio=prefetch_ratio,
     )

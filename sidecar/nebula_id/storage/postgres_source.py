@@ -8,9 +8,10 @@ buffer of `core.segment` never learns about datacenters), follows the health
 the operator publishes, probes datacenters it holds as down, and exports
 metrics on the registry it is given.
 
-DSNs: `settings.database_url` is the own datacenter's (`settings.datacenter`,
-default the pool's first); `settings.database_urls` and the files of
-`settings.database_url_dir` (named after datacenters) give the others.
+It receives its own concerns only: the database settings (`url` is the own
+datacenter's, default the pool's first; `urls` and the files of `url_dir`,
+named after datacenters, give the others), the local failover overrides, and
+in cluster mode the etcd settings and the pool's keys.
 """
 
 from __future__ import annotations
@@ -28,12 +29,14 @@ from prometheus_client.registry import Collector
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.config import database as database_config
+from nebula_id.config import failover as failover_config
 from nebula_id.core import failover, segment
+from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import poolwatch
-from nebula_id.settings import ServeSettings
 from nebula_id.storage import engines, floored, health, postgres
 
 log = logging.getLogger(__name__)
@@ -285,12 +288,14 @@ class _BufferCollector(Collector):
         return [remaining, step, ready, usable, tag_datacenter, current, switched]
 
 
-def datacenter_dsns(settings: ServeSettings, pool: pools.PoolConfig) -> dict[str, str]:
+def datacenter_dsns(
+    database: database_config.DatabaseSettings, datacenter: str | None, pool: pools.PoolConfig
+) -> dict[str, str]:
     """Datacenter name -> DSN, checked against the pool's datacenters."""
-    own = pool.datacenter(settings.datacenter).name
-    dsns = settings.database_dsns()
-    if settings.database_url:
-        dsns[own] = settings.database_url
+    own = pool.datacenter(datacenter).name
+    dsns = database.dsns()
+    if database.url:
+        dsns[own] = database.url
     known = {dc.name for dc in pool.datacenters}
     unknown = sorted(set(dsns) - known)
     if unknown:
@@ -305,9 +310,13 @@ def datacenter_dsns(settings: ServeSettings, pool: pools.PoolConfig) -> dict[str
 
 @contextlib.asynccontextmanager
 async def open_segments(
-    settings: ServeSettings,
+    database: database_config.DatabaseSettings,
     pool: pools.PoolConfig,
     *,
+    datacenter: str | None,
+    overrides: failover_config.FailoverOverrides,
+    etcd: etcd_client.EtcdSettings | None = None,
+    keys: pool_keys.PoolKeys | None = None,
     clock: Clock,
     registry: CollectorRegistry,
     failover_settings: failover.FailoverSettings | None = None,
@@ -320,21 +329,25 @@ async def open_segments(
     The failover settings are the pool's (`spec.failover`, each datacenter's own
     overrides) with the sidecar's local overrides on top, followed as the pool's
     config changes; `failover_settings`, when given, replaces the pool's for
-    every datacenter, for good (tests).
+    every datacenter, for good (tests).  With `etcd` and `keys` (cluster mode)
+    the ranges are fenced by etcd floors and the pool's health is followed.
     """
     fixed = failover_settings
-    per_datacenter = _failover_per_datacenter(settings, pool, fixed)
-    failover_settings = settings.failover(fixed or pool.failover)
-    dsns = datacenter_dsns(settings, pool)
-    own = pool.datacenter(settings.datacenter).name
+    per_datacenter = _failover_per_datacenter(overrides, pool, fixed)
+    failover_settings = overrides.apply(fixed or pool.failover)
+    dsns = datacenter_dsns(database, datacenter, pool)
+    own = pool.datacenter(datacenter).name
     order = [dc.name for dc in pool.datacenters if dc.name in dsns]
     preferred = own if own in dsns else order[0]
     if preferred != own:
         log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
-    tags = [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags]
-    cluster = settings.cluster_mode and settings.pool is not None
+    tags = list(pool.tags)
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(_etcd_client(settings)) if cluster else None
+        client = (
+            await stack.enter_async_context(_etcd_client(etcd))
+            if etcd is not None and keys is not None
+            else None
+        )
         stores: dict[str, floored.RepairableStore] = {}
         for dc in pool.datacenters:
             if dc.name not in dsns:
@@ -349,8 +362,8 @@ async def open_segments(
             )
             stores[dc.name] = (
                 store_of_dc
-                if client is None
-                else floored.FlooredStore(store_of_dc, client, settings.pool_keys())
+                if client is None or keys is None
+                else floored.FlooredStore(store_of_dc, client, keys)
             )
         policy = failover.Failover(
             order,
@@ -375,12 +388,12 @@ async def open_segments(
             )
 
         watch: poolwatch.PoolWatch | None = None
-        if client is not None:
+        if client is not None and keys is not None:
             watch = poolwatch.PoolWatch(
                 client,
-                settings.pool_keys(),
+                keys,
                 pool,
-                datacenter_id=pool.datacenter(settings.datacenter).id,
+                datacenter_id=pool.datacenter(datacenter).id,
                 clock=clock,
             )
         source = ClusterSegments(
@@ -395,14 +408,13 @@ async def open_segments(
         stack.callback(registry.unregister, collector)
         registry.register(collector)
         tasks.append(asyncio.create_task(_probe_loop(store)))
-        if client is not None and watch is not None:
+        if client is not None and watch is not None and keys is not None:
             follower = health.HealthFollower(
-                client, settings.pool_keys().health, policy, clock=clock, recheck_s=health_recheck_s
+                client, keys.health, policy, clock=clock, recheck_s=health_recheck_s
             )
             tasks.append(asyncio.create_task(follower.run(), name="health watch"))
             if fixed is None:
-                keys = settings.pool_keys()
-                take_settings = follow_settings(settings, pool, policy)
+                take_settings = follow_settings(overrides, keys, pool, policy)
                 tasks.append(
                     asyncio.create_task(
                         health.follow_config(client, keys.config, take_settings),
@@ -424,14 +436,16 @@ async def _probe_loop(store: FailoverSegmentStore) -> None:
 
 
 def follow_settings(
-    settings: ServeSettings, pool: pools.PoolConfig, policy: failover.Failover
+    overrides: failover_config.FailoverOverrides,
+    keys: pool_keys.PoolKeys,
+    pool: pools.PoolConfig,
+    policy: failover.Failover,
 ) -> Callable[[bytes], None]:
     """What to do with each value of the pool's config key: take its failover settings.
 
     Only the settings: a config of another life or layout is the pool watch's to
     judge (it stops serving), and a bad one is ignored here.
     """
-    keys = settings.pool_keys()
 
     def take(raw: bytes) -> None:
         try:
@@ -440,8 +454,8 @@ def follow_settings(
             return
         if changed.layout != pool.layout:
             return
-        per = _failover_per_datacenter(settings, changed, None)
-        new = settings.failover(changed.failover)
+        per = _failover_per_datacenter(overrides, changed, None)
+        new = overrides.apply(changed.failover)
         mine = {name: per[name] for name in policy.datacenters if name in per}
         if (new, mine) != (policy.settings, policy.per_datacenter):
             log.info("failover settings follow the pool's config: %s", new)
@@ -451,10 +465,12 @@ def follow_settings(
 
 
 def _failover_per_datacenter(
-    settings: ServeSettings, pool: pools.PoolConfig, fixed: failover.FailoverSettings | None
+    overrides: failover_config.FailoverOverrides,
+    pool: pools.PoolConfig,
+    fixed: failover.FailoverSettings | None,
 ) -> dict[str, failover.FailoverSettings]:
     return {
-        dc.name: settings.failover(fixed or pool.failover_for(dc.name)) for dc in pool.datacenters
+        dc.name: overrides.apply(fixed or pool.failover_for(dc.name)) for dc in pool.datacenters
     }
 
 
@@ -465,15 +481,8 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _etcd_client(settings: ServeSettings) -> AsyncIterator[etcd_client.EtcdClient]:
-    view = settings.etcd()
-    config = etcd_client.EtcdSettings(
-        endpoints=view.endpoints,
-        username=view.username,
-        password=view.password,
-        ca_file=view.ca_file,
-        cert_file=view.cert_file,
-        key_file=view.key_file,
-    )
-    async with etcd_client.EtcdClient(config) as client:
+async def _etcd_client(
+    settings: etcd_client.EtcdSettings,
+) -> AsyncIterator[etcd_client.EtcdClient]:
+    async with etcd_client.EtcdClient(settings) as client:
         yield client
