@@ -39,7 +39,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+# The top-level modules the `operator` extra brings (pyproject.toml).
+OPERATOR_EXTRA = frozenset({"kopf", "kubernetes", "cryptography"})
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        from nebula_id_operator import main  # kopf is heavy: only here
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in OPERATOR_EXTRA:
+            raise
+        print(
+            f"nebula-id operator: {e.name} is not installed; "
+            "install the operator extra: pip install 'nebula-id[operator]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         logs.configure(str(args.log_level), str(args.log_format))
     except ValueError as e:  # NEBULA_LOG_FORMAT is not checked by argparse's choices
@@ -54,8 +69,6 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("nebula_id_operator").error("%s", e.message)
         return 2
     import asyncio
-
-    from nebula_id_operator import main  # kopf is heavy: only here
 
     return asyncio.run(main.run(settings))
 
