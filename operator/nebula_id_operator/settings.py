@@ -3,9 +3,9 @@
 Read from a flag, then a ``NEBULA_*`` environment variable, then the default
 (the same order as the sidecar's settings).  The etcd part reuses the etcd
 client's own `EtcdSettings`, so the operator reaches etcd exactly as the
-sidecars and `nebula-id pool` do.  The webhook fields belong to the injection
-engineer's `webhook.configure`; they are read here so there is one settings
-object for the whole process.
+sidecars and `nebula-id pool` do.  The webhook fields are what
+`webhook.configure` takes; they are read here so there is one settings object
+for the whole process.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 6, "Done means": real `nebula-id serve` processes holding worker IDs in a real etcd.
+"""Real `nebula-id serve` processes holding worker IDs in a real etcd.
 
 Each test starts sidecars as subprocesses against the session etcd (or a private one when
 etcd is stopped), under a private key prefix, with short TTLs so that expiry is quick.
