@@ -21,7 +21,7 @@ import pytest
 
 from nebula_id.core import layout as layouts
 from nebula_id.standalone import mark as marks
-from tests.support import http, pki, processes
+from tests.support import http, pki, processes, waiting
 
 NEBULA_ID = pathlib.Path(sys.executable).with_name("nebula-id")
 LAYOUT = layouts.SnowflakeLayout()
@@ -148,14 +148,12 @@ def test_restart_after_clock_rollback_serves_nothing_until_the_mark(
 
 
 def poll_first_id(sidecar: Sidecar, timeout: float = 15.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def first_id() -> int | None:
         status, body = sidecar.get("/v1/ids/snowflake")
-        if status == 200:
-            return int(str(body["id"]))
-        assert status == 503, body
-        time.sleep(0.05)
-    pytest.fail("Snowflake never became available")
+        assert status in (200, 503), body
+        return int(str(body["id"])) if status == 200 else None
+
+    return waiting.eventually(first_id, timeout, what="Snowflake to become available")
 
 
 def test_graceful_stop_persists_the_last_timestamp(

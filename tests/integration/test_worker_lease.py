@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import prometheus_client
@@ -27,6 +27,7 @@ from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
 from tests.support.fixtures import EtcdFactory
+from tests.support.waiting import eventually_async
 
 
 class SkewClock:
@@ -110,15 +111,6 @@ class Env:
         return claims.HighWaterMark.from_json(kv.value) if kv else None
 
 
-async def eventually(
-    check: Callable[[], object], *, within: float, what: str, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within} s waiting for {what}"
-        await asyncio.sleep(interval)
-
-
 def serving(source: sources.LeasedSnowflake) -> bool:
     return source.ready_reason() is None
 
@@ -142,7 +134,7 @@ async def test_twenty_holders_starting_at_once_get_twenty_distinct_ids(env: Env)
             *(stack.enter_async_context(env.holder(f"pod-{i}")) for i in range(20))
         )
         for h in holders:
-            await eventually(lambda h=h: serving(h), within=10, what="every holder to serve")
+            await eventually_async(lambda h=h: serving(h), timeout=10, what="every holder to serve")
         workers = sorted(worker_of(h) for h in holders)
         # Distinct; under contention a loser may take a slightly higher free ID.
         assert len(set(workers)) == 20
@@ -167,7 +159,7 @@ async def test_twenty_holders_starting_at_once_get_twenty_distinct_ids(env: Env)
 
 async def test_release_lowers_the_mark_to_the_last_id_and_frees_the_id_at_once(env: Env) -> None:
     async with env.holder("first") as first:
-        await eventually(lambda: serving(first), within=5, what="the first holder")
+        await eventually_async(lambda: serving(first), timeout=5, what="the first holder")
         last = first.layout.parse(first.next_ids(10)[-1]).timestamp_ms
         mark_while_held = await env.mark(0)
         assert mark_while_held is not None
@@ -179,7 +171,7 @@ async def test_release_lowers_the_mark_to_the_last_id_and_frees_the_id_at_once(e
 
     registry = prometheus_client.CollectorRegistry()
     async with env.holder("second", registry) as second:
-        await eventually(lambda: serving(second), within=5, what="the second holder")
+        await eventually_async(lambda: serving(second), timeout=5, what="the second holder")
         assert worker_of(second) == 0
         assert second.layout.parse(second.next_id()).timestamp_ms > last
     # It waited (if at all) only past the last ID really issued, not the mark's horizon.
@@ -201,10 +193,10 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
             for i, stack in enumerate(stacks[:4])
         ]
         for h in holders:
-            await eventually(lambda h=h: serving(h), within=5, what="four holders")
+            await eventually_async(lambda h=h: serving(h), timeout=5, what="four holders")
         fifth = await stacks[4].enter_async_context(env.holder("pod-5", registry))
-        await eventually(
-            lambda: fifth.ready_reason() == "worker_ids_exhausted", within=5, what="exhaustion"
+        await eventually_async(
+            lambda: fifth.ready_reason() == "worker_ids_exhausted", timeout=5, what="exhaustion"
         )
         with pytest.raises(errors.WorkerIdsExhausted, match="all 4 worker IDs are held"):
             fifth.next_id()
@@ -214,7 +206,9 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
         freed = worker_of(holders[2])
         last_of_freed = holders[2].layout.parse(holders[2].next_id()).timestamp_ms
         await stacks[2].aclose()  # a graceful exit revokes the lease at once
-        await eventually(lambda: serving(fifth), within=5, what="the fifth to take the freed ID")
+        await eventually_async(
+            lambda: serving(fifth), timeout=5, what="the fifth to take the freed ID"
+        )
         assert worker_of(fifth) == freed
         assert fifth.layout.parse(fifth.next_id()).timestamp_ms > last_of_freed
         assert registry.get_sample_value("nebula_id_worker_ids_exhausted") == 0
@@ -234,7 +228,7 @@ async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
     registry = prometheus_client.CollectorRegistry()
     issued: list[int] = []
     async with env.holder("pod", registry) as source:
-        await eventually(lambda: serving(source), within=5, what="serving")
+        await eventually_async(lambda: serving(source), timeout=5, what="serving")
         issued += source.next_ids(100)
 
         server.kill()
@@ -255,7 +249,9 @@ async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
         await asyncio.sleep(timing.ttl_seconds)  # well past the lease's real expiry
         server.start()
         restarted = time.monotonic()
-        await eventually(lambda: serving(source), within=15, what="serving after etcd is back")
+        await eventually_async(
+            lambda: serving(source), timeout=15, what="serving after etcd is back"
+        )
         print(f"etcd restarted: serving again after {time.monotonic() - restarted:.2f} s")
         issued += source.next_ids(100)
     assert len(set(issued)) == len(issued)
@@ -265,7 +261,7 @@ async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
 async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
     registry = prometheus_client.CollectorRegistry()
     async with env.holder("victim", registry) as source:
-        await eventually(lambda: serving(source), within=5, what="serving")
+        await eventually_async(lambda: serving(source), timeout=5, what="serving")
         assert worker_of(source) == 0
         # Someone deletes the claim and another lease takes worker 0.
         async with env.client() as c:
@@ -274,13 +270,13 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
             await c.delete(key)
             await c.put(key, b'{"pod": "thief"}', lease=thief.id)
             taken_at = time.monotonic()
-            await eventually(
+            await eventually_async(
                 lambda: source.generator is None or worker_of(source) != 0,
-                within=5,
+                timeout=5,
                 what="the victim to give up worker 0",
             )
             assert time.monotonic() - taken_at < claims.LeaseTiming(2).interval + 1.0
-            await eventually(lambda: serving(source), within=10, what="a new claim")
+            await eventually_async(lambda: serving(source), timeout=10, what="a new claim")
             assert worker_of(source) == 1
             assert source.layout.parse(source.next_id()).worker == 1
             stored = await env.claims()
@@ -292,7 +288,7 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
 async def test_a_clock_rollback_across_a_restart_never_repeats_an_id(env: Env) -> None:
     issued: list[int] = []
     async with env.holder("before") as before:
-        await eventually(lambda: serving(before), within=5, what="serving")
+        await eventually_async(lambda: serving(before), timeout=5, what="serving")
         issued += before.next_ids(1000)
         # The clock moves back by 3 s while this holder runs: it refuses.
         env.clock.offset_ms = -3000
@@ -304,7 +300,7 @@ async def test_a_clock_rollback_across_a_restart_never_repeats_an_id(env: Env) -
     env.clock.offset_ms = -3000
     started = time.monotonic()
     async with env.holder("after") as after:
-        await eventually(lambda: serving(after), within=10, what="serving after the mark")
+        await eventually_async(lambda: serving(after), timeout=10, what="serving after the mark")
         waited = time.monotonic() - started
         issued += after.next_ids(1000)
     assert worker_of_id(env, issued[-1]) == worker_of_id(env, issued[0])

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from tests.support import processes
 from tests.support.fixtures import EtcdFactory
+from tests.support.waiting import eventually_async
 
 NEBULA_ID = str(Path(sys.executable).parent / "nebula-id")
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
@@ -168,25 +169,13 @@ async def get(
         return 0, {}
 
 
-async def wait_for(
-    check: Callable[[], Any], *, within: float, what: str, interval: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out after {within} s waiting for {what}"
-        await asyncio.sleep(interval)
-
-
 async def wait_ready(session: aiohttp.ClientSession, sidecar: Sidecar, *, within: float) -> None:
     async def ready() -> bool:
         assert sidecar.alive, f"{sidecar.name} exited:\n{sidecar.log_tail()}"
         status, _ = await get(session, sidecar, "/readyz")
         return status == 200
 
-    await wait_for(ready, within=within, what=f"{sidecar.name} to be ready")
+    await eventually_async(ready, timeout=within, what=f"{sidecar.name} to be ready")
 
 
 async def worker_of(session: aiohttp.ClientSession, sidecar: Sidecar) -> int:
@@ -247,7 +236,7 @@ async def test_kill_9_frees_the_id_after_the_ttl_and_the_next_holder_waits_past_
     async def freed() -> bool:
         return 0 not in await pool.claims()
 
-    await wait_for(freed, within=TTL + 3, what="the killed sidecar's claim to expire")
+    await eventually_async(freed, timeout=TTL + 3, what="the killed sidecar's claim to expire")
     freed_after = time.monotonic() - killed
     assert freed_after >= TTL - 1.0, f"freed after {freed_after:.2f} s, before the TTL"
 
@@ -330,7 +319,7 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
         status, body = await get(session, fifth, "/readyz")
         return status == 503 and "worker_ids_exhausted" in json.dumps(body)
 
-    await wait_for(exhausted, within=30, what="the fifth sidecar to report exhaustion")
+    await eventually_async(exhausted, timeout=30, what="the fifth sidecar to report exhaustion")
     status, body = await get(session, fifth, "/v1/ids/snowflake")
     assert status == 503
     assert body["error"]["reason"] == "worker_ids_exhausted"
@@ -395,7 +384,7 @@ async def test_clock_moved_back_in_a_sidecar_process_never_repeats_an_id(
     async def freed() -> bool:
         return 0 not in await pool.claims()
 
-    await wait_for(freed, within=TTL + 3, what="worker 0 to be free again")
+    await eventually_async(freed, timeout=TTL + 3, what="worker 0 to be free again")
     offset.write_text("-5s\n")
     restarted = pool.sidecar("restarted", extra_env=_faketime_env(offset)).start()
     await wait_ready(session, restarted, within=TTL + 20)
