@@ -18,6 +18,7 @@ from pathlib import Path
 import prometheus_client
 import pytest
 
+from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.core import keys as pool_keys
@@ -26,6 +27,7 @@ from nebula_id.etcd import claims, worker
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
+from tests.support.clocks import SteppedClock
 from tests.support.fixtures import EtcdFactory
 from tests.support.waiting import eventually_async
 
@@ -45,11 +47,22 @@ class SkewClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    async def sleep_async(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 class Env:
     """A pool under a private key prefix, and a way to open holders of it."""
 
-    def __init__(self, endpoint: str, tmp_path: Path, *, worker_bits: int, ttl: int) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        tmp_path: Path,
+        *,
+        worker_bits: int,
+        ttl: int,
+        clock: clocks.Clock | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.prefix = f"/test-worker/{uuid.uuid4()}"
         self.keys = pool_keys.PoolKeys("ns", "pool", prefix=self.prefix)
@@ -63,7 +76,8 @@ class Env:
             "datacenters": [{"name": "dc-a", "id": 1}],
             "lease": {"ttlSeconds": ttl},
         }
-        self.clock = SkewClock()
+        self.skew = SkewClock()
+        self.clock: clocks.Clock = clock or self.skew
         self.pool: pools.PoolConfig | None = None
 
     def client(self) -> etcd.EtcdClient:
@@ -218,50 +232,54 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
             await stack.aclose()
 
 
-async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
+async def test_etcd_down_fences_snowflake_at_the_lease_deadline_and_serving_resumes(
     etcd_factory: EtcdFactory, tmp_path: Path
 ) -> None:
+    """On the holder's own (stepped) clock: serving until the deadline, refused after it."""
     server = etcd_factory()
-    env = Env(server.endpoint, tmp_path, worker_bits=5, ttl=2)
+    clock = SteppedClock()
+    env = Env(server.endpoint, tmp_path, worker_bits=5, ttl=2, clock=clock)
     await env.apply()
     timing = claims.LeaseTiming(2)
     registry = prometheus_client.CollectorRegistry()
     issued: list[int] = []
     async with env.holder("pod", registry) as source:
-        await eventually_async(lambda: serving(source), timeout=5, what="serving")
+        await eventually_async(lambda: serving(source), 5, what="serving")
+        # The last keepalive left at this instant: the clock has not moved since.
+        deadline = timing.deadline(clock.monotonic())
         issued += source.next_ids(100)
 
         server.kill()
-        stopped = time.monotonic()
-        refused_at = None
-        while refused_at is None:
-            try:
-                issued.append(source.next_id())
-            except errors.LeaseLost:
-                refused_at = time.monotonic()
-            assert time.monotonic() - stopped < timing.ttl_seconds + 1, "never fenced"
-            await asyncio.sleep(0.01)
-        assert refused_at - stopped <= timing.ttl_seconds - timing.margin + 0.3
-        print(f"etcd killed: Snowflake refused with lease_lost after {refused_at - stopped:.2f} s")
+        clock.advance(deadline - clock.monotonic() - 0.001)
+        issued.append(source.next_id())  # the lease is proven up to the deadline
+        await eventually_async(lambda: clock.sleeping, 10, what="the failed keepalive tick")
+        issued.append(source.next_id())  # a failed keepalive does not shorten it either
+        clock.advance(0.002)
+        with pytest.raises(errors.LeaseLost):
+            source.next_id()
         assert source.ready_reason() == "lease_lost"
         assert registry.get_sample_value("nebula_id_snowflake_fence_refusals_total") == 1
 
-        await asyncio.sleep(timing.ttl_seconds)  # well past the lease's real expiry
         server.start()
-        restarted = time.monotonic()
-        await eventually_async(
-            lambda: serving(source), timeout=15, what="serving after etcd is back"
-        )
-        print(f"etcd restarted: serving again after {time.monotonic() - restarted:.2f} s")
+
+        def tick_until_serving() -> bool:
+            if clock.sleeping:
+                clock.advance(timing.interval)
+            return serving(source)
+
+        await eventually_async(tick_until_serving, 30, what="serving after etcd is back")
         issued += source.next_ids(100)
     assert len(set(issued)) == len(issued)
     assert issued == sorted(issued)
 
 
-async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
+async def test_a_claim_taken_away_is_never_used_again(etcd_endpoint: str, tmp_path: Path) -> None:
+    clock = SteppedClock()
+    env = Env(etcd_endpoint, tmp_path, worker_bits=5, ttl=2, clock=clock)
+    await env.apply()
     registry = prometheus_client.CollectorRegistry()
     async with env.holder("victim", registry) as source:
-        await eventually_async(lambda: serving(source), timeout=5, what="serving")
+        await eventually_async(lambda: serving(source), 5, what="serving")
         assert worker_of(source) == 0
         # Someone deletes the claim and another lease takes worker 0.
         async with env.client() as c:
@@ -269,14 +287,15 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
             key = env.keys.worker(1, 0)
             await c.delete(key)
             await c.put(key, b'{"pod": "thief"}', lease=thief.id)
-            taken_at = time.monotonic()
+            # One keepalive tick of the holder's clock is enough to notice.
+            await eventually_async(lambda: clock.sleeping, 10, what="the holder between ticks")
+            clock.advance(claims.LeaseTiming(2).interval)
             await eventually_async(
                 lambda: source.generator is None or worker_of(source) != 0,
-                timeout=5,
+                10,
                 what="the victim to give up worker 0",
             )
-            assert time.monotonic() - taken_at < claims.LeaseTiming(2).interval + 1.0
-            await eventually_async(lambda: serving(source), timeout=10, what="a new claim")
+            await eventually_async(lambda: serving(source), 10, what="a new claim")
             assert worker_of(source) == 1
             assert source.layout.parse(source.next_id()).worker == 1
             stored = await env.claims()
@@ -291,13 +310,13 @@ async def test_a_clock_rollback_across_a_restart_never_repeats_an_id(env: Env) -
         await eventually_async(lambda: serving(before), timeout=5, what="serving")
         issued += before.next_ids(1000)
         # The clock moves back by 3 s while this holder runs: it refuses.
-        env.clock.offset_ms = -3000
+        env.skew.offset_ms = -3000
         with pytest.raises(errors.ClockMovedBackward):
             before.next_id()
-        env.clock.offset_ms = 0
+        env.skew.offset_ms = 0
         issued += before.next_ids(1000)
     # The restart happens while the clock is 3 s behind.
-    env.clock.offset_ms = -3000
+    env.skew.offset_ms = -3000
     started = time.monotonic()
     async with env.holder("after") as after:
         await eventually_async(lambda: serving(after), timeout=10, what="serving after the mark")
