@@ -19,6 +19,7 @@ from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
 from tests.support.fixtures import PostgresFactory
 from tests.support.services import PostgresCluster
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +81,10 @@ async def drain(source: postgres_source.ClusterSegments, count: int, batch: int 
     return ids
 
 
+def next_ready(source: postgres_source.ClusterSegments) -> bool:
+    return bool(source.info()["tags"]["orders"]["next_ready"])
+
+
 async def take_one_by_one(
     source: postgres_source.ClusterSegments, into: list[int], *, limit: int
 ) -> None:
@@ -94,8 +99,7 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
     pool = make_pool("outage", step=100)
     async with open_source(pool, {"dc-a": cluster.dsn()}) as source:
         served = await drain(source, 50)
-        await asyncio.sleep(0.2)  # the prefetch of the next range completes
-        assert source.info()["tags"]["orders"]["next_ready"] is True
+        await eventually_async(lambda: next_ready(source), 10, what="the next range")
         cluster.stop()
         with pytest.raises(errors.SegmentExhausted) as exhausted:
             await take_one_by_one(source, served, limit=1000)
@@ -104,13 +108,13 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
         assert exhausted.value.reason == "segments_exhausted"
         assert source.ready_reason() == "segments_exhausted"
         cluster.start()
-        resumed: list[int] = []
-        for _ in range(100):
-            try:
-                resumed += await source.next_ids("orders", 10)
-                break
-            except errors.SegmentExhausted:
-                await asyncio.sleep(0.1)
+        resumed = await eventually_async(
+            lambda: source.next_ids("orders", 10),
+            10,
+            what="IDs after PostgreSQL is back",
+            interval=0.1,
+            ignoring=(errors.SegmentExhausted,),
+        )
         assert len(resumed) == 10
         served += resumed
     assert len(set(served)) == len(served)
@@ -136,13 +140,13 @@ async def test_fails_over_to_the_next_datacenter_and_comes_back(
         assert source.info()["tags"]["orders"]["datacenter"] == "dc-b"
         assert source.info()["failover"]["current"] == "dc-b"
         dc_a.start()
+
         # The probe notices the recovery; after the hold-down, ranges come from dc-a again.
-        for _ in range(100):
-            served += await drain(source, 60)
-            if source.info()["tags"]["orders"]["datacenter"] == "dc-a":
-                break
-            await asyncio.sleep(0.05)
-        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
+        async def back_on_dc_a() -> bool:
+            served.extend(await drain(source, 60))
+            return bool(source.info()["tags"]["orders"]["datacenter"] == "dc-a")
+
+        await eventually_async(back_on_dc_a, 30, what="ranges from dc-a again")
         served += await drain(source, 200)
         remaining = registry.get_sample_value("nebula_id_segment_remaining", {"tag": "orders"})
         assert remaining == source.info()["tags"]["orders"]["remaining"]
@@ -186,10 +190,12 @@ async def test_the_step_doubles_under_load_and_halves_when_it_drops(
             before = source.info()["tags"]["orders"]["loads"]
             await drain(source, source.info()["tags"]["orders"]["remaining"] or 1, batch=1000)
             clock.advance(gap_s)
-            for _ in range(100):
-                if source.info()["tags"]["orders"]["loads"] > before:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually_async(
+                lambda before=before: source.info()["tags"]["orders"]["loads"] > before,
+                10,
+                what="the next load",
+                interval=0.01,
+            )
             current = source.info()["tags"]["orders"]["range"]
             sizes.append(current[1] - current[0])
         return sizes
@@ -210,7 +216,7 @@ async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) 
     pool = make_pool("restart", step=100)
     async with open_source(pool, {"dc-a": postgres.dsn()}) as first:
         before = await drain(first, 30)
-        await asyncio.sleep(0.2)
+        await eventually_async(lambda: next_ready(first), 10, what="the next range")
         info = first.info()["tags"]["orders"]
         buffered_end = max(info["range"][1], (info["next_range"] or [0, 0])[1])
     async with open_source(pool, {"dc-a": postgres.dsn()}) as second:
