@@ -159,7 +159,16 @@ async def test_a_late_mark_write_never_lowers_the_stored_mark(
         client.delay_next_mark = 1.5
         await eventually_async(lambda: bool(client.late), timeout=3, what="a delayed mark write")
         await asyncio.gather(*client.late, return_exceptions=True)
-        await asyncio.sleep(0.6)  # one more tick after the late write
+
+        async def mark_revision() -> int:
+            return (await client.range(env.keys.clock(1, 0))).kvs[0].mod_revision
+
+        after_late = await mark_revision()
+
+        async def ticked() -> bool:
+            return await mark_revision() > after_late
+
+        await eventually_async(ticked, 5, what="one more tick after the late write")
         seen: list[int] = []
         # Every value the key took, in order, from etcd's history.
         end = (await client.range(env.keys.clock(1, 0))).revision

@@ -59,12 +59,14 @@ async def test_drop_data_while_sidecars_serve_never_repeats_an_id(
             # Staggered starts: the holders' keepalive ticks are out of phase, as in a
             # real deployment, so they notice a lost claim at different moments.
             await asyncio.sleep(0.13)
-        await asyncio.sleep(1.0)
-        before = len(load.snowflake), len(load.segment)
-        assert min(before) > 0
+        await eventually_async(
+            lambda: len(load.snowflake) >= 100 and len(load.segment) >= 100,
+            30,
+            what="both kinds of ID flowing",
+        )
         async with pool.client() as client:
             await reconcile.delete(pool.operator(client), "life", pool.name, drop=True)
-        # Whatever the old sidecars do now, nothing they issue may repeat an ID.
+        # Whatever the old sidecars do in this window, nothing they issue may repeat an ID.
         await asyncio.sleep(1.5)
         await load.stop()
     assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
@@ -191,7 +193,7 @@ async def test_a_lost_segment_row_does_not_restart_at_one(
     async with pool.sidecar("first") as first:
         await eventually_async(lambda: serving(first), timeout=10, what="the sidecar to serve")
         load.start(first)
-        await asyncio.sleep(0.5)
+        await eventually_async(lambda: len(load.segment) >= 10, 30, what="segment IDs")
         await load.stop()
     issued = set(load.segment)
     assert issued
@@ -206,7 +208,11 @@ async def test_a_lost_segment_row_does_not_restart_at_one(
         config = await pool.config()
         assert config is not None
         await engines.provision(pool.dsn, config, config.datacenters[0])
-        await asyncio.sleep(0.5)
+        await eventually_async(
+            lambda: len(second_load.segment) >= 10,
+            30,
+            what=f"segment IDs after the loss (refusals: {second_load.refusals})",
+        )
         await second_load.stop()
     again = set(second_load.segment)
     assert again, f"no segment ID after the loss: {second_load.refusals}"

@@ -57,14 +57,13 @@ class Sidecar:
         )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"sidecar {self.index} exited with {self.proc.returncode}")
-            if http.get(self.base + "/readyz", timeout=1.0)[0] == 200:
-                return
-            time.sleep(0.05)
-        pytest.fail(f"sidecar {self.index} not ready within {timeout} s")
+        processes.wait_until(
+            lambda: http.get(self.base + "/readyz", timeout=1.0)[0] == 200,
+            what=f"sidecar {self.index}",
+            proc=self.proc,
+            log_path=self.tmp_path / f"sidecar-{self.index}-{self.starts - 1}.log",
+            timeout=timeout,
+        )
 
     def restart(self, *, hard: bool) -> None:
         if hard:
