@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,7 @@ from nebula_id.core import pool as pools
 from nebula_id.settings import ServeSettings
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
+from tests.support import pools as support_pools
 from tests.support.fixtures import PostgresFactory
 from tests.support.services import PostgresCluster
 from tests.support.waiting import eventually_async
@@ -27,16 +29,12 @@ FAST_DB = pg_store.PostgresSettings(connect_timeout_s=1.0, command_timeout_s=1.0
 DC_BITS = 5
 
 
-def make_pool(name: str, *, step: int, max_step: int | None = None) -> pools.PoolConfig:
-    return pools.parse_spec(
-        {
-            "algorithm": "segment",
-            "datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
-            "segment": {"tags": [{"name": "orders", "step": step, "maxStep": max_step or step}]},
-        },
-        namespace="it",
-        name=name,
-    )
+# Two datacenters and one tag, "orders"; each test sets the step (and maxStep).
+make_pool = functools.partial(
+    support_pools.make_pool,
+    algorithm="segment",
+    datacenters=[{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
+)
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +94,7 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
     postgres_factory: PostgresFactory,
 ) -> None:
     cluster = postgres_factory()
-    pool = make_pool("outage", step=100)
+    pool = make_pool("outage", step=100, max_step=100)
     async with open_source(pool, {"dc-a": cluster.dsn()}) as source:
         served = await drain(source, 50)
         await eventually_async(lambda: next_ready(source), 10, what="the next range")
@@ -126,7 +124,7 @@ async def test_fails_over_to_the_next_datacenter_and_comes_back(
     postgres_factory: PostgresFactory,
 ) -> None:
     dc_a, dc_b = postgres_factory(), postgres_factory()
-    pool = make_pool("failover", step=50)
+    pool = make_pool("failover", step=50, max_step=50)
     registry = CollectorRegistry()
     seen: dict[str, set[int]] = {"dc-a": set(), "dc-b": set()}
     served: list[int] = []
@@ -213,7 +211,7 @@ async def test_the_step_doubles_under_load_and_halves_when_it_drops(
 
 
 async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) -> None:
-    pool = make_pool("restart", step=100)
+    pool = make_pool("restart", step=100, max_step=100)
     async with open_source(pool, {"dc-a": postgres.dsn()}) as first:
         before = await drain(first, 30)
         await eventually_async(lambda: next_ready(first), 10, what="the next range")
@@ -227,7 +225,7 @@ async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) 
 
 
 async def test_unknown_datacenters_in_the_urls_are_refused(postgres: PostgresCluster) -> None:
-    pool = make_pool("unknown-dc", step=10)
+    pool = make_pool("unknown-dc", step=10, max_step=10)
     with pytest.raises(errors.ConfigError, match="dc-x"):
         async with open_source(pool, {"dc-a": postgres.dsn(), "dc-x": postgres.dsn()}):
             pass
@@ -236,7 +234,7 @@ async def test_unknown_datacenters_in_the_urls_are_refused(postgres: PostgresClu
 async def test_dsns_come_from_the_url_the_urls_and_the_url_dir(
     postgres: PostgresCluster, tmp_path: pathlib.Path
 ) -> None:
-    pool = make_pool("url-dir", step=10)
+    pool = make_pool("url-dir", step=10, max_step=10)
     (tmp_path / "dc-b").write_text(postgres.dsn() + "\n")
     (tmp_path / ".hidden").write_text("ignored")
     settings = ServeSettings(
