@@ -133,7 +133,8 @@ async def test_watch_reports_puts_and_deletes_from_a_revision(
                 return
 
     task = asyncio.create_task(collect())
-    # The watch starts at `before`, so it sees the writes below whenever it connects.
+    # The replayed event first, alone in its answer (whose revision it carries).
+    await eventually_async(lambda: seen, 10, what="the replayed event")
     await client.put(prefix + "w/1", b"one")
     await client.delete(prefix + "w/0")
     await asyncio.wait_for(task, 10)
