@@ -180,7 +180,9 @@ async def test_unreachable_etcd_is_a_coordination_error_quickly() -> None:
     async with etcd.EtcdClient(settings) as c:
         with pytest.raises(errors.CoordinationError, match="etcd unreachable"):
             await c.get("/x")
-    assert time.monotonic() - started < 2.5
+    elapsed = time.monotonic() - started
+    print(f"unreachable etcd: CoordinationError after {elapsed:.2f} s")
+    assert elapsed < 2 * settings.timeout  # refused at once, not retried until a timeout
 
 
 def test_settings_refuse_half_configured_tls_and_auth() -> None:

@@ -267,20 +267,26 @@ async def test_etcd_stopped_fences_snowflake_keeps_uuids_and_resumes(
     issued += await snowflakes(session, sidecar, 500)
     server.kill()
     stopped = time.monotonic()
+    stopped_ms = time.time_ns() // 1_000_000
 
-    first_refusal: float | None = None
-    refusal: dict[str, Any] = {}
-    while first_refusal is None:
+    async def refused() -> dict[str, Any] | None:
         status, body = await get(session, sidecar, "/v1/ids/snowflake?count=10")
         if status == 200:
-            issued += [int(i) for i in body["ids"]]
-        else:
-            first_refusal, refusal = time.monotonic() - stopped, body
-            assert status == 503, body
-        assert time.monotonic() - stopped < TTL + 2, "Snowflake was never refused"
-        await asyncio.sleep(0.02)
+            issued.extend(int(i) for i in body["ids"])
+            return None
+        assert status == 503, body
+        return body
+
+    # A generous ceiling for the test to see it; the fence itself is checked below on
+    # the IDs' own timestamps, which a slow test process cannot delay.
+    refusal = await eventually_async(refused, TTL + 10, what="Snowflake to be refused")
+    first_refusal = time.monotonic() - stopped
     assert refusal["error"]["reason"] == "lease_lost"
-    assert first_refusal <= TTL - TIMING.margin + 0.5
+    # The last keepalive left before the kill: no ID may carry a later time than its
+    # deadline (TTL - margin after it), give or take the millisecond of a timestamp.
+    latest_ms = max(pool.layout.parse(i).timestamp_ms for i in issued)
+    fence_ms = stopped_ms + (TTL - TIMING.margin) * 1000
+    assert latest_ms <= fence_ms + 1, f"an ID {latest_ms - fence_ms} ms past the lease deadline"
 
     status, body = await get(session, sidecar, "/v1/ids/uuid7")
     assert status == 200, body
@@ -300,8 +306,9 @@ async def test_etcd_stopped_fences_snowflake_keeps_uuids_and_resumes(
     assert len(set(issued)) == len(issued)
     assert issued == sorted(issued)
     print(
-        f"etcd stopped: 503 lease_lost after {first_refusal:.2f} s (TTL {TTL} s, margin "
-        f"{TIMING.margin} s); serving again {resumed_after:.2f} s after etcd restarted; "
+        f"etcd stopped: last ID {latest_ms - stopped_ms} ms after the kill, 503 lease_lost "
+        f"seen after {first_refusal:.2f} s (TTL {TTL} s, margin {TIMING.margin} s); "
+        f"serving again {resumed_after:.2f} s after etcd restarted; "
         f"{len(issued)} Snowflake IDs, no repeats"
     )
 
@@ -369,7 +376,7 @@ async def test_clock_moved_back_in_a_sidecar_process_never_repeats_an_id(
                 break
         else:
             statuses.append((status, body["error"]["reason"]))
-        assert time.monotonic() - moved < 10, "never served again"
+        assert time.monotonic() - moved < 60, "never served again"
         await asyncio.sleep(0.02)
     refused_running = time.monotonic() - moved
     assert statuses
