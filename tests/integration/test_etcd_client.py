@@ -261,15 +261,15 @@ async def test_tls_with_client_certificates(tmp_path: Path) -> None:
             timeout=2.0,
         )
         async with etcd.EtcdClient(settings) as c:
-            started = time.monotonic()
-            while True:
-                try:
-                    await c.put("/tls/k", b"v")
-                    break
-                except errors.CoordinationError:
-                    assert proc.poll() is None, processes.log_tail(tmp_path / "etcd.log")
-                    assert time.monotonic() - started < 30, "TLS etcd never answered"
-                    await asyncio.sleep(0.2)
+
+            async def put() -> bool:
+                assert proc.poll() is None, processes.log_tail(tmp_path / "etcd.log")
+                await c.put("/tls/k", b"v")
+                return True
+
+            await eventually_async(
+                put, 30, what="the TLS etcd", interval=0.2, ignoring=(errors.CoordinationError,)
+            )
             got = await c.get("/tls/k")
             assert got is not None
             assert got.value == b"v"
