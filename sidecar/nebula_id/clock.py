@@ -42,8 +42,8 @@ class SystemClock:
         try:
             time.sleep(seconds)
         except OSError:
-            # EINVAL was seen under libfaketime when the faked clock jumped
-            # during the sleep.  Sleeps here last a few milliseconds (a small
+            # Under libfaketime, sleep can fail with EINVAL when the faked
+            # clock jumps during it.  Sleeps here last a few milliseconds (a small
             # rollback, the next millisecond), so spin instead of failing the request.
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline:
