@@ -8,7 +8,8 @@ Secrets), materialises the volumes the container mounts (emptyDir, secret,
 projected secret) in a local directory, and rewrites paths under a mount point
 to that directory. Only the network namespace is simulated: `host_overrides`
 replace settings such as the listen address, because all test processes share
-the host's loopback. """
+the host's loopback.
+"""
 
 from __future__ import annotations
 
