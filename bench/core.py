@@ -28,6 +28,7 @@ from collections.abc import Callable, Sized
 import uuid_utils
 
 from nebula_id.clock import SystemClock
+from nebula_id.core import pool as pools
 from nebula_id.core import segment, uuids
 from nebula_id.core.layout import SnowflakeLayout
 from nebula_id.core.snowflake import SnowflakeGenerator
@@ -168,7 +169,7 @@ def segment_runs(size: int) -> tuple[Callable[[], int], Callable[[], None]]:
     event_loop = asyncio.new_event_loop()
     allocator = segment.SegmentAllocator(
         MemoryStore(),
-        [segment.Tag(name="bench", step=10_000, max_step=1_000_000)],
+        [pools.Tag(name="bench", step=10_000, max_step=1_000_000)],
         clock=SystemClock(),
     )
     event_loop.run_until_complete(allocator.start())

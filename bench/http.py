@@ -40,6 +40,8 @@ import time
 import urllib.request
 from collections.abc import Sequence
 
+from tests.support.processes import free_port as free_port
+
 TARGET_RPS = 15_000
 TARGET_VS_FLOOR = 0.9
 TARGET_P99_MS = 1.0
@@ -71,14 +73,6 @@ TEXT = ["-H", "Accept: text/plain"]
 PACED_SCRIPT = "function delay()\n  return 1\nend\n"
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pinned(core: int) -> list[str]:

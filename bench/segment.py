@@ -65,7 +65,7 @@ async def in_process_rate(dsn: str, *, size: int, seconds: float) -> float:
     pool = make_pool(1000, 1_000_000)
     store = engines.open_store(dsn, pool=pool, datacenter=pool.datacenters[0])
     allocator = segment.SegmentAllocator(
-        store, [segment.Tag("bench", 1000, 1_000_000)], clock=SystemClock()
+        store, [pools.Tag("bench", 1000, 1_000_000)], clock=SystemClock()
     )
     await allocator.start()
     next_ids = allocator.next_ids
@@ -140,7 +140,7 @@ async def in_process_switch_latency(dsn: str, *, step: int, calls: int) -> Sampl
     pool = make_pool(step, step)
     store = engines.open_store(dsn, pool=pool, datacenter=pool.datacenters[0])
     allocator = segment.SegmentAllocator(
-        store, [segment.Tag("bench", step, step)], clock=SystemClock()
+        store, [pools.Tag("bench", step, step)], clock=SystemClock()
     )
     await allocator.start()
     timer = time.perf_counter_ns

@@ -25,7 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bench.http import cpu_seconds, free_port, pinned, start, stop, wait_for
 from nebula_id.client import wire
@@ -107,7 +108,29 @@ def grpc_calls(port: int, n: int, kind: str) -> tuple[list[Call], list[object]]:
 
     from nebula_id.rpc import ids_pb2, ids_pb2_grpc
 
-    channels, calls = [], []
+    def health_call(stub: Any, request: Any) -> Call:
+        async def call() -> int:
+            await stub.Check(request)
+            return 1
+
+        return call
+
+    def unary_call(stub: Any, request: Any) -> Call:
+        async def call() -> int:
+            await stub.Next(request)
+            return 1
+
+        return call
+
+    def batch_call(stub: Any, request: Any) -> Call:
+        async def call() -> int:
+            reply = await stub.Batch(request)
+            return len(reply.ids)
+
+        return call
+
+    channels: list[object] = []
+    calls: list[Call] = []
     for _ in range(n):
         # One channel (one HTTP/2 connection) per worker, as the HTTP workers have.
         channel = grpc.aio.insecure_channel(
@@ -116,27 +139,11 @@ def grpc_calls(port: int, n: int, kind: str) -> tuple[list[Call], list[object]]:
         stub = ids_pb2_grpc.IdsStub(channel)  # type: ignore[no-untyped-call]
         channels.append(channel)
         if kind == "health":
-            health_stub = health_pb2_grpc.HealthStub(channel)
-            check = health_pb2.HealthCheckRequest()
-
-            async def call(stub: object = health_stub, request: object = check) -> int:
-                await stub.Check(request)  # type: ignore[attr-defined]
-                return 1
-
+            call = health_call(health_pb2_grpc.HealthStub(channel), health_pb2.HealthCheckRequest())
         elif kind == "unary":
-            request = ids_pb2.NextRequest()
-
-            async def call(stub: object = stub, request: object = request) -> int:
-                await stub.Next(request)  # type: ignore[attr-defined]
-                return 1
-
+            call = unary_call(stub, ids_pb2.NextRequest())
         else:
-            batch = ids_pb2.BatchRequest(count=1000)
-
-            async def call(stub: object = stub, request: object = batch) -> int:
-                reply = await stub.Batch(request)  # type: ignore[attr-defined]
-                return len(reply.ids)
-
+            call = batch_call(stub, ids_pb2.BatchRequest(count=1000))
         calls.append(call)
     return calls, channels
 
@@ -215,12 +222,12 @@ def measure(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, float]
         stop(floor)
 
 
-def _runner() -> Callable[[Awaitable[dict[str, float]]], dict[str, float]]:
+def _runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return asyncio.run
+    return uvloop.run
 
 
 ROWS = [

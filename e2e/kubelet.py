@@ -1,13 +1,14 @@
 """Play the kubelet's part for one container, honestly, on the test host.
 
-There is no kubelet on this machine, so the end-to-end test starts a pod's
-container as a local process.  This module does what the kubelet would do with
-the pod spec and nothing more: it resolves `env` (plain values, the downward
-API from the Pod object, `secretKeyRef` from real Secrets), materialises the
-volumes the container mounts (emptyDir, secret, projected secret) in a local
-directory, and rewrites paths under a mount point to that directory.  Only the
-network namespace is simulated: `host_overrides` replace settings such as the
-listen address, because all test processes share the host's loopback.
+The e2e tier runs without a kubelet (the node tier has one), so the end-to-end
+test starts a pod's container as a local process. This module does what the
+kubelet would do with the pod spec and nothing more: it resolves `env` (plain
+values, the downward API from the Pod object, `secretKeyRef` from real
+Secrets), materialises the volumes the container mounts (emptyDir, secret,
+projected secret) in a local directory, and rewrites paths under a mount point
+to that directory. Only the network namespace is simulated: `host_overrides`
+replace settings such as the listen address, because all test processes share
+the host's loopback.
 """
 
 from __future__ import annotations

@@ -13,13 +13,10 @@ app namespace enforces the `restricted` Pod Security Standard.
 from __future__ import annotations
 
 import base64
-import contextlib
 import http.client
 import json
 import os
-import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -28,8 +25,10 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support import waiting
 from tests.support.controlplane import ControlPlane, run_cli
 from tests.support.matching import is_subset
+from tests.support.processes import free_port
 
 from e2e import kubelet
 from nebula_id.core import access, crd
@@ -49,22 +48,9 @@ DC_A = [{"name": "dc-a", "id": 1, "databaseSecretRef": {"name": "nebula-id-db-dc
 # --- small helpers ---------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(what: str, check: Callable[[], Any], *, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            last = check()
-            if last:
-                return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """`waiting.eventually` for kubectl probes: an exception counts as "not yet"."""
+    return waiting.eventually(check, timeout, what=what, interval=0.3, ignoring=(Exception,))
 
 
 def http_get(port: int, path: str) -> tuple[int, Any]:

@@ -4,7 +4,7 @@
 # On a fresh Debian 12 machine with Python 3.11 and Go it installs what is
 # missing (Debian's postgresql, faketime and spin), makes a venv keyed by the hash of
 # pyproject.toml, builds etcd, kube-apiserver, kubectl and helm from Go modules
-# (cached), then runs ruff, ruff format, mypy and pytest over every tier.
+# (cached), then runs ruff, ruff format, mypy, lint-imports and pytest over every tier.
 # A dependency that cannot start fails the run; nothing is skipped.
 #
 #   bash scripts/test.sh                                # everything
@@ -177,6 +177,8 @@ say "ruff format --check"
 "$PY" -m ruff format --check . || FAILED+=("ruff format")
 say "mypy (strict)"
 "$PY" -m mypy || FAILED+=("mypy")
+say "lint-imports (the layer contracts in pyproject.toml)"
+"$VENV/bin/lint-imports" --no-cache || FAILED+=("lint-imports")
 say "bandit (accepted findings carry a # nosec comment saying why)"
 "$PY" -m bandit -q -c pyproject.toml -r sidecar/nebula_id operator/nebula_id_operator \
   || FAILED+=("bandit")
@@ -213,5 +215,5 @@ if [ ${#FAILED[@]} -gt 0 ]; then
     "$(IFS=,; echo "${FAILED[*]}")" "$elapsed" "$TIERS"
   exit 1
 fi
-printf '\nscripts/test.sh: PASSED (ruff, format, mypy, pytest) in %d s [tiers: %s]\n' \
+printf '\nscripts/test.sh: PASSED (ruff, format, mypy, lint-imports, pytest) in %d s [tiers: %s]\n' \
   "$elapsed" "$TIERS"

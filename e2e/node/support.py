@@ -11,10 +11,11 @@ import contextlib
 import json
 import re
 import shlex
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tests.support import waiting
 
 from e2e.node.cluster import NODE_IP, REPO, Node
 
@@ -63,19 +64,8 @@ def image_values(images: dict[str, Any]) -> list[str]:
 def wait_until(
     what: str, check: Callable[[], Any], *, timeout: float = 60, interval: float = 0.5
 ) -> Any:
-    """Poll `check` until it returns something true; fail with the last value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+    """`waiting.eventually` with the node's flakier probes: an exception counts as "not yet"."""
+    return waiting.eventually(check, timeout, what=what, interval=interval, ignoring=(Exception,))
 
 
 def etcd_keys(node: Node, prefix: str) -> dict[str, str]:

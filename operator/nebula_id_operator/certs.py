@@ -1,7 +1,7 @@
 """The webhook's serving certificate: a private CA and a leaf, renewed before expiry.
 
-kopf can generate a self-signed certificate itself, but through a library that
-fails on this machine's OpenSSL; `cryptography` does not.  Every replica of the
+kopf can generate a self-signed certificate itself, but through certbuilder and
+oscrypto, which fail to load some OpenSSL 3 builds; `cryptography` does not.  Every replica of the
 operator must serve with a certificate that the same CA signed (the API server
 trusts one `caBundle`), so the material lives in one Secret and this module only
 decides, purely, whether what is stored is still good and what replaces it.

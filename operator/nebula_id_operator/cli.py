@@ -26,7 +26,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+# The top-level modules the `operator` extra brings (pyproject.toml).
+OPERATOR_EXTRA = frozenset({"kopf", "cryptography"})
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        from nebula_id_operator import main  # kopf is heavy: only here
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in OPERATOR_EXTRA:
+            raise
+        print(
+            f"nebula-id operator: {e.name} is not installed; "
+            "install the operator extra: pip install 'nebula-id[operator]'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = operator_settings.load(args)
     except errors.ConfigError as e:
@@ -37,8 +52,6 @@ def run(args: argparse.Namespace) -> int:
         # kopf logs every timer run at INFO; our own modules say what matters.
         logging.getLogger("kopf").setLevel(logging.WARNING)
     import asyncio
-
-    from nebula_id_operator import main  # kopf is heavy: only here
 
     return asyncio.run(main.run(settings))
 

@@ -8,6 +8,7 @@ wall clock that jumps must never extend a lease.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -21,6 +22,9 @@ class Clock(Protocol):
 
     def sleep(self, seconds: float) -> None:
         """Block for `seconds` (only ever a few milliseconds on the hot path)."""
+
+    async def sleep_async(self, seconds: float) -> None:
+        """Suspend the calling task for `seconds` (background loops wait with this)."""
 
 
 class SystemClock:
@@ -38,16 +42,19 @@ class SystemClock:
         try:
             time.sleep(seconds)
         except OSError:
-            # EINVAL was seen under libfaketime when the faked clock jumped
-            # during the sleep.  Sleeps here last a few milliseconds (a small
+            # Under libfaketime, sleep can fail with EINVAL when the faked
+            # clock jumps during it.  Sleeps here last a few milliseconds (a small
             # rollback, the next millisecond), so spin instead of failing the request.
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline:
                 pass
 
+    async def sleep_async(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 class FakeClock:
-    """A clock tests move by hand.  `sleep` advances both clocks instantly."""
+    """A clock tests move by hand.  `sleep` and `sleep_async` advance both clocks instantly."""
 
     def __init__(self, wall_ms: int = 1_750_000_000_000, monotonic: float = 1000.0) -> None:
         self._wall_ms = wall_ms
@@ -63,6 +70,11 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.advance(seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        """Advance both clocks at once, then let the other tasks run."""
+        self.sleep(seconds)
+        await asyncio.sleep(0)
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward."""

@@ -21,6 +21,7 @@ from nebula_id.clock import FakeClock
 from nebula_id.http import errors as http_errors
 from tests.api.conftest import MakeClient
 from tests.support import processes
+from tests.support.waiting import eventually_async
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -129,10 +130,7 @@ async def test_prefetch_starts_below_low_water_before_the_buffer_is_empty(
         assert client.buffered == 50  # at the low mark: nothing asked yet
         assert len(sent) == 1
         taken.append(client.take())  # below it: the next batch is on its way
-        for _ in range(1000):  # up to 5 s on a busy machine
-            if client.buffered > 49:
-                break
-            await asyncio.sleep(0.005)
+        await eventually_async(lambda: client.buffered > 49, 10, what="the next batch")
         assert len(sent) == 2
         assert client.buffered == 149
         # The buffer never ran dry: every one of these is a pop, no request, no await.
@@ -202,11 +200,9 @@ async def test_a_failed_prefetch_keeps_the_buffer_and_the_empty_buffer_raises(
     client = IdClient(base_of(server), batch_size=10, low_water=0.5, pipeline=1)
     try:
         got = [await client.next_id() for _ in range(6)]  # below 5 left: prefetch, refused
-        for _ in range(1000):  # up to 5 s on a busy machine
-            if client.requests == 2 and not prefetch_tasks():
-                break
-            await asyncio.sleep(0.005)
-        assert client.requests == 2
+        await eventually_async(
+            lambda: client.requests == 2 and not prefetch_tasks(), 10, what="the refused prefetch"
+        )
         got += [await client.next_id() for _ in range(4)]  # the buffer still serves
         assert client.requests == 2  # and, after a failure, the background stays quiet
         with pytest.raises(errors.RateLimited) as refused:

@@ -21,7 +21,7 @@ import pytest
 
 from nebula_id.core import layout as layouts
 from nebula_id.standalone import mark as marks
-from tests.support import http, pki, processes
+from tests.support import http, pki, processes, waiting
 
 NEBULA_ID = pathlib.Path(sys.executable).with_name("nebula-id")
 LAYOUT = layouts.SnowflakeLayout()
@@ -42,16 +42,13 @@ class Sidecar:
         )
 
     def wait_up(self, path: str = "/healthz", timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"sidecar exited {self.proc.returncode}: {processes.log_tail(self.log)}"
-                )
-            if http.get(self.base + path, timeout=1.0)[0] == 200:
-                return
-            time.sleep(0.02)
-        pytest.fail(f"sidecar not up in {timeout}s: {processes.log_tail(self.log)}")
+        processes.wait_until(
+            lambda: http.get(self.base + path, timeout=1.0)[0] == 200,
+            what=f"the sidecar's {path}",
+            proc=self.proc,
+            log_path=self.log,
+            timeout=timeout,
+        )
 
     def get(self, path: str) -> tuple[int, dict[str, object]]:
         status, body = http.get(self.base + path, timeout=5.0)
@@ -148,14 +145,12 @@ def test_restart_after_clock_rollback_serves_nothing_until_the_mark(
 
 
 def poll_first_id(sidecar: Sidecar, timeout: float = 15.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def first_id() -> int | None:
         status, body = sidecar.get("/v1/ids/snowflake")
-        if status == 200:
-            return int(str(body["id"]))
-        assert status == 503, body
-        time.sleep(0.05)
-    pytest.fail("Snowflake never became available")
+        assert status in (200, 503), body
+        return int(str(body["id"])) if status == 200 else None
+
+    return waiting.eventually(first_id, timeout, what="Snowflake to become available")
 
 
 def test_graceful_stop_persists_the_last_timestamp(
@@ -226,10 +221,13 @@ def test_tls_and_api_key(sidecars: list[Sidecar], tmp_path: pathlib.Path) -> Non
     sidecars.append(sidecar)
     sidecar.base = f"https://127.0.0.1:{sidecar.port}"
     context = ssl.create_default_context(cadata=ca.pem.cert.decode())
-    deadline = time.monotonic() + 15
-    while http.get(sidecar.base + "/healthz", context=context)[0] != 200:
-        assert time.monotonic() < deadline, processes.log_tail(sidecar.log)
-        time.sleep(0.05)
+    processes.wait_until(
+        lambda: http.get(sidecar.base + "/healthz", context=context)[0] == 200,
+        what="the sidecar over TLS",
+        proc=sidecar.proc,
+        log_path=sidecar.log,
+        timeout=15,
+    )
     assert http.get(sidecar.base + "/v1/ids", context=context)[0] == 401
     status, body = http.get(
         sidecar.base + "/v1/ids", context=context, headers={"X-API-Key": "s3cret"}

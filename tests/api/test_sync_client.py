@@ -22,6 +22,7 @@ from nebula_id.client import ClientClosed, SidecarUnreachable, SyncIdClient
 from tests.api.conftest import MakeClient
 from tests.api.test_unix_socket import serving
 from tests.support import processes
+from tests.support.waiting import eventually
 
 
 def base_of(server: TestClient[Any, Any]) -> str:
@@ -77,10 +78,7 @@ async def test_the_fetch_starts_below_low_water_before_the_buffer_is_empty(
                 client.next_id()
             requests_at_mark = client.requests
             client.next_id()  # at the mark: wakes the fetcher
-            for _ in range(500):  # up to 5 s on a busy machine
-                if client.buffered > 60:
-                    break
-                threading.Event().wait(0.01)
+            eventually(lambda: client.buffered > 60, 10, what="the next batch, IDs still buffered")
             return requests_at_mark, client.buffered
 
     requests_at_mark, buffered = await asyncio.to_thread(scenario)

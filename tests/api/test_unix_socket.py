@@ -15,7 +15,6 @@ import socket
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -37,11 +36,13 @@ def serving(tmp_path: pathlib.Path, socket_path: pathlib.Path, *flags: str) -> I
     argv = [NEBULA_ID, "serve", "--port", str(port), "--data-dir", str(tmp_path / "data")]
     proc = processes.spawn([*argv, *flags], log_path=log, env=env)
     try:
-        deadline = time.monotonic() + 15
-        while http.get(base + "/readyz", timeout=1.0)[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sidecar did not start: {processes.log_tail(log)}")
-            time.sleep(0.02)
+        processes.wait_until(
+            lambda: http.get(base + "/readyz", timeout=1.0)[0] == 200,
+            what="the sidecar",
+            proc=proc,
+            log_path=log,
+            timeout=15,
+        )
         yield base
         proc.terminate()
         assert proc.wait(timeout=15) == 0

@@ -225,12 +225,5 @@ class Load:
         )
 
 
-async def eventually(check: Any, *, within: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within} s waiting for {what}"
-        await asyncio.sleep(interval)
-
-
 def serving(sidecar: Sidecar) -> bool:
     return sidecar.snowflake.ready_reason() is None

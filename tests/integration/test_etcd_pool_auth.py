@@ -12,7 +12,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import users
 from tests.support import binaries, pki, processes
+from tests.support.waiting import eventually_async
 
 NEBULA_ID = str(Path(sys.executable).parent / "nebula-id")
 ROOT_PASSWORD = "root-s3cret"
@@ -103,16 +103,20 @@ def tls_etcd(tmp_path: Path) -> Iterator[TlsEtcd]:
 
 async def _enable_auth(server: TlsEtcd) -> None:
     async with etcd.EtcdClient(server.settings()) as c:
-        started = time.monotonic()
-        while True:
-            try:
-                await c.auth_enabled()
-                break
-            except etcd.errors.CoordinationError:
-                assert server.proc is not None
-                assert server.proc.poll() is None
-                assert time.monotonic() - started < 30, "the TLS etcd never answered"
-                await asyncio.sleep(0.2)
+
+        async def answers() -> bool:
+            assert server.proc is not None
+            assert server.proc.poll() is None
+            await c.auth_enabled()
+            return True
+
+        await eventually_async(
+            answers,
+            30,
+            what="the TLS etcd",
+            interval=0.2,
+            ignoring=(etcd.errors.CoordinationError,),
+        )
         await c.user_add("root", ROOT_PASSWORD)
         await c.user_grant_role("root", "root")
         await c._call("/v3/auth/enable", {})
@@ -174,18 +178,17 @@ async def test_a_pool_credential_reaches_its_own_pool_and_nothing_else(
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
+
+            async def fifty() -> list[int] | None:
                 assert proc.poll() is None, processes.log_tail(log_path)
-                try:
-                    async with session.get(url + "/v1/ids/snowflake?count=50") as response:
-                        if response.status == 200:
-                            ids = (await response.json())["ids"]
-                            break
-                except aiohttp.ClientError:
-                    pass
-                assert time.monotonic() < deadline, processes.log_tail(log_path)
-                await asyncio.sleep(0.2)
+                async with session.get(url + "/v1/ids/snowflake?count=50") as response:
+                    if response.status != 200:
+                        return None
+                    return list((await response.json())["ids"])
+
+            ids = await eventually_async(
+                fifty, 30, what="Snowflake IDs", interval=0.2, ignoring=(aiohttp.ClientError,)
+            )
         assert len(set(ids)) == 50
         claims = await root.range(pool_a.workers_prefix, prefix=True)
         assert claims.count == 1

@@ -23,7 +23,8 @@ from nebula_id import errors
 from nebula_id.etcd import claims, worker
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import source as sources
-from tests.integration.test_worker_lease import Env, SkewClock, eventually, serving
+from tests.integration.test_worker_lease import Env, SkewClock, serving
+from tests.support.waiting import eventually_async
 
 
 class FreezingClock(SkewClock):
@@ -55,7 +56,7 @@ async def test_no_id_leaves_after_the_deadline_when_frozen_in_a_rollback_wait(
     env.clock = FreezingClock()
     await env.apply()
     async with env.holder("frozen") as source:
-        await eventually(lambda: serving(source), within=5, what="the holder to serve")
+        await eventually_async(lambda: serving(source), timeout=5, what="the holder to serve")
         before = source.next_ids(100)
         assert len(set(before)) == 100
         clock = env.clock
@@ -79,7 +80,7 @@ async def test_no_batch_is_returned_after_the_deadline_when_frozen_in_the_spin(
     env.clock = FreezingClock()
     await env.apply()
     async with env.holder("frozen") as source:
-        await eventually(lambda: serving(source), within=5, what="the holder to serve")
+        await eventually_async(lambda: serving(source), timeout=5, what="the holder to serve")
         clock = env.clock
         assert isinstance(clock, FreezingClock)
         # A wall clock stuck in one millisecond makes the generator sleep to reach the
@@ -151,14 +152,23 @@ async def test_a_late_mark_write_never_lowers_the_stored_mark(
     )
     task = asyncio.create_task(holder.run())
     try:
-        await eventually(lambda: serving(source), within=5, what="the holder to serve")
+        await eventually_async(lambda: serving(source), timeout=5, what="the holder to serve")
         # The next tick's mark write times out on the client; etcd applies it 1.5 s
         # later, after the following ticks wrote higher marks.
         start = (await client.range(env.keys.clock(1, 0))).revision + 1
         client.delay_next_mark = 1.5
-        await eventually(lambda: bool(client.late), within=3, what="a delayed mark write")
+        await eventually_async(lambda: bool(client.late), timeout=3, what="a delayed mark write")
         await asyncio.gather(*client.late, return_exceptions=True)
-        await asyncio.sleep(0.6)  # one more tick after the late write
+
+        async def mark_revision() -> int:
+            return (await client.range(env.keys.clock(1, 0))).kvs[0].mod_revision
+
+        after_late = await mark_revision()
+
+        async def ticked() -> bool:
+            return await mark_revision() > after_late
+
+        await eventually_async(ticked, 5, what="one more tick after the late write")
         seen: list[int] = []
         # Every value the key took, in order, from etcd's history.
         end = (await client.range(env.keys.clock(1, 0))).revision

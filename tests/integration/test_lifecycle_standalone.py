@@ -22,6 +22,7 @@ from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import mark as marks
 from nebula_id.standalone import sqlite_store
 from nebula_id.standalone.snowflake import StandaloneSnowflake
+from tests.support.waiting import eventually_async
 
 
 class SlowMarkFile(marks.MarkFile):
@@ -66,14 +67,14 @@ async def test_shutdown_waits_for_a_mark_write_in_flight_and_writes_last(tmp_pat
     assert len(set(ids)) == 100
     mark_file.delay_s = 0.3
     # Wait until the refresher is inside a (slow) write, then shut down.
-    deadline = time.monotonic() + 5
-    while mark_file.concurrent == 0:
-        assert time.monotonic() < deadline, "the refresher never wrote"
-        await asyncio.sleep(0.005)
+    await eventually_async(
+        lambda: mark_file.concurrent > 0, 10, what="the refresher inside a write", interval=0.005
+    )
     await source.close()
     closed_at = time.monotonic()
     last = generator.last_timestamp_ms
-    await asyncio.sleep(0.5)  # anything still running would finish now
+    # A write still running would finish within its delay (0.3 s): watch for longer.
+    await asyncio.sleep(0.5)
     assert mark_file.max_concurrent == 1, "two mark writes ran at once on one temp file"
     late = [w for w in mark_file.writes if w[1] > closed_at]
     assert late == [], "a mark write finished after shutdown returned"

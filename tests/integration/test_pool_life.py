@@ -22,8 +22,9 @@ from nebula_id.core import segment
 from nebula_id.etcd import pools as pool_store
 from nebula_id.storage import engines
 from nebula_id_operator import leader, reconcile
-from tests.integration.pool_life import TAG, Load, Pool, eventually, serving, spec
+from tests.integration.pool_life import TAG, Load, Pool, serving, spec
 from tests.support.engines import EngineServer
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -53,17 +54,19 @@ async def test_drop_data_while_sidecars_serve_never_repeats_an_id(
     async with contextlib.AsyncExitStack() as stack:
         for i in range(4):
             s = await stack.enter_async_context(pool.sidecar(f"s{i}"))
-            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            await eventually_async(lambda s=s: serving(s), timeout=10, what=f"{s.pod} to serve")
             load.start(s)
             # Staggered starts: the holders' keepalive ticks are out of phase, as in a
             # real deployment, so they notice a lost claim at different moments.
             await asyncio.sleep(0.13)
-        await asyncio.sleep(1.0)
-        before = len(load.snowflake), len(load.segment)
-        assert min(before) > 0
+        await eventually_async(
+            lambda: len(load.snowflake) >= 100 and len(load.segment) >= 100,
+            30,
+            what="both kinds of ID flowing",
+        )
         async with pool.client() as client:
             await reconcile.delete(pool.operator(client), "life", pool.name, drop=True)
-        # Whatever the old sidecars do now, nothing they issue may repeat an ID.
+        # Whatever the old sidecars do in this window, nothing they issue may repeat an ID.
         await asyncio.sleep(1.5)
         await load.stop()
     assert load.duplicates() == (0, 0), f"duplicates (snowflake, segment): {load.duplicates()}"
@@ -78,7 +81,7 @@ async def test_recreate_with_another_epoch_is_refused_and_the_same_one_continues
     async with contextlib.AsyncExitStack() as first:
         for i in range(2):
             s = await first.enter_async_context(pool.sidecar(f"pod{i}"))
-            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            await eventually_async(lambda s=s: serving(s), timeout=10, what=f"{s.pod} to serve")
             load.start(s)
         await asyncio.sleep(5.0)
         assert pool.cli_delete().returncode == 0
@@ -98,7 +101,7 @@ async def test_recreate_with_another_epoch_is_refused_and_the_same_one_continues
     async with contextlib.AsyncExitStack() as second:
         for i in range(2):
             s = await second.enter_async_context(pool.sidecar(f"pod{i}"))
-            await eventually(lambda s=s: serving(s), within=10, what=f"{s.pod} to serve")
+            await eventually_async(lambda s=s: serving(s), timeout=10, what=f"{s.pod} to serve")
             load.start(s)
         await asyncio.sleep(3.0)
         await load.stop()
@@ -110,7 +113,7 @@ async def test_recreate_with_another_layout_never_repeats_an_id(pool: Pool) -> N
     load = Load()
     async with contextlib.AsyncExitStack() as stack:
         old = await stack.enter_async_context(pool.sidecar("old"))
-        await eventually(lambda: serving(old), within=10, what="the old sidecar to serve")
+        await eventually_async(lambda: serving(old), timeout=10, what="the old sidecar to serve")
         load.start(old)
         await asyncio.sleep(0.5)
         async with pool.client() as client:
@@ -120,7 +123,7 @@ async def test_recreate_with_another_layout_never_repeats_an_id(pool: Pool) -> N
         if await pool.config() is None:
             await pool.apply(spec(worker_bits=5))
         new = await stack.enter_async_context(pool.sidecar("new"))
-        await eventually(lambda: serving(new), within=10, what="the new sidecar to serve")
+        await eventually_async(lambda: serving(new), timeout=10, what="the new sidecar to serve")
         load.start(new)
         await asyncio.sleep(2.0)
         await load.stop()
@@ -188,9 +191,9 @@ async def test_a_lost_segment_row_does_not_restart_at_one(
     await pool.apply(spec())
     load = Load()
     async with pool.sidecar("first") as first:
-        await eventually(lambda: serving(first), within=10, what="the sidecar to serve")
+        await eventually_async(lambda: serving(first), timeout=10, what="the sidecar to serve")
         load.start(first)
-        await asyncio.sleep(0.5)
+        await eventually_async(lambda: len(load.segment) >= 10, 30, what="segment IDs")
         await load.stop()
     issued = set(load.segment)
     assert issued
@@ -199,13 +202,17 @@ async def test_a_lost_segment_row_does_not_restart_at_one(
     segment_db.execute(f"DELETE FROM nebula_segments WHERE pool = '{pool.ref}'")
     second_load = Load()
     async with pool.sidecar("second") as second:
-        await eventually(lambda: serving(second), within=10, what="the sidecar to serve")
+        await eventually_async(lambda: serving(second), timeout=10, what="the sidecar to serve")
         second_load.start(second)
         await asyncio.sleep(0.3)
         config = await pool.config()
         assert config is not None
         await engines.provision(pool.dsn, config, config.datacenters[0])
-        await asyncio.sleep(0.5)
+        await eventually_async(
+            lambda: len(second_load.segment) >= 10,
+            30,
+            what=f"segment IDs after the loss (refusals: {second_load.refusals})",
+        )
         await second_load.stop()
     again = set(second_load.segment)
     assert again, f"no segment ID after the loss: {second_load.refusals}"
@@ -218,17 +225,17 @@ async def test_sidecars_stop_when_their_pool_is_deleted_and_resume_in_its_next_l
 ) -> None:
     await pool.apply(spec())
     async with pool.sidecar("s") as sidecar:
-        await eventually(lambda: serving(sidecar), within=10, what="the sidecar to serve")
+        await eventually_async(lambda: serving(sidecar), timeout=10, what="the sidecar to serve")
         before = sidecar.snowflake.next_ids(10) + await sidecar.segments.next_ids(TAG, 10)
         async with pool.client() as client:
             await pool_store.delete(client, pool.keys)
         # The watch sees the deletion at once: nothing is issued for a pool that is gone.
-        await eventually(
+        await eventually_async(
             lambda: (
                 sidecar.snowflake.ready_reason() == "not_ready"
                 and sidecar.segments.ready_reason() == "not_ready"
             ),
-            within=2,
+            timeout=2,
             what="both sources to stop",
         )
         with pytest.raises(errors.NotReady, match="deleted"):
@@ -239,9 +246,9 @@ async def test_sidecars_stop_when_their_pool_is_deleted_and_resume_in_its_next_l
             assert (await client.range(pool.keys.workers_prefix, prefix=True)).count == 0
         # Created again with the same spec: the same process serves its next life.
         await pool.apply(spec())
-        await eventually(
+        await eventually_async(
             lambda: serving(sidecar) and sidecar.segments.ready_reason() is None,
-            within=10,
+            timeout=10,
             what="the sidecar to serve again",
         )
         after = sidecar.snowflake.next_ids(10) + await sidecar.segments.next_ids(TAG, 10)

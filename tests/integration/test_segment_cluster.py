@@ -9,7 +9,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -106,11 +105,13 @@ def test_pool_apply_provisions_and_the_sidecar_fails_over(
             ),
         )
     )
-    deadline = time.monotonic() + 30
-    while http.get(base + "/readyz", timeout=1)[0] != 200:
-        assert sidecar_proc[0].poll() is None, processes.log_tail(tmp_path / "sidecar.log")
-        assert time.monotonic() < deadline, processes.log_tail(tmp_path / "sidecar.log")
-        time.sleep(0.1)
+    processes.wait_until(
+        lambda: http.get(base + "/readyz", timeout=1)[0] == 200,
+        what="the sidecar",
+        proc=sidecar_proc[0],
+        log_path=tmp_path / "sidecar.log",
+        timeout=30,
+    )
 
     served = ids(base, 120)
     assert info(base)["tags"]["orders"]["datacenter"] == "dc-a"

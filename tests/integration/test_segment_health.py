@@ -22,6 +22,7 @@ from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
 from tests.support import sidecar as sidecars
 from tests.support.services import PostgresCluster
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -90,12 +91,13 @@ async def open_source(
 async def serve_until(source: postgres_source.ClusterSegments, datacenter: str) -> list[int]:
     """Serve IDs until ranges come from `datacenter` (bounded)."""
     served: list[int] = []
-    for _ in range(200):
-        served += await source.next_ids("orders", 5)
-        if source.info()["tags"]["orders"]["datacenter"] == datacenter:
-            return served
-        await asyncio.sleep(0.02)
-    pytest.fail(f"ranges never came from {datacenter}: {source.info()}")
+
+    async def there() -> bool:
+        served.extend(await source.next_ids("orders", 5))
+        return bool(source.info()["tags"]["orders"]["datacenter"] == datacenter)
+
+    await eventually_async(there, 30, what=f"ranges from {datacenter}", interval=0.02)
+    return served
 
 
 async def test_published_health_moves_ranges_and_brings_them_back(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +14,7 @@ from nebula_id.clock import SystemClock
 from nebula_id.config import serve as settings_mod
 from nebula_id.http.app import build_app
 from tests.support.fixtures import EngineFactory, PostgresFactory
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ async def test_serves_spans_switches_and_reports(
     assert "orders" in error["message"]
     assert "users" in error["message"]
 
-    await asyncio.sleep(0.2)
+    await eventually_async(lambda: next_ready(client, "orders"), 10, what="the next range")
     info = (await (await client.get("/v1/info")).json())["segment"]["source"]
     orders = info["tags"]["orders"]
     assert orders["datacenter"] == "default"
@@ -82,6 +82,12 @@ async def test_serves_spans_switches_and_reports(
     assert 'nebula_id_segment_allocations_total{datacenter="default"}' in metrics
 
 
+async def next_ready(client: Client, tag: str) -> bool:
+    """Whether the tag's next range is loaded (the double buffer is full)."""
+    info = (await (await client.get("/v1/info")).json())["segment"]["source"]
+    return bool(info["tags"][tag]["next_ready"])
+
+
 async def test_an_outage_serves_the_buffers_then_503_then_resumes(
     aiohttp_client: Callable[..., Awaitable[Client]],
     tmp_path: pathlib.Path,
@@ -90,7 +96,7 @@ async def test_an_outage_serves_the_buffers_then_503_then_resumes(
     cluster = postgres_factory()
     client = await make_client(aiohttp_client, tmp_path, cluster.dsn())
     served = await ids_of(client, "/v1/ids/segment/orders?count=30")
-    await asyncio.sleep(0.2)  # the next range is loaded by now
+    await eventually_async(lambda: next_ready(client, "orders"), 10, what="the next range")
     cluster.stop()
 
     status = 200
@@ -115,12 +121,13 @@ async def test_an_outage_serves_the_buffers_then_503_then_resumes(
     assert "segments_exhausted" in (await ready.json())["reasons"]
 
     cluster.start()
-    for _ in range(100):
+
+    async def five() -> list[int] | None:
         response = await client.get("/v1/ids/segment/orders?count=5")
-        if response.status == 200:
-            served += [int(v) for v in (await response.json())["ids"]]
-            break
-        await asyncio.sleep(0.1)
-    assert response.status == 200
+        if response.status != 200:
+            return None
+        return [int(v) for v in (await response.json())["ids"]]
+
+    served += await eventually_async(five, 10, what="IDs after PostgreSQL is back", interval=0.1)
     assert len(set(served)) == len(served) == 205
     assert served == sorted(served)

@@ -22,6 +22,7 @@ import pytest
 
 from tests.support import http, processes
 from tests.support.services import PostgresCluster
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +58,13 @@ class Sidecar:
         )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"sidecar {self.index} exited with {self.proc.returncode}")
-            if http.get(self.base + "/readyz", timeout=1.0)[0] == 200:
-                return
-            time.sleep(0.05)
-        pytest.fail(f"sidecar {self.index} not ready within {timeout} s")
+        processes.wait_until(
+            lambda: http.get(self.base + "/readyz", timeout=1.0)[0] == 200,
+            what=f"sidecar {self.index}",
+            proc=self.proc,
+            log_path=self.tmp_path / f"sidecar-{self.index}-{self.starts - 1}.log",
+            timeout=timeout,
+        )
 
     def restart(self, *, hard: bool) -> None:
         if hard:
@@ -90,20 +90,24 @@ def sidecars(tmp_path: pathlib.Path, postgres: PostgresCluster) -> Iterator[list
 
 
 async def fetch(session: aiohttp.ClientSession, sidecar: Sidecar, count: int) -> list[int]:
-    """One request, retried while the sidecar restarts (never more than ~20 s)."""
-    for _ in range(400):
-        try:
-            async with session.get(
-                f"{sidecar.base}/v1/ids/segment/orders", params={"count": str(count)}
-            ) as response:
-                if response.status == 200:
-                    body = await response.json()
-                    return [int(v) for v in body["ids"]]
-                assert response.status == 503, await response.text()
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    pytest.fail(f"sidecar {sidecar.index} did not serve for 20 s")
+    """One request, retried while the sidecar restarts."""
+
+    async def once() -> list[int] | None:
+        async with session.get(
+            f"{sidecar.base}/v1/ids/segment/orders", params={"count": str(count)}
+        ) as response:
+            if response.status == 200:
+                body = await response.json()
+                return [int(v) for v in body["ids"]]
+            assert response.status == 503, await response.text()
+            return None
+
+    return await eventually_async(
+        once,
+        20,
+        what=f"sidecar {sidecar.index} to serve",
+        ignoring=(aiohttp.ClientConnectionError,),
+    )
 
 
 async def serve(sidecars: list[Sidecar]) -> dict[int, list[int]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import pathlib
 from collections.abc import AsyncIterator
 
@@ -18,8 +19,10 @@ from nebula_id.core import failover, segment
 from nebula_id.core import pool as pools
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
+from tests.support import pools as support_pools
 from tests.support.fixtures import PostgresFactory
 from tests.support.services import PostgresCluster
+from tests.support.waiting import eventually_async
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +30,12 @@ FAST_DB = pg_store.PostgresSettings(connect_timeout_s=1.0, command_timeout_s=1.0
 DC_BITS = 5
 
 
-def make_pool(name: str, *, step: int, max_step: int | None = None) -> pools.PoolConfig:
-    return pools.parse_spec(
-        {
-            "algorithm": "segment",
-            "datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
-            "segment": {"tags": [{"name": "orders", "step": step, "maxStep": max_step or step}]},
-        },
-        namespace="it",
-        name=name,
-    )
+# Two datacenters and one tag, "orders"; each test sets the step (and maxStep).
+make_pool = functools.partial(
+    support_pools.make_pool,
+    algorithm="segment",
+    datacenters=[{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}],
+)
 
 
 @contextlib.asynccontextmanager
@@ -81,6 +80,10 @@ async def drain(source: postgres_source.ClusterSegments, count: int, batch: int 
     return ids
 
 
+def next_ready(source: postgres_source.ClusterSegments) -> bool:
+    return bool(source.info()["tags"]["orders"]["next_ready"])
+
+
 async def take_one_by_one(
     source: postgres_source.ClusterSegments, into: list[int], *, limit: int
 ) -> None:
@@ -92,11 +95,10 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
     postgres_factory: PostgresFactory,
 ) -> None:
     cluster = postgres_factory()
-    pool = make_pool("outage", step=100)
+    pool = make_pool("outage", step=100, max_step=100)
     async with open_source(pool, {"dc-a": cluster.dsn()}) as source:
         served = await drain(source, 50)
-        await asyncio.sleep(0.2)  # the prefetch of the next range completes
-        assert source.info()["tags"]["orders"]["next_ready"] is True
+        await eventually_async(lambda: next_ready(source), 10, what="the next range")
         cluster.stop()
         with pytest.raises(errors.SegmentExhausted) as exhausted:
             await take_one_by_one(source, served, limit=1000)
@@ -105,13 +107,13 @@ async def test_serves_buffered_ids_through_an_outage_then_resumes(
         assert exhausted.value.reason == "segments_exhausted"
         assert source.ready_reason() == "segments_exhausted"
         cluster.start()
-        resumed: list[int] = []
-        for _ in range(100):
-            try:
-                resumed += await source.next_ids("orders", 10)
-                break
-            except errors.SegmentExhausted:
-                await asyncio.sleep(0.1)
+        resumed = await eventually_async(
+            lambda: source.next_ids("orders", 10),
+            10,
+            what="IDs after PostgreSQL is back",
+            interval=0.1,
+            ignoring=(errors.SegmentExhausted,),
+        )
         assert len(resumed) == 10
         served += resumed
     assert len(set(served)) == len(served)
@@ -123,7 +125,7 @@ async def test_fails_over_to_the_next_datacenter_and_comes_back(
     postgres_factory: PostgresFactory,
 ) -> None:
     dc_a, dc_b = postgres_factory(), postgres_factory()
-    pool = make_pool("failover", step=50)
+    pool = make_pool("failover", step=50, max_step=50)
     registry = CollectorRegistry()
     seen: dict[str, set[int]] = {"dc-a": set(), "dc-b": set()}
     served: list[int] = []
@@ -137,13 +139,13 @@ async def test_fails_over_to_the_next_datacenter_and_comes_back(
         assert source.info()["tags"]["orders"]["datacenter"] == "dc-b"
         assert source.info()["failover"]["current"] == "dc-b"
         dc_a.start()
+
         # The probe notices the recovery; after the hold-down, ranges come from dc-a again.
-        for _ in range(100):
-            served += await drain(source, 60)
-            if source.info()["tags"]["orders"]["datacenter"] == "dc-a":
-                break
-            await asyncio.sleep(0.05)
-        assert source.info()["tags"]["orders"]["datacenter"] == "dc-a"
+        async def back_on_dc_a() -> bool:
+            served.extend(await drain(source, 60))
+            return bool(source.info()["tags"]["orders"]["datacenter"] == "dc-a")
+
+        await eventually_async(back_on_dc_a, 30, what="ranges from dc-a again")
         served += await drain(source, 200)
         remaining = registry.get_sample_value("nebula_id_segment_remaining", {"tag": "orders"})
         assert remaining == source.info()["tags"]["orders"]["remaining"]
@@ -187,10 +189,12 @@ async def test_the_step_doubles_under_load_and_halves_when_it_drops(
             before = source.info()["tags"]["orders"]["loads"]
             await drain(source, source.info()["tags"]["orders"]["remaining"] or 1, batch=1000)
             clock.advance(gap_s)
-            for _ in range(100):
-                if source.info()["tags"]["orders"]["loads"] > before:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually_async(
+                lambda before=before: source.info()["tags"]["orders"]["loads"] > before,
+                10,
+                what="the next load",
+                interval=0.01,
+            )
             current = source.info()["tags"]["orders"]["range"]
             sizes.append(current[1] - current[0])
         return sizes
@@ -208,10 +212,10 @@ async def test_the_step_doubles_under_load_and_halves_when_it_drops(
 
 
 async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) -> None:
-    pool = make_pool("restart", step=100)
+    pool = make_pool("restart", step=100, max_step=100)
     async with open_source(pool, {"dc-a": postgres.dsn()}) as first:
         before = await drain(first, 30)
-        await asyncio.sleep(0.2)
+        await eventually_async(lambda: next_ready(first), 10, what="the next range")
         info = first.info()["tags"]["orders"]
         buffered_end = max(info["range"][1], (info["next_range"] or [0, 0])[1])
     async with open_source(pool, {"dc-a": postgres.dsn()}) as second:
@@ -222,7 +226,7 @@ async def test_a_restart_never_reissues_buffered_ids(postgres: PostgresCluster) 
 
 
 async def test_unknown_datacenters_in_the_urls_are_refused(postgres: PostgresCluster) -> None:
-    pool = make_pool("unknown-dc", step=10)
+    pool = make_pool("unknown-dc", step=10, max_step=10)
     with pytest.raises(errors.ConfigError, match="dc-x"):
         async with open_source(pool, {"dc-a": postgres.dsn(), "dc-x": postgres.dsn()}):
             pass
@@ -231,7 +235,7 @@ async def test_unknown_datacenters_in_the_urls_are_refused(postgres: PostgresClu
 async def test_dsns_come_from_the_url_the_urls_and_the_url_dir(
     postgres: PostgresCluster, tmp_path: pathlib.Path
 ) -> None:
-    pool = make_pool("url-dir", step=10)
+    pool = make_pool("url-dir", step=10, max_step=10)
     (tmp_path / "dc-b").write_text(postgres.dsn() + "\n")
     (tmp_path / ".hidden").write_text("ignored")
     database = database_config.DatabaseSettings(url=postgres.dsn("own"), url_dir=str(tmp_path))

@@ -7,10 +7,8 @@ it; every answer, the log, /metrics and the audit log are searched for the marke
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +16,7 @@ import pytest
 
 from tests.support import processes
 from tests.support.postgres import PostgresCluster
+from tests.support.waiting import eventually_async
 
 NEBULA_ID = str(Path(sys.executable).parent / "nebula-id")
 MARK = "Qw7pSIDECARLEAK"
@@ -55,18 +54,23 @@ async def test_no_planted_dsn_secret_reaches_answers_logs_metrics_or_audit(
     try:
         url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    async with session.get(url + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
+
+            async def up_or_exited() -> bool:
                 if proc.poll() is not None:
-                    break
-                assert time.monotonic() < deadline, processes.log_tail(log_path)
-                await asyncio.sleep(0.2)
+                    return True  # its log is checked all the same
+                async with session.get(url + "/healthz") as response:
+                    return response.status == 200
+
+            try:
+                await eventually_async(
+                    up_or_exited,
+                    30,
+                    what="the sidecar to answer or exit",
+                    interval=0.2,
+                    ignoring=(aiohttp.ClientError,),
+                )
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{processes.log_tail(log_path)}") from None
             if proc.poll() is None:
                 headers = {"X-API-Key": KEY}
                 for path in (

@@ -12,12 +12,13 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import prometheus_client
 import pytest
 
+from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.config import serve as settings_mod
 from nebula_id.core import keys as pool_keys
@@ -28,7 +29,9 @@ from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
 from tests.support import sidecar as sidecars
+from tests.support.clocks import SteppedClock
 from tests.support.fixtures import EtcdFactory
+from tests.support.waiting import eventually_async
 
 
 class SkewClock:
@@ -46,11 +49,22 @@ class SkewClock:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    async def sleep_async(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
 
 class Env:
     """A pool under a private key prefix, and a way to open holders of it."""
 
-    def __init__(self, endpoint: str, tmp_path: Path, *, worker_bits: int, ttl: int) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        tmp_path: Path,
+        *,
+        worker_bits: int,
+        ttl: int,
+        clock: clocks.Clock | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.prefix = f"/test-worker/{uuid.uuid4()}"
         self.keys = pool_keys.PoolKeys("ns", "pool", prefix=self.prefix)
@@ -64,7 +78,8 @@ class Env:
             "datacenters": [{"name": "dc-a", "id": 1}],
             "lease": {"ttlSeconds": ttl},
         }
-        self.clock = SkewClock()
+        self.skew = SkewClock()
+        self.clock: clocks.Clock = clock or self.skew
         self.pool: pools.PoolConfig | None = None
 
     def client(self) -> etcd.EtcdClient:
@@ -110,15 +125,6 @@ class Env:
         return claims.HighWaterMark.from_json(kv.value) if kv else None
 
 
-async def eventually(
-    check: Callable[[], object], *, within: float, what: str, interval: float = 0.05
-) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {within} s waiting for {what}"
-        await asyncio.sleep(interval)
-
-
 def serving(source: sources.LeasedSnowflake) -> bool:
     return source.ready_reason() is None
 
@@ -142,7 +148,7 @@ async def test_twenty_holders_starting_at_once_get_twenty_distinct_ids(env: Env)
             *(stack.enter_async_context(env.holder(f"pod-{i}")) for i in range(20))
         )
         for h in holders:
-            await eventually(lambda h=h: serving(h), within=10, what="every holder to serve")
+            await eventually_async(lambda h=h: serving(h), timeout=10, what="every holder to serve")
         workers = sorted(worker_of(h) for h in holders)
         # Distinct; under contention a loser may take a slightly higher free ID.
         assert len(set(workers)) == 20
@@ -167,7 +173,7 @@ async def test_twenty_holders_starting_at_once_get_twenty_distinct_ids(env: Env)
 
 async def test_release_lowers_the_mark_to_the_last_id_and_frees_the_id_at_once(env: Env) -> None:
     async with env.holder("first") as first:
-        await eventually(lambda: serving(first), within=5, what="the first holder")
+        await eventually_async(lambda: serving(first), timeout=5, what="the first holder")
         last = first.layout.parse(first.next_ids(10)[-1]).timestamp_ms
         mark_while_held = await env.mark(0)
         assert mark_while_held is not None
@@ -179,7 +185,7 @@ async def test_release_lowers_the_mark_to_the_last_id_and_frees_the_id_at_once(e
 
     registry = prometheus_client.CollectorRegistry()
     async with env.holder("second", registry) as second:
-        await eventually(lambda: serving(second), within=5, what="the second holder")
+        await eventually_async(lambda: serving(second), timeout=5, what="the second holder")
         assert worker_of(second) == 0
         assert second.layout.parse(second.next_id()).timestamp_ms > last
     # It waited (if at all) only past the last ID really issued, not the mark's horizon.
@@ -201,10 +207,10 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
             for i, stack in enumerate(stacks[:4])
         ]
         for h in holders:
-            await eventually(lambda h=h: serving(h), within=5, what="four holders")
+            await eventually_async(lambda h=h: serving(h), timeout=5, what="four holders")
         fifth = await stacks[4].enter_async_context(env.holder("pod-5", registry))
-        await eventually(
-            lambda: fifth.ready_reason() == "worker_ids_exhausted", within=5, what="exhaustion"
+        await eventually_async(
+            lambda: fifth.ready_reason() == "worker_ids_exhausted", timeout=5, what="exhaustion"
         )
         with pytest.raises(errors.WorkerIdsExhausted, match="all 4 worker IDs are held"):
             fifth.next_id()
@@ -214,7 +220,9 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
         freed = worker_of(holders[2])
         last_of_freed = holders[2].layout.parse(holders[2].next_id()).timestamp_ms
         await stacks[2].aclose()  # a graceful exit revokes the lease at once
-        await eventually(lambda: serving(fifth), within=5, what="the fifth to take the freed ID")
+        await eventually_async(
+            lambda: serving(fifth), timeout=5, what="the fifth to take the freed ID"
+        )
         assert worker_of(fifth) == freed
         assert fifth.layout.parse(fifth.next_id()).timestamp_ms > last_of_freed
         assert registry.get_sample_value("nebula_id_worker_ids_exhausted") == 0
@@ -224,48 +232,54 @@ async def test_exhausted_worker_space_is_reported_and_a_freed_id_is_taken(
             await stack.aclose()
 
 
-async def test_etcd_down_fences_snowflake_within_the_ttl_and_serving_resumes(
+async def test_etcd_down_fences_snowflake_at_the_lease_deadline_and_serving_resumes(
     etcd_factory: EtcdFactory, tmp_path: Path
 ) -> None:
+    """On the holder's own (stepped) clock: serving until the deadline, refused after it."""
     server = etcd_factory()
-    env = Env(server.endpoint, tmp_path, worker_bits=5, ttl=2)
+    clock = SteppedClock()
+    env = Env(server.endpoint, tmp_path, worker_bits=5, ttl=2, clock=clock)
     await env.apply()
     timing = leases.LeaseTiming(2)
     registry = prometheus_client.CollectorRegistry()
     issued: list[int] = []
     async with env.holder("pod", registry) as source:
-        await eventually(lambda: serving(source), within=5, what="serving")
+        await eventually_async(lambda: serving(source), 5, what="serving")
+        # The last keepalive left at this instant: the clock has not moved since.
+        deadline = timing.deadline(clock.monotonic())
         issued += source.next_ids(100)
 
         server.kill()
-        stopped = time.monotonic()
-        refused_at = None
-        while refused_at is None:
-            try:
-                issued.append(source.next_id())
-            except errors.LeaseLost:
-                refused_at = time.monotonic()
-            assert time.monotonic() - stopped < timing.ttl_seconds + 1, "never fenced"
-            await asyncio.sleep(0.01)
-        assert refused_at - stopped <= timing.ttl_seconds - timing.margin + 0.3
-        print(f"etcd killed: Snowflake refused with lease_lost after {refused_at - stopped:.2f} s")
+        clock.advance(deadline - clock.monotonic() - 0.001)
+        issued.append(source.next_id())  # the lease is proven up to the deadline
+        await eventually_async(lambda: clock.sleeping, 10, what="the failed keepalive tick")
+        issued.append(source.next_id())  # a failed keepalive does not shorten it either
+        clock.advance(0.002)
+        with pytest.raises(errors.LeaseLost):
+            source.next_id()
         assert source.ready_reason() == "lease_lost"
         assert registry.get_sample_value("nebula_id_snowflake_fence_refusals_total") == 1
 
-        await asyncio.sleep(timing.ttl_seconds)  # well past the lease's real expiry
         server.start()
-        restarted = time.monotonic()
-        await eventually(lambda: serving(source), within=15, what="serving after etcd is back")
-        print(f"etcd restarted: serving again after {time.monotonic() - restarted:.2f} s")
+
+        def tick_until_serving() -> bool:
+            if clock.sleeping:
+                clock.advance(timing.interval)
+            return serving(source)
+
+        await eventually_async(tick_until_serving, 30, what="serving after etcd is back")
         issued += source.next_ids(100)
     assert len(set(issued)) == len(issued)
     assert issued == sorted(issued)
 
 
-async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
+async def test_a_claim_taken_away_is_never_used_again(etcd_endpoint: str, tmp_path: Path) -> None:
+    clock = SteppedClock()
+    env = Env(etcd_endpoint, tmp_path, worker_bits=5, ttl=2, clock=clock)
+    await env.apply()
     registry = prometheus_client.CollectorRegistry()
     async with env.holder("victim", registry) as source:
-        await eventually(lambda: serving(source), within=5, what="serving")
+        await eventually_async(lambda: serving(source), 5, what="serving")
         assert worker_of(source) == 0
         # Someone deletes the claim and another lease takes worker 0.
         async with env.client() as c:
@@ -273,14 +287,15 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
             key = env.keys.worker(1, 0)
             await c.delete(key)
             await c.put(key, b'{"pod": "thief"}', lease=thief.id)
-            taken_at = time.monotonic()
-            await eventually(
+            # One keepalive tick of the holder's clock is enough to notice.
+            await eventually_async(lambda: clock.sleeping, 10, what="the holder between ticks")
+            clock.advance(claims.LeaseTiming(2).interval)
+            await eventually_async(
                 lambda: source.generator is None or worker_of(source) != 0,
-                within=5,
+                10,
                 what="the victim to give up worker 0",
             )
-            assert time.monotonic() - taken_at < leases.LeaseTiming(2).interval + 1.0
-            await eventually(lambda: serving(source), within=10, what="a new claim")
+            await eventually_async(lambda: serving(source), 10, what="a new claim")
             assert worker_of(source) == 1
             assert source.layout.parse(source.next_id()).worker == 1
             stored = await env.claims()
@@ -292,19 +307,19 @@ async def test_a_claim_taken_away_is_never_used_again(env: Env) -> None:
 async def test_a_clock_rollback_across_a_restart_never_repeats_an_id(env: Env) -> None:
     issued: list[int] = []
     async with env.holder("before") as before:
-        await eventually(lambda: serving(before), within=5, what="serving")
+        await eventually_async(lambda: serving(before), timeout=5, what="serving")
         issued += before.next_ids(1000)
         # The clock moves back by 3 s while this holder runs: it refuses.
-        env.clock.offset_ms = -3000
+        env.skew.offset_ms = -3000
         with pytest.raises(errors.ClockMovedBackward):
             before.next_id()
-        env.clock.offset_ms = 0
+        env.skew.offset_ms = 0
         issued += before.next_ids(1000)
     # The restart happens while the clock is 3 s behind.
-    env.clock.offset_ms = -3000
+    env.skew.offset_ms = -3000
     started = time.monotonic()
     async with env.holder("after") as after:
-        await eventually(lambda: serving(after), within=10, what="serving after the mark")
+        await eventually_async(lambda: serving(after), timeout=10, what="serving after the mark")
         waited = time.monotonic() - started
         issued += after.next_ids(1000)
     assert worker_of_id(env, issued[-1]) == worker_of_id(env, issued[0])

@@ -20,9 +20,10 @@ import pytest
 from nebula_id import errors
 from nebula_id.etcd import cache
 from nebula_id.etcd import client as etcd
-from tests.integration.test_worker_lease import Env, eventually, serving, worker_of
+from tests.integration.test_worker_lease import Env, serving, worker_of
 from tests.support import processes
 from tests.support import sidecar as sidecars
+from tests.support.waiting import eventually_async
 
 TTL = 2
 
@@ -96,10 +97,11 @@ async def cut_until_expired(proxy: Proxy, etcd_endpoint: str, claim_key: str) ->
     proxy.cut()
     settings = etcd.EtcdSettings(endpoints=(etcd_endpoint,))
     async with etcd.EtcdClient(settings) as c:
-        started = time.monotonic()
-        while await c.get(claim_key) is not None:
-            assert time.monotonic() - started < TTL + 5, "the lease never expired"
-            await asyncio.sleep(0.1)
+
+        async def gone() -> bool:
+            return await c.get(claim_key) is None
+
+        await eventually_async(gone, TTL + 5, what="the lease to expire", interval=0.1)
 
 
 async def test_an_expired_lease_is_claimed_again_without_a_long_wait(
@@ -110,7 +112,7 @@ async def test_an_expired_lease_is_claimed_again_without_a_long_wait(
     registry = prometheus_client.CollectorRegistry()
     issued: list[int] = []
     async with env.holder("cut-off", registry) as source:
-        await eventually(lambda: serving(source), within=5, what="serving")
+        await eventually_async(lambda: serving(source), timeout=5, what="serving")
         assert worker_of(source) == 0
         issued += source.next_ids(200)
 
@@ -121,7 +123,7 @@ async def test_an_expired_lease_is_claimed_again_without_a_long_wait(
 
         proxy.heal()
         healed = time.monotonic()
-        await eventually(lambda: serving(source), within=10, what="serving after the heal")
+        await eventually_async(lambda: serving(source), timeout=10, what="serving after the heal")
         back_after = time.monotonic() - healed
         # Worker 0 was free again, and the mark was our own: only our last ID to wait past.
         assert worker_of(source) == 0
@@ -144,7 +146,7 @@ async def test_a_holder_whose_id_was_taken_while_cut_off_never_uses_it_again(
 
     issued: list[int] = []
     async with cut_env.holder("cut-off") as cut_off:
-        await eventually(lambda: serving(cut_off), within=5, what="serving")
+        await eventually_async(lambda: serving(cut_off), timeout=5, what="serving")
         assert worker_of(cut_off) == 0
         issued += cut_off.next_ids(200)
         mark = await direct_env.mark(0)
@@ -152,14 +154,16 @@ async def test_a_holder_whose_id_was_taken_while_cut_off_never_uses_it_again(
 
         await cut_until_expired(proxy, etcd_endpoint, cut_env.keys.worker(1, 0))
         async with direct_env.holder("newcomer") as newcomer:
-            await eventually(lambda: serving(newcomer), within=10, what="the newcomer")
+            await eventually_async(lambda: serving(newcomer), timeout=10, what="the newcomer")
             assert worker_of(newcomer) == 0
             taken = newcomer.next_ids(200)
             assert newcomer.layout.parse(taken[0]).timestamp_ms > mark.ms
             issued += taken
 
             proxy.heal()
-            await eventually(lambda: serving(cut_off), within=10, what="the cut-off to re-claim")
+            await eventually_async(
+                lambda: serving(cut_off), timeout=10, what="the cut-off to re-claim"
+            )
             assert worker_of(cut_off) == 1
             later = cut_off.next_ids(200)
             assert {cut_off.layout.parse(i).worker for i in later} == {1}
@@ -187,7 +191,9 @@ async def test_a_start_while_etcd_is_down_uses_the_cached_config_and_stays_unrea
     assert cached == applied
 
     async with sidecars.open_snowflake(offline, cached, clock=env.clock) as source:
-        await eventually(lambda: source.ready_reason() == "lease_lost", within=3, what="lease_lost")
+        await eventually_async(
+            lambda: source.ready_reason() == "lease_lost", timeout=3, what="lease_lost"
+        )
         with pytest.raises(errors.LeaseLost, match="etcd"):
             source.next_id()
         assert source.info()["worker"] is None

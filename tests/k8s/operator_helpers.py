@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 import pytest
 
 from nebula_id.core import crd
-from tests.support import processes
+from tests.support import processes, waiting
 from tests.support.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,15 +39,8 @@ def install_crd(plane: ControlPlane) -> None:
 def eventually(
     probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.3
 ) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+    """`waiting.eventually`, polling less often: most probes here run kubectl."""
+    return waiting.eventually(probe, timeout, what=what, interval=interval)
 
 
 def get_json(plane: ControlPlane, *args: str) -> Any:

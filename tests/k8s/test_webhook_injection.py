@@ -13,9 +13,7 @@ import asyncio
 import dataclasses
 import json
 import os
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +26,10 @@ import yaml
 from nebula_id.core import crd
 from nebula_id.core import pool as pools
 from nebula_id_operator import certs, injection, kube, webhook
+from tests.support import waiting
 from tests.support.controlplane import CommandFailed, ControlPlane
 from tests.support.matching import is_subset
+from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "nebula-id"
@@ -54,12 +54,6 @@ class _OperatorView:
     webhook_port: int = 0
     prefix: str = "/nebula-id"
     etcd: _Etcd = dataclasses.field(default_factory=_Etcd)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render_chart(helm_bin: str, *values: str) -> list[dict[str, Any]]:
@@ -184,14 +178,12 @@ def running_webhook(
 
 
 def _wait_for_ca_bundle(plane: ControlPlane, name: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def bundled() -> bool:
         out = plane.kubectl("get", "mutatingwebhookconfiguration", name, "-o", "json")
         hooks = json.loads(out.stdout)["webhooks"]
-        if all(h["clientConfig"].get("caBundle") for h in hooks):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"the operator never set the caBundle of {name}")
+        return all(h["clientConfig"].get("caBundle") for h in hooks)
+
+    waiting.eventually(bundled, 30, what=f"the caBundle of {name}", interval=0.3)
 
 
 @pytest.fixture

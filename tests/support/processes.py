@@ -19,9 +19,10 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from tests.support import waiting
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: dict[int, subprocess.Popen[bytes]] = {}
@@ -128,18 +129,17 @@ def wait_until(
     interval: float = 0.05,
 ) -> None:
     """Poll `ready` until true; fail loudly with the log tail on exit or timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def up() -> bool:
         code = proc.poll()
         if code is not None:
             raise ServiceStartError(
                 f"{what} exited with code {code} during start-up; log {log_path}:\n"
                 + log_tail(log_path)
             )
-        if ready():
-            return
-        if time.monotonic() > deadline:
-            raise ServiceStartError(
-                f"{what} not ready after {timeout:.0f} s; log {log_path}:\n" + log_tail(log_path)
-            )
-        time.sleep(interval)
+        return ready()
+
+    try:
+        waiting.eventually(up, timeout, what=what, interval=interval)
+    except AssertionError as e:
+        raise ServiceStartError(f"{e}; log {log_path}:\n" + log_tail(log_path)) from None

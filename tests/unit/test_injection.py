@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+from tests.support import pools as support_pools
 
 from nebula_id.core import access, crd
 from nebula_id.core import pool as pools
@@ -20,18 +21,18 @@ SETTINGS = injection.InjectionSettings(
 )
 
 
+DATACENTERS = [
+    {"name": "dc-a", "id": 1, "databaseSecretRef": {"name": "pg-a"}},
+    {"name": "dc-b", "id": 2, "databaseSecretRef": {"name": "pg-b", "key": "url"}},
+    {"name": "dc-c", "id": 3},
+]
+
+
 def make_pool(**sidecar: Any) -> pools.PoolConfig:
-    spec: dict[str, Any] = {
-        "algorithm": "segment",
-        "datacenters": [
-            {"name": "dc-a", "id": 1, "databaseSecretRef": {"name": "pg-a"}},
-            {"name": "dc-b", "id": 2, "databaseSecretRef": {"name": "pg-b", "key": "url"}},
-            {"name": "dc-c", "id": 3},
-        ],
-        "segment": {"tags": [{"name": "orders"}]},
-        "sidecar": sidecar,
-    }
-    return pools.parse_spec(spec, namespace="shop", name="ids")
+    """The pool shop/ids, with `sidecar` as its spec.sidecar."""
+    return support_pools.make_pool(
+        "ids", namespace="shop", algorithm="segment", datacenters=DATACENTERS, sidecar=sidecar
+    )
 
 
 def make_pod(**extra_spec: Any) -> dict[str, Any]:

@@ -3,7 +3,10 @@ everything wrong, before anything is written."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
+from tests.support import pools as support_pools
 
 from nebula_id import errors
 from nebula_id.core import pool as pools
@@ -14,17 +17,14 @@ BITS = 20
 SLICE = 1 << (63 - BITS)
 
 
-def make_pool(dc_ids: tuple[int, ...], *, step: int = 1000) -> pools.PoolConfig:
-    return pools.parse_spec(
-        {
-            "snowflake": {"datacenterBits": BITS, "workerBits": 2, "timestampBits": 36,
-                          "sequenceBits": 5},
-            "datacenters": [{"name": f"dc-{i}", "id": i} for i in dc_ids],
-            "segment": {"tags": [{"name": "orders", "step": step}, {"name": "users"}]},
-        },
-        namespace="ns",
-        name="p",
-    )  # fmt: skip
+# Two tags (step 1000) under a layout with 20 datacenter bits.
+make_pool = functools.partial(
+    support_pools.make_pool,
+    "p",
+    namespace="ns",
+    tags=("orders", "users"),
+    snowflake={"datacenterBits": BITS, "workerBits": 2, "timestampBits": 36, "sequenceBits": 5},
+)
 
 
 def dsns(pool: pools.PoolConfig) -> dict[str, str]:
@@ -32,7 +32,7 @@ def dsns(pool: pools.PoolConfig) -> dict[str, str]:
 
 
 def test_each_datacenter_gets_the_counter_of_its_own_slice() -> None:
-    pool = make_pool((1, 2))
+    pool = make_pool(dc_ids=(1, 2))
     steps = plan(pool, {"orders": SLICE + 41, "users": 7}, dsns(pool))
     counters = {(s.tag, s.datacenter.name): s.counter for s in steps}
     assert counters == {
@@ -46,7 +46,7 @@ def test_each_datacenter_gets_the_counter_of_its_own_slice() -> None:
 
 
 def test_a_slice_entirely_below_is_refused_with_everything_else_wrong() -> None:
-    pool = make_pool((0, 1))
+    pool = make_pool(dc_ids=(0, 1))
     with pytest.raises(errors.InvalidPool) as caught:
         plan(pool, {"orders": SLICE + 41, "legacy": 5}, {"dc-1": "mysql://u@h/x"})
     message = caught.value.message
@@ -58,7 +58,7 @@ def test_a_slice_entirely_below_is_refused_with_everything_else_wrong() -> None:
 
 
 def test_a_slice_with_less_than_one_step_left_is_refused() -> None:
-    pool = make_pool((0,), step=1000)
+    pool = make_pool(dc_ids=(0,), step=1000)
     with pytest.raises(errors.InvalidPool, match="less than one step"):
         plan(pool, {"orders": SLICE - 500}, dsns(pool))
     # The same floor with room for a whole step is fine.

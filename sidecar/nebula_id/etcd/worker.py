@@ -238,7 +238,7 @@ class WorkerHolder:
                     )
                 log.warning("worker ID: etcd failed (%s); retrying", e.message)
                 self.first_round.set()
-                await asyncio.sleep(backoff * self._rng.uniform(0.5, 1.5))
+                await self._clock.sleep_async(backoff * self._rng.uniform(0.5, 1.5))
                 backoff = min(backoff * 2, self._timing.interval)
 
     async def release(self) -> None:
@@ -282,7 +282,9 @@ class WorkerHolder:
                 f"all {self._pool.layout.worker_capacity} worker IDs are held; retrying",
             )
             self.first_round.set()
-            await asyncio.sleep(min(1.0, self._timing.interval) * self._rng.uniform(0.5, 1.5))
+            await self._clock.sleep_async(
+                min(1.0, self._timing.interval) * self._rng.uniform(0.5, 1.5)
+            )
             await self._keepalive(lease.id)
             worker = await self._claim(lease.id)
         self._worker = worker
@@ -333,7 +335,7 @@ class WorkerHolder:
             config = await self._client.get(self._keys.config)
             if config is None or config.create_revision != config_revision:
                 raise _ClaimLost(f"pool {self._pool.ref}'s config changed while claiming")
-            await asyncio.sleep(self._rng.uniform(0, 0.02 * (attempt + 1)))
+            await self._clock.sleep_async(self._rng.uniform(0, 0.02 * (attempt + 1)))
         raise errors.CoordinationError(
             f"lost the race for a free worker ID {claims.CLAIM_ATTEMPTS} times in a row"
         )
@@ -370,7 +372,7 @@ class WorkerHolder:
         """Renew and advance every tick until the lease or the claim is lost."""
         failing_since: float | None = None
         while True:
-            await asyncio.sleep(self._timing.interval)
+            await self._clock.sleep_async(self._timing.interval)
             sent = self._clock.monotonic()
             try:
                 await self._keepalive(lease)

@@ -17,9 +17,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
-import grpc
 from aiohttp import web
-from google.protobuf import json_format, struct_pb2
 
 from nebula_id import errors
 from nebula_id.core import layout as layouts
@@ -27,6 +25,14 @@ from nebula_id.core import uuids
 from nebula_id.http import errors as http_errors
 from nebula_id.http import guards, keys, routes
 from nebula_id.http import stats as stats_mod
+
+try:
+    import grpc
+    from google.protobuf import json_format, struct_pb2
+except ModuleNotFoundError as e:  # grpcio and protobuf come with the `grpc` extra
+    raise errors.ConfigError(
+        f"serving gRPC (--grpc-port) needs {e.name}: pip install 'nebula-id[grpc]'"
+    ) from e
 
 try:
     from nebula_id.rpc import ids_pb2, ids_pb2_grpc
