@@ -3,7 +3,8 @@ deletion, and the `nebula-id pool` CLI, all against one real etcd and a real seg
 database (PostgreSQL or MariaDB, as the DSN says).
 
 A sidecar here is what `nebula-id serve` runs in cluster mode: `worker.open_snowflake`
-and `postgres_source.open_segments` on one `ServeSettings`.  `Load` calls both without
+and `postgres_source.open_segments` on one `ServeSettings`, sharing one etcd client and
+one pool watch.  `Load` calls both without
 pause and records every ID it was given, so a test can assert that none repeats.
 """
 
@@ -38,6 +39,7 @@ from nebula_id.storage import postgres as pg_store
 from nebula_id_operator import metrics as operator_metrics
 from nebula_id_operator import reconcile
 from nebula_id_operator import settings as operator_settings
+from tests.support.sidecar import etcd_resources
 
 NAMESPACE = "life"
 TAG = "orders"
@@ -132,15 +134,33 @@ class Pool:
         """A cluster-mode sidecar of the pool as stored now (as `nebula-id serve` starts)."""
         settings = self.serve_settings(pod)
         clock = SystemClock()
-        config = await worker.load_pool_config(settings, clock=clock)
-        async with (
-            worker.open_snowflake(
-                settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
-            ) as snowflake,
-            postgres_source.open_segments(
-                settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
-            ) as segments,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            client = etcd.EtcdClient(worker.etcd_settings(settings))
+            stack.push_async_callback(client.close)
+            config = await worker.load_pool_config(settings, client=client, clock=clock)
+            shared = await stack.enter_async_context(
+                etcd_resources(settings, config, clock=clock, client=client)
+            )
+            snowflake = await stack.enter_async_context(
+                worker.open_snowflake(
+                    settings,
+                    config,
+                    client=client,
+                    watch=shared.watch,
+                    clock=clock,
+                    registry=prometheus_client.CollectorRegistry(),
+                )
+            )
+            segments = await stack.enter_async_context(
+                postgres_source.open_segments(
+                    settings,
+                    config,
+                    client=client,
+                    watch=shared.watch,
+                    clock=clock,
+                    registry=prometheus_client.CollectorRegistry(),
+                )
+            )
             yield Sidecar(pod, config, snowflake, segments)
 
     def cli(self, *args: str, text: str | None = None) -> subprocess.CompletedProcess[str]:

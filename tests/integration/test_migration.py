@@ -28,10 +28,11 @@ from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
 from nebula_id.etcd import client as etcd
-from nebula_id.etcd import floors, worker
+from nebula_id.etcd import floors
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
 from nebula_id.storage import engines
+from tests.support import sidecar
 from tests.support.engines import EngineServer
 from tests.support.services import MariaDBServer, PostgresCluster
 
@@ -373,7 +374,7 @@ spec:
     async with contextlib.AsyncExitStack() as stack:
         holders = [
             await stack.enter_async_context(
-                worker.open_snowflake(
+                sidecar.open_snowflake(
                     settings_mod.ServeSettings(
                         pool=f"default/{name}",
                         etcd_endpoints=(cli.endpoint,),

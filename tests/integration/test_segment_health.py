@@ -21,6 +21,7 @@ from nebula_id.settings import ServeSettings
 from nebula_id.storage import postgres as pg_store
 from nebula_id.storage import postgres_source
 from tests.support.services import PostgresCluster
+from tests.support.sidecar import etcd_resources
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +75,20 @@ async def open_source(
         database_url=dcs["dc-a"].dsn(),
         database_urls={"dc-b": dcs["dc-b"].dsn()},
     )
-    async with postgres_source.open_segments(
-        settings,
-        pool,
-        clock=SystemClock(),
-        registry=CollectorRegistry(),
-        failover_settings=failover.FailoverSettings(hold_down_s=0.5, health_max_age_s=30),
-        postgres_settings=pg_store.PostgresSettings(connect_timeout_s=1, command_timeout_s=1),
-    ) as source:
+    clock = SystemClock()
+    async with (
+        etcd_resources(settings, pool, clock=clock) as shared,
+        postgres_source.open_segments(
+            settings,
+            pool,
+            clock=clock,
+            registry=CollectorRegistry(),
+            client=shared.client,
+            watch=shared.watch,
+            failover_settings=failover.FailoverSettings(hold_down_s=0.5, health_max_age_s=30),
+            postgres_settings=pg_store.PostgresSettings(connect_timeout_s=1, command_timeout_s=1),
+        ) as source,
+    ):
         yield source
 
 

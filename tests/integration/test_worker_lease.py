@@ -22,10 +22,11 @@ from nebula_id import errors
 from nebula_id import settings as settings_mod
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
-from nebula_id.etcd import claims, worker
+from nebula_id.etcd import claims
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import source as sources
+from tests.support import sidecar
 from tests.support.fixtures import EtcdFactory
 
 
@@ -91,7 +92,7 @@ class Env:
         self, pod: str, registry: prometheus_client.CollectorRegistry | None = None
     ) -> AsyncIterator[sources.LeasedSnowflake]:
         assert self.pool is not None
-        async with worker.open_snowflake(
+        async with sidecar.open_snowflake(
             self.settings(pod), self.pool, clock=self.clock, registry=registry
         ) as source:
             yield source

@@ -18,10 +18,10 @@ import prometheus_client
 import pytest
 
 from nebula_id import errors
-from nebula_id.etcd import cache, worker
+from nebula_id.etcd import cache
 from nebula_id.etcd import client as etcd
 from tests.integration.test_worker_lease import Env, eventually, serving, worker_of
-from tests.support import processes
+from tests.support import processes, sidecar
 
 TTL = 2
 
@@ -173,16 +173,16 @@ async def test_a_start_while_etcd_is_down_uses_the_cached_config_and_stays_unrea
     env = Env(etcd_endpoint, tmp_path, worker_bits=5, ttl=TTL)
     applied = await env.apply()
     settings = env.settings("pod")
-    loaded = await worker.load_pool_config(settings, clock=env.clock)
+    loaded = await sidecar.load_pool_config(settings, clock=env.clock)
     assert loaded == applied
     assert cache.path_of(settings.data_dir, env.keys).exists()
 
     dead = f"127.0.0.1:{processes.free_port()}"
     offline = dataclasses.replace(settings, etcd_endpoints=(dead,))
-    cached = await worker.load_pool_config(offline, clock=env.clock)
+    cached = await sidecar.load_pool_config(offline, clock=env.clock)
     assert cached == applied
 
-    async with worker.open_snowflake(offline, cached, clock=env.clock) as source:
+    async with sidecar.open_snowflake(offline, cached, clock=env.clock) as source:
         await eventually(lambda: source.ready_reason() == "lease_lost", within=3, what="lease_lost")
         with pytest.raises(errors.LeaseLost, match="etcd"):
             source.next_id()
@@ -190,7 +190,7 @@ async def test_a_start_while_etcd_is_down_uses_the_cached_config_and_stays_unrea
 
     no_cache = dataclasses.replace(offline, data_dir=tmp_path / "empty")
     with pytest.raises(errors.CoordinationError, match="no cached config"):
-        await worker.load_pool_config(no_cache, clock=env.clock)
+        await sidecar.load_pool_config(no_cache, clock=env.clock)
     unknown = dataclasses.replace(settings, pool="ns/missing")
     with pytest.raises(errors.ConfigError, match="nebula-id pool apply"):
-        await worker.load_pool_config(unknown, clock=env.clock)
+        await sidecar.load_pool_config(unknown, clock=env.clock)

@@ -8,6 +8,10 @@ buffer of `core.segment` never learns about datacenters), follows the health
 the operator publishes, probes datacenters it holds as down, and exports
 metrics on the registry it is given.
 
+In cluster mode the app factory passes the sidecar's etcd client (for the floors and
+the health watch) and its running pool-config watch (the gate, and the failover
+settings as the config changes); this module opens no etcd connection of its own.
+
 DSNs: `settings.database_url` is the own datacenter's (`settings.datacenter`,
 default the pool's first); `settings.database_urls` and the files of
 `settings.database_url_dir` (named after datacenters) give the others.
@@ -310,6 +314,8 @@ async def open_segments(
     *,
     clock: Clock,
     registry: CollectorRegistry,
+    client: etcd_client.EtcdClient | None = None,
+    watch: poolwatch.PoolWatch | None = None,
     failover_settings: failover.FailoverSettings | None = None,
     postgres_settings: postgres.PostgresSettings | None = None,
     health_recheck_s: float = health.RECHECK_S,
@@ -321,7 +327,13 @@ async def open_segments(
     overrides) with the sidecar's local overrides on top, followed as the pool's
     config changes; `failover_settings`, when given, replaces the pool's for
     every datacenter, for good (tests).
+
+    Cluster mode is `client` and `watch` together: the sidecar's etcd client and its
+    running watch of `pool`'s config.  Without them (a database but no etcd) no floors
+    are kept and the rows are created here.
     """
+    if (client is None) != (watch is None):
+        raise errors.ConfigError("segments in cluster mode need both the etcd client and watch")
     fixed = failover_settings
     per_datacenter = _failover_per_datacenter(settings, pool, fixed)
     failover_settings = settings.failover(fixed or pool.failover)
@@ -332,9 +344,7 @@ async def open_segments(
     if preferred != own:
         log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
     tags = [segment.TagSettings(t.name, t.step, t.max_step) for t in pool.tags]
-    cluster = settings.cluster_mode and settings.pool is not None
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(_etcd_client(settings)) if cluster else None
         stores: dict[str, floored.RepairableStore] = {}
         for dc in pool.datacenters:
             if dc.name not in dsns:
@@ -374,24 +384,15 @@ async def open_segments(
                 load_timeout=LOAD_TIMEOUT_S,
             )
 
-        watch: poolwatch.PoolWatch | None = None
-        if client is not None:
-            watch = poolwatch.PoolWatch(
-                client,
-                settings.pool_keys(),
-                pool,
-                datacenter_id=pool.datacenter(settings.datacenter).id,
-                clock=clock,
-            )
         source = ClusterSegments(
             new_allocator(), store, gate=watch, new_allocator=new_allocator if watch else None
         )
-        if watch is not None:
-            watch.on_change(source.reset)
         collector = _BufferCollector(source)
         tasks: list[asyncio.Task[None]] = []
         stack.push_async_callback(store.close)
         stack.push_async_callback(source.close)
+        if watch is not None:
+            stack.callback(watch.on_change(source.reset))  # stops before the source closes
         stack.callback(registry.unregister, collector)
         registry.register(collector)
         tasks.append(asyncio.create_task(_probe_loop(store)))
@@ -401,17 +402,7 @@ async def open_segments(
             )
             tasks.append(asyncio.create_task(follower.run(), name="health watch"))
             if fixed is None:
-                keys = settings.pool_keys()
-                take_settings = follow_settings(settings, pool, policy)
-                tasks.append(
-                    asyncio.create_task(
-                        health.follow_config(client, keys.config, take_settings),
-                        name="failover settings watch",
-                    )
-                )
-            tasks.append(asyncio.create_task(watch.run(), name="pool config watch"))
-            with contextlib.suppress(errors.CoordinationError):
-                await watch.check()
+                stack.callback(watch.on_config(follow_settings(settings, pool, policy)))
         stack.push_async_callback(_cancel, tasks)
         await source.start()
         yield source
@@ -462,18 +453,3 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def _etcd_client(settings: ServeSettings) -> AsyncIterator[etcd_client.EtcdClient]:
-    view = settings.etcd()
-    config = etcd_client.EtcdSettings(
-        endpoints=view.endpoints,
-        username=view.username,
-        password=view.password,
-        ca_file=view.ca_file,
-        cert_file=view.cert_file,
-        key_file=view.key_file,
-    )
-    async with etcd_client.EtcdClient(config) as client:
-        yield client
