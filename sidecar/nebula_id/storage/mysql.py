@@ -374,7 +374,7 @@ async def drop_rows(
     )
 
 
-class MySQLSegmentStore(rowstore.RowStore[_Connection]):
+class MySQLSegmentStore(rowstore.RowStore[_Connection, postgres.PostgresSettings]):
     """A `core.segment.SegmentStore` over one datacenter's MySQL or MariaDB database.
 
     The rules are `rowstore.RowStore`'s; this class gives them MySQL's SQL and an
@@ -394,12 +394,11 @@ class MySQLSegmentStore(rowstore.RowStore[_Connection]):
         create_rows: bool = True,
     ) -> None:
         self._address = Address.parse(dsn)
-        self._my_settings = settings or postgres.PostgresSettings()
         super().__init__(
             location=postgres.where(dsn),
             pool=pool,
             datacenter=datacenter,
-            settings=self._my_settings,
+            settings=settings or postgres.PostgresSettings(),
             create_rows=create_rows,
         )
         self._connections: asyncmy.Pool | None = None
@@ -410,9 +409,7 @@ class MySQLSegmentStore(rowstore.RowStore[_Connection]):
         if connections is not None:
             connections.close()
             try:
-                await asyncio.wait_for(
-                    connections.wait_closed(), self._my_settings.command_timeout_s
-                )
+                await asyncio.wait_for(connections.wait_closed(), self._settings.command_timeout_s)
             except _DB_ERRORS:
                 connections.terminate()
 
@@ -475,9 +472,9 @@ class MySQLSegmentStore(rowstore.RowStore[_Connection]):
             # starts while its database is down and connects once it is back.
             self._connections = await asyncmy.create_pool(
                 minsize=0,
-                maxsize=self._my_settings.pool_max_size,
+                maxsize=self._settings.pool_max_size,
                 pool_recycle=60,
-                **self._address.connect_args(self._my_settings.connect_timeout_s),
+                **self._address.connect_args(self._settings.connect_timeout_s),
             )
         return self._connections
 
@@ -485,7 +482,7 @@ class MySQLSegmentStore(rowstore.RowStore[_Connection]):
     async def _acquire(self) -> AsyncIterator[_Connection]:
         connections = await self._pool()
         # Bounds the TCP connect, the handshake and the wait for a free connection.
-        async with asyncio.timeout(self._my_settings.connect_timeout_s):
+        async with asyncio.timeout(self._settings.connect_timeout_s):
             conn = await connections.acquire()
         try:
             yield conn

@@ -352,7 +352,7 @@ async def drop_rows(
     )
 
 
-class PostgresSegmentStore(rowstore.RowStore[_Connection]):
+class PostgresSegmentStore(rowstore.RowStore[_Connection, PostgresSettings]):
     """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database.
 
     The rules are `rowstore.RowStore`'s; this class gives them PostgreSQL's SQL and
@@ -372,12 +372,11 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
         create_rows: bool = True,
     ) -> None:
         self._dsn = dsn
-        self._pg_settings = settings or PostgresSettings()
         super().__init__(
             location=where(dsn),
             pool=pool,
             datacenter=datacenter,
-            settings=self._pg_settings,
+            settings=settings or PostgresSettings(),
             create_rows=create_rows,
         )
         self._connections: asyncpg.Pool | None = None
@@ -387,7 +386,7 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
         connections, self._connections = self._connections, None
         if connections is not None:
             try:
-                await asyncio.wait_for(connections.close(), self._pg_settings.command_timeout_s)
+                await asyncio.wait_for(connections.close(), self._settings.command_timeout_s)
             except _DB_ERRORS:
                 connections.terminate()
 
@@ -415,7 +414,7 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
             step,
             dc.id,
             self._limit,
-            timeout=self._pg_settings.command_timeout_s,
+            timeout=self._settings.command_timeout_s,
         )
         return None if max_id is None else int(max_id)
 
@@ -439,7 +438,7 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
             await conn.execute(RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation)
 
     async def _select_one(self, conn: _Connection) -> None:
-        await conn.fetchval("SELECT 1", timeout=self._pg_settings.command_timeout_s)
+        await conn.fetchval("SELECT 1", timeout=self._settings.command_timeout_s)
 
     @asynccontextmanager
     async def _transaction(self, conn: _Connection) -> AsyncIterator[None]:
@@ -454,9 +453,9 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
             self._connections = await asyncpg.create_pool(
                 self._dsn,
                 min_size=0,
-                max_size=self._pg_settings.pool_max_size,
-                timeout=self._pg_settings.connect_timeout_s,
-                command_timeout=self._pg_settings.command_timeout_s,
+                max_size=self._settings.pool_max_size,
+                timeout=self._settings.connect_timeout_s,
+                command_timeout=self._settings.command_timeout_s,
                 max_inactive_connection_lifetime=60.0,
                 server_settings=SESSION_SETTINGS,
             )
@@ -465,5 +464,5 @@ class PostgresSegmentStore(rowstore.RowStore[_Connection]):
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[_Connection]:
         connections = await self._pool()
-        async with connections.acquire(timeout=self._pg_settings.connect_timeout_s) as conn:
+        async with connections.acquire(timeout=self._settings.connect_timeout_s) as conn:
             yield conn

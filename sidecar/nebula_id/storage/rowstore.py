@@ -45,6 +45,9 @@ class StoreSettings(Protocol):
     def attempts(self) -> int: ...
 
 
+S = TypeVar("S", bound=StoreSettings)
+
+
 class Provisioned(Protocol):
     """What the store needs of `postgres.ProvisionResult`."""
 
@@ -52,7 +55,7 @@ class Provisioned(Protocol):
     def warnings(self) -> tuple[str, ...]: ...
 
 
-class RowStore(abc.ABC, Generic[Conn]):
+class RowStore(abc.ABC, Generic[Conn, S]):
     """A `core.segment.SegmentStore` over one datacenter's database, less the engine.
 
     With ``create_rows=False`` (cluster mode, where provisioning creates the rows and
@@ -71,7 +74,7 @@ class RowStore(abc.ABC, Generic[Conn]):
         location: str,
         pool: pools.PoolConfig,
         datacenter: pools.Datacenter,
-        settings: StoreSettings,
+        settings: S,
         create_rows: bool,
     ) -> None:
         self._location = location
