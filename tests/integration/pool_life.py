@@ -3,7 +3,8 @@ deletion, and the `nebula-id pool` CLI, all against one real etcd and a real seg
 database (PostgreSQL or MariaDB, as the DSN says).
 
 A sidecar here is what `nebula-id serve` runs in cluster mode: `worker.open_snowflake`
-and `postgres_source.open_segments` on one `ServeSettings`.  `Load` calls both without
+and `postgres_source.open_segments` on one `ServeSettings`, sharing one etcd client and
+one pool watch.  `Load` calls both without
 pause and records every ID it was given, so a test can assert that none repeats.
 """
 
@@ -36,6 +37,7 @@ from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as pool_store
+from nebula_id.etcd import worker
 from nebula_id.storage import engines, postgres_source
 from nebula_id.storage import postgres as pg_store
 from nebula_id_operator import metrics as operator_metrics
@@ -133,15 +135,33 @@ class Pool:
         """A cluster-mode sidecar of the pool as stored now (as `nebula-id serve` starts)."""
         settings = self.serve_settings(pod)
         clock = SystemClock()
-        config = await sidecars.load_pool_config(settings, clock=clock)
-        async with (
-            sidecars.open_snowflake(
-                settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
-            ) as snowflake,
-            sidecars.open_segments(
-                settings, config, clock=clock, registry=prometheus_client.CollectorRegistry()
-            ) as segments,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            config = await sidecars.load_pool_config(settings, clock=clock)
+            shared = await stack.enter_async_context(
+                sidecars.etcd_resources(settings, config, clock=clock)
+            )
+            snowflake = await stack.enter_async_context(
+                worker.open_snowflake(
+                    settings.pool_keys(),
+                    config,
+                    datacenter=settings.datacenter,
+                    pod=settings.pod,
+                    client=shared.client,
+                    watch=shared.watch,
+                    clock=clock,
+                    registry=prometheus_client.CollectorRegistry(),
+                )
+            )
+            segments = await stack.enter_async_context(
+                sidecars.open_segments(
+                    settings,
+                    config,
+                    client=shared.client,
+                    watch=shared.watch,
+                    clock=clock,
+                    registry=prometheus_client.CollectorRegistry(),
+                )
+            )
             yield Sidecar(pod, config, snowflake, segments)
 
     def cli(self, *args: str, text: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,7 @@ from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
+from nebula_id.etcd import poolwatch
 from nebula_id.storage import health, postgres_source
 from tests.support import sidecar as sidecars
 from tests.support.etcd import EtcdServer
@@ -158,6 +159,9 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
 
     def config(threshold: int, hold_down: float) -> pools.PoolConfig:
         spec = {
+            # The config watch also re-reads the key every ttl / 4 (a put racing the
+            # watch's start is taken then): well within the budget below.
+            "lease": {"ttlSeconds": 2},
             "failover": {"failureThreshold": threshold, "holdDownSeconds": hold_down},
             "datacenters": [
                 {"name": "dc-a", "id": 1, "failover": {"failureThreshold": threshold + 1}},
@@ -179,8 +183,10 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
     take = postgres_source.follow_settings(settings.failover, settings.pool_keys(), first, policy)
     async with etcd_client.EtcdClient(etcd_client.EtcdSettings(endpoints=(server.endpoint,))) as c:
         await c.put(key, pool_store.encode(first))
-        task = asyncio.create_task(health.follow_config(c, key, take))
-        try:
+        async with poolwatch.watching(
+            c, settings.pool_keys(), first, datacenter_id=1, clock=SystemClock()
+        ) as watch:
+            watch.on_config(take)
             assert policy.settings_for("dc-a").failure_threshold == 4
             await c.put(key, pool_store.encode(config(1, 2)))
             started = time.monotonic()
@@ -199,7 +205,3 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
             await c.put(key, pool_store.encode(other))
             await asyncio.sleep(0.3)
             assert policy.settings.hold_down_s == 2.0
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

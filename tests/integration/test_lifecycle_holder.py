@@ -20,7 +20,7 @@ from pathlib import Path
 import prometheus_client
 
 from nebula_id import errors
-from nebula_id.etcd import claims, worker
+from nebula_id.etcd import claims, poolwatch, worker
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import source as sources
 from tests.integration.test_worker_lease import Env, SkewClock, serving
@@ -140,54 +140,60 @@ async def test_a_late_mark_write_never_lowers_the_stored_mark(
         clock=env.clock,
         metrics=sources.WorkerMetrics(prometheus_client.CollectorRegistry()),
     )
-    holder = worker.WorkerHolder(
+    async with (
         client,
-        env.keys,
-        pool,
-        datacenter_id=1,
-        source=source,
-        identity=claims.ClaimRecord(None, None, None, "host", os.getpid(), 0, 0),
-        clock=env.clock,
-        rng=random.Random(1),
-    )
-    task = asyncio.create_task(holder.run())
-    try:
-        await eventually_async(lambda: serving(source), timeout=5, what="the holder to serve")
-        # The next tick's mark write times out on the client; etcd applies it 1.5 s
-        # later, after the following ticks wrote higher marks.
-        start = (await client.range(env.keys.clock(1, 0))).revision + 1
-        client.delay_next_mark = 1.5
-        await eventually_async(lambda: bool(client.late), timeout=3, what="a delayed mark write")
-        await asyncio.gather(*client.late, return_exceptions=True)
+        poolwatch.watching(client, env.keys, pool, datacenter_id=1, clock=env.clock) as watch,
+    ):
+        holder = worker.WorkerHolder(
+            client,
+            env.keys,
+            pool,
+            datacenter_id=1,
+            source=source,
+            identity=claims.ClaimRecord(None, None, None, "host", os.getpid(), 0, 0),
+            clock=env.clock,
+            rng=random.Random(1),
+            watch=watch,
+        )
+        task = asyncio.create_task(holder.run())
+        try:
+            await eventually_async(lambda: serving(source), timeout=5, what="the holder to serve")
+            # The next tick's mark write times out on the client; etcd applies it 1.5 s
+            # later, after the following ticks wrote higher marks.
+            start = (await client.range(env.keys.clock(1, 0))).revision + 1
+            client.delay_next_mark = 1.5
+            await eventually_async(
+                lambda: bool(client.late), timeout=3, what="a delayed mark write"
+            )
+            await asyncio.gather(*client.late, return_exceptions=True)
 
-        async def mark_revision() -> int:
-            return (await client.range(env.keys.clock(1, 0))).kvs[0].mod_revision
+            async def mark_revision() -> int:
+                return (await client.range(env.keys.clock(1, 0))).kvs[0].mod_revision
 
-        after_late = await mark_revision()
+            after_late = await mark_revision()
 
-        async def ticked() -> bool:
-            return await mark_revision() > after_late
+            async def ticked() -> bool:
+                return await mark_revision() > after_late
 
-        await eventually_async(ticked, 5, what="one more tick after the late write")
-        seen: list[int] = []
-        # Every value the key took, in order, from etcd's history.
-        end = (await client.range(env.keys.clock(1, 0))).revision
-        async with env.client() as reader:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    async for event in reader.watch(env.keys.clock(1, 0), start_revision=start):
-                        seen.append(claims.HighWaterMark.from_json(event.kv.value).ms)
-                        if event.kv.mod_revision >= end:
-                            break
-        assert len(seen) >= 3
-        drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
-        assert drops == [], f"the stored mark went down: {drops[:3]}"
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await holder.release()
-        await client.close()
+            await eventually_async(ticked, 5, what="one more tick after the late write")
+            seen: list[int] = []
+            # Every value the key took, in order, from etcd's history.
+            end = (await client.range(env.keys.clock(1, 0))).revision
+            async with env.client() as reader:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        async for event in reader.watch(env.keys.clock(1, 0), start_revision=start):
+                            seen.append(claims.HighWaterMark.from_json(event.kv.value).ms)
+                            if event.kv.mod_revision >= end:
+                                break
+            assert len(seen) >= 3
+            drops = [(a, b) for a, b in itertools.pairwise(seen) if b < a]
+            assert drops == [], f"the stored mark went down: {drops[:3]}"
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await holder.release()
 
 
 def test_a_new_holder_waits_past_its_own_last_timestamp_when_the_mark_is_lower() -> None:

@@ -20,8 +20,8 @@ from nebula_id.core import layout as layouts
 from nebula_id.core import segment
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import mark as marks
-from nebula_id.standalone import sqlite_store
 from nebula_id.standalone.snowflake import StandaloneSnowflake
+from nebula_id.storage import sqlite as sqlite_store
 from tests.support.waiting import eventually_async
 
 

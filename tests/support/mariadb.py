@@ -21,10 +21,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support import processes
+from tests.support import dbserver, processes
 
-_START_TIMEOUT = 90.0
-_PORT_ATTEMPTS = 3
 _SERVER = "mariadbd"
 _INSTALL_DB = "mariadb-install-db"
 _CLIENT = "mariadb"
@@ -39,11 +37,17 @@ def _find(name: str) -> str:
     )
 
 
-class MariaDBServer:
+class MariaDBServer(dbserver.DatabaseServer):
     """One MariaDB server; `stop()` is a clean shutdown, `kill()` a crash (SIGKILL).
 
     Both keep the data dir and the port, so `start()` brings the same server back.
     """
+
+    NAME = "MariaDB"
+    START_TIMEOUT = 90.0
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_TIMEOUT = 60.0
+    QUOTE = "`"
 
     def __init__(
         self,
@@ -54,16 +58,9 @@ class MariaDBServer:
     ) -> None:
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="nebula-maria-"))
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
+        super().__init__(workdir, template=template, log_name="mariadb.log")
         self.socket_path = workdir / "mysqld.sock"
-        self.log_path = workdir / "mariadb.log"
-        self.port = 0
-        self._template = template
         self._extra_args = tuple(extra_args)
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- addresses -------------------------------------------------------------
 
     def dsn(self, db: str = "nebula", *, scheme: str = "mysql") -> str:
         """``mysql://root@127.0.0.1:PORT/<db>``."""
@@ -71,17 +68,10 @@ class MariaDBServer:
             raise RuntimeError("MariaDB has not been started yet")
         return f"{scheme}://root@127.0.0.1:{self.port}/{db}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def _init(self) -> None:
+    def _prepare_workdir(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self._template is not None:
-            subprocess.run(["cp", "-a", str(self._template), str(self.data_dir)], check=True)
-            return
+
+    def _make_data_dir(self) -> None:
         proc = subprocess.run(
             [
                 _find(_INSTALL_DB),
@@ -124,6 +114,12 @@ class MariaDBServer:
             *self._extra_args,
         ]
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # A fresh log per start, so readiness is judged on this start's lines.
+        with contextlib.suppress(FileNotFoundError):
+            self.log_path.rename(self.log_path.with_suffix(".log.old"))
+        return super()._spawn()
+
     def _ready(self) -> bool:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             try:
@@ -132,38 +128,8 @@ class MariaDBServer:
                 return False
         return "ready for connections" in self.log_path.read_text(errors="replace")
 
-    def start(self) -> MariaDBServer:
-        """Create the server on first use, start it, wait until it accepts connections."""
-        if self.running:
-            return self
-        fresh = not self.data_dir.exists()
-        if fresh:
-            self._init()
-        first = self.port == 0
-        for attempt in range(_PORT_ATTEMPTS):
-            if first:
-                self.port = processes.free_port()
-            # A fresh log per start, so readiness is judged on this start's lines.
-            with contextlib.suppress(FileNotFoundError):
-                self.log_path.rename(self.log_path.with_suffix(".log.old"))
-            self._proc = processes.spawn(self._argv(), log_path=self.log_path)
-            try:
-                processes.wait_until(
-                    self._ready,
-                    what=f"MariaDB on port {self.port}",
-                    proc=self._proc,
-                    log_path=self.log_path,
-                    timeout=_START_TIMEOUT,
-                )
-                break
-            except processes.ServiceStartError as e:
-                processes.kill(self._proc)
-                self._proc = None
-                if not (first and "in use" in str(e) and attempt + 1 < _PORT_ATTEMPTS):
-                    raise
-        if fresh and self._template is None:
-            self.sql("CREATE DATABASE IF NOT EXISTS nebula")
-        return self
+    def _run_sql(self, statement: str) -> str:
+        return self.sql(statement)
 
     def sql(self, statement: str, *, db: str | None = None) -> str:
         """Run SQL with the ``mariadb`` client over the socket; tab-separated output."""
@@ -183,38 +149,3 @@ class MariaDBServer:
         if proc.returncode != 0:
             raise RuntimeError(f"mariadb failed on {statement!r}: {proc.stderr.strip()}")
         return proc.stdout
-
-    def create_database(self, name: str) -> str:
-        """Create database `name` and return its DSN."""
-        quoted = "`" + name.replace("`", "``") + "`"
-        self.sql(f"CREATE DATABASE {quoted}")
-        return self.dsn(name)
-
-    def stop(self) -> None:
-        """Clean shutdown (SIGTERM), then wait."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=60)
-        processes.kill(proc)
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            processes.kill(proc)
-
-    def close(self) -> None:
-        """Stop and delete the server."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> MariaDBServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

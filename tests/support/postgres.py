@@ -11,20 +11,16 @@ instead of an ``initdb``; the fixtures use one template per session.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from tests.support import binaries, processes
+from tests.support import binaries, dbserver, processes
 
-_START_TIMEOUT = 60.0
-_PORT_ATTEMPTS = 3
 _OS_USER = "postgres"
 
 
@@ -38,12 +34,19 @@ def _chown_to_postgres(path: Path) -> None:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
 
-class PostgresCluster:
+class PostgresCluster(dbserver.DatabaseServer):
     """One PostgreSQL server (``postgres`` as superuser, trust auth on loopback).
 
     The database ``nebula`` exists after the first start.  `stop()` is a fast
     shutdown, `kill()` a crash; both keep data and port for `start()`.
     """
+
+    NAME = "PostgreSQL"
+    START_TIMEOUT = 60.0
+    # A fast shutdown: what ``pg_ctl stop -m fast`` sends.
+    STOP_SIGNAL = signal.SIGINT
+    STOP_TIMEOUT = 30.0
+    QUOTE = '"'
 
     def __init__(
         self,
@@ -54,16 +57,9 @@ class PostgresCluster:
     ) -> None:
         if workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix="nebula-pg-"))
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
+        super().__init__(workdir, template=template, log_name="postgres.log")
         self.socket_dir = workdir / "sock"
-        self.log_path = workdir / "postgres.log"
-        self.port = 0
-        self._template = template
         self._pg_bin = pg_bin or binaries.postgres_bin_dir()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- addresses -------------------------------------------------------------
 
     def dsn(self, db: str = "nebula") -> str:
         """``postgresql://postgres@127.0.0.1:PORT/<db>``."""
@@ -71,21 +67,14 @@ class PostgresCluster:
             raise RuntimeError("PostgreSQL has not been started yet")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    # -- lifecycle -------------------------------------------------------------
-
-    def _init(self) -> None:
+    def _prepare_workdir(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o700)
         _chown_to_postgres(self.workdir)
         self.socket_dir.mkdir(exist_ok=True)
         _chown_to_postgres(self.socket_dir)
-        if self._template is not None:
-            subprocess.run(["cp", "-a", str(self._template), str(self.data_dir)], check=True)
-            return
+
+    def _make_data_dir(self) -> None:
         proc = subprocess.run(
             [
                 str(self._pg_bin / "initdb"),
@@ -121,6 +110,9 @@ class PostgresCluster:
             argv += ["-c", f"{key}={value}"]
         return argv
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return processes.spawn(self._argv(), log_path=self.log_path, user=_run_as())
+
     def _ready(self) -> bool:
         # postmaster.pid: line 1 is the PID (a killed server leaves a stale file),
         # and since PostgreSQL 10 line 8 is the server state.
@@ -135,35 +127,8 @@ class PostgresCluster:
             and lines[7].strip() == "ready"
         )
 
-    def start(self) -> PostgresCluster:
-        """Create the cluster on first use, start it, wait until it accepts connections."""
-        if self.running:
-            return self
-        fresh = not self.data_dir.exists()
-        if fresh:
-            self._init()
-        first = self.port == 0
-        for attempt in range(_PORT_ATTEMPTS):
-            if first:
-                self.port = processes.free_port()
-            self._proc = processes.spawn(self._argv(), log_path=self.log_path, user=_run_as())
-            try:
-                processes.wait_until(
-                    self._ready,
-                    what=f"PostgreSQL on port {self.port}",
-                    proc=self._proc,
-                    log_path=self.log_path,
-                    timeout=_START_TIMEOUT,
-                )
-                break
-            except processes.ServiceStartError as e:
-                processes.kill(self._proc)
-                self._proc = None
-                if not (first and "already in use" in str(e) and attempt + 1 < _PORT_ATTEMPTS):
-                    raise
-        if fresh and self._template is None:
-            self.create_database("nebula")
-        return self
+    def _run_sql(self, statement: str) -> str:
+        return self.psql(statement)
 
     def psql(self, sql: str, *, db: str = "postgres") -> str:
         """Run one SQL string with psql and return its unaligned output."""
@@ -188,43 +153,7 @@ class PostgresCluster:
             raise RuntimeError(f"psql failed on {sql!r}: {proc.stderr.strip()}")
         return proc.stdout
 
-    def create_database(self, name: str) -> str:
-        """Create database `name` and return its DSN."""
-        quoted = '"' + name.replace('"', '""') + '"'
-        self.psql(f"CREATE DATABASE {quoted}")
-        return self.dsn(name)
-
-    def stop(self) -> None:
-        """Fast shutdown (what ``pg_ctl stop -m fast`` sends: SIGINT), then wait."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=30)
-        processes.kill(proc)
-        self._wait_pidfile_gone()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its backends, as a crash would."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            processes.kill(proc)
-
-    def _wait_pidfile_gone(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
+    def _after_stop(self) -> None:
+        deadline = time.monotonic() + 10.0
         while (self.data_dir / "postmaster.pid").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-
-    def close(self) -> None:
-        """Stop and delete the cluster."""
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresCluster:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

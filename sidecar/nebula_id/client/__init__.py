@@ -6,13 +6,14 @@
         order_id = await ids.next_id()
 
 `buffered` holds the asyncio client and `threaded` the one for threads
-(`SyncIdClient`, same prefetch); `wire` is their HTTP/1.1 connection, and
-`answers` reads the sidecar's answers back into IDs or `nebula_id.errors`
-exceptions.
+(`SyncIdClient`), both over the same prefetch state (`prefetch`); `wire` is
+their HTTP/1.1 connection, and `answers` reads the sidecar's answers back into
+IDs or `nebula_id.errors` exceptions.
 """
 
 from nebula_id.client.answers import BadAnswer, SidecarUnreachable
-from nebula_id.client.buffered import BufferEmpty, ClientClosed, Id, IdClient
+from nebula_id.client.buffered import BufferEmpty, IdClient
+from nebula_id.client.prefetch import ClientClosed, Id
 from nebula_id.client.threaded import SyncIdClient
 
 __all__ = [

@@ -17,51 +17,19 @@ the client closes are dropped; gaps are allowed, repeats are not.
 from __future__ import annotations
 
 import asyncio
-import collections
 import types
-import urllib.parse
 from typing import Final
 
 import aiohttp
 
 from nebula_id import errors
-from nebula_id.client import answers, wire
+from nebula_id.client import prefetch, wire
 
-Id = int | str
-"""An int for Snowflake and Segment, the canonical lowercase string for UUIDs."""
-
-DEFAULT_BASE_URL: Final = "http://127.0.0.1:8080"
-BINARY: Final = "application/octet-stream"
-UNIX_SCHEME: Final = "unix://"
-UNIX_HOST_URL: Final = "http://localhost"
-_NUMERIC: Final = frozenset({"snowflake", "segment"})
-_STRINGS: Final = frozenset({"uuid7", "uuid4"})
-_QUIET_AFTER_FAILURE = 1.0  # seconds without background fetches after one failed
-
-
-def split_base_url(base_url: str, unix_socket: str | None) -> tuple[str, str | None]:
-    """(HTTP base URL, Unix socket path or None) from ``http://host:port`` or ``unix:///path``.
-
-    Over a socket the HTTP requests still need a host for their URL and
-    ``Host`` header; ``localhost`` is what the sidecar gets.
-    """
-    if base_url.startswith(UNIX_SCHEME):
-        path = base_url[len(UNIX_SCHEME) :]
-        if not path.startswith("/") or (unix_socket is not None and unix_socket != path):
-            raise errors.InvalidArgument(
-                f"base_url {base_url!r} must be unix:///absolute/path "
-                "(and agree with unix_socket= when both are given)"
-            )
-        return UNIX_HOST_URL, path
-    if unix_socket is not None:
-        return UNIX_HOST_URL if base_url == DEFAULT_BASE_URL else base_url.rstrip("/"), unix_socket
-    return base_url.rstrip("/"), None
-
-
-class ClientClosed(errors.NebulaIdError):
-    """The client was closed; it issues nothing more."""
-
-    code = "client_closed"
+# The client's names, also reachable from here.
+Id = prefetch.Id
+ClientClosed = prefetch.ClientClosed
+DEFAULT_BASE_URL: Final = prefetch.DEFAULT_BASE_URL
+split_base_url = prefetch.split_base_url
 
 
 class BufferEmpty(errors.NebulaIdError):
@@ -70,7 +38,7 @@ class BufferEmpty(errors.NebulaIdError):
     code = "buffer_empty"
 
 
-class IdClient:
+class IdClient(prefetch.Prefetching):
     """Buffered IDs of one algorithm from one sidecar.
 
     `algorithm` is ``"snowflake"``, ``"segment"`` (the pool's first tag),
@@ -100,55 +68,26 @@ class IdClient:
         unix_socket: str | None = None,
         pipeline: int = 2,
     ) -> None:
-        name, _, tag = algorithm.partition("/")
-        if (
-            name not in _NUMERIC | _STRINGS
-            or (tag and name != "segment")
-            or algorithm == "segment/"
-        ):
-            raise errors.InvalidArgument(
-                f"algorithm must be snowflake, segment, segment/<tag>, uuid7 or uuid4, "
-                f"got {algorithm!r}"
-            )
-        if batch_size < 1:
-            raise errors.InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
-        if not 0.0 <= low_water <= 1.0:
-            raise errors.InvalidArgument(f"low_water must be from 0 to 1, got {low_water}")
-        if timeout <= 0:
-            raise errors.InvalidArgument(f"timeout must be positive, got {timeout}")
-        if not 1 <= pipeline <= 8:
-            raise errors.InvalidArgument(f"pipeline must be from 1 to 8, got {pipeline}")
-        self.base_url, self.unix_socket = split_base_url(base_url, unix_socket)
-        self.algorithm = algorithm
-        self.batch_size = batch_size
-        self._tag = tag or None
-        self._numeric = name in _NUMERIC
-        path = name + ("/" + urllib.parse.quote(tag, safe="") if tag else "")
-        path_qs = f"/v1/ids/{path}?count={batch_size}"
-        self._url = f"{self.base_url}{path_qs}"
-        # 64-bit IDs come as big-endian int64s: a tenth of the JSON's decoding cost.
-        self._headers = {"Accept": BINARY if self._numeric else "application/json"}
-        if api_key is not None:
-            self._headers["X-API-Key"] = api_key
+        super().__init__(
+            base_url,
+            algorithm=algorithm,
+            batch_size=batch_size,
+            low_water=low_water,
+            api_key=api_key,
+            timeout=timeout,
+            unix_socket=unix_socket,
+            pipeline=pipeline,
+        )
+        self._url = f"{self.base_url}{self._path_qs}"
         self._timeout = timeout
         self._session = session
-        try:
-            target = wire.Target.of(self.base_url, self.unix_socket)
-        except ValueError as e:
-            raise errors.InvalidArgument(str(e)) from e
         # Without a session of the caller's, batches go over the client's own
         # kept-alive connection (`wire`), which costs a fraction of a general client.
-        self._connection = wire.AsyncConnection(target) if session is None else None
-        self._pipeline = pipeline if session is None else 1
-        self._request_bytes = wire.request_bytes(target, path_qs, self._headers)
-        self._buffer: collections.deque[Id] = collections.deque()
-        # Above the low mark a pop leaves at least the mark: no check is needed.
-        self._low_mark = int(batch_size * low_water)
+        self._connection = wire.AsyncConnection(self._target) if session is None else None
+        if session is not None:
+            self._pipeline = 1
+        self._request_bytes = wire.request_bytes(self._target, self._path_qs, self._headers)
         self._inflight: asyncio.Task[errors.NebulaIdError | None] | None = None
-        self._quiet_until = 0.0
-        self._closed = False
-        self.requests = 0
-        """Fetches so far (answered or not); each asks for `pipeline` batches."""
 
     # --- the hot path -----------------------------------------------------------------
 
@@ -202,22 +141,13 @@ class IdClient:
                 await asyncio.sleep(0)  # as in next_id: let the fetch send its request
         return taken
 
-    @property
-    def buffered(self) -> int:
-        """IDs held locally right now."""
-        return len(self._buffer)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # --- fetching -------------------------------------------------------------------------
 
     def _maybe_prefetch(self) -> bool:
         """Start the next fetch in the background once the buffer is at the low mark or below.
 
         True when it started one.  After a failed fetch the background waits
-        `_QUIET_AFTER_FAILURE` (or the answer's Retry-After), so a sidecar in
+        `prefetch.QUIET_AFTER_FAILURE` (or the answer's Retry-After), so a sidecar in
         trouble is not asked on every call; an empty buffer still asks at once
         (`_refill`).
         """
@@ -267,13 +197,11 @@ class IdClient:
         if failure is None:
             self._quiet_until = 0.0
             return None
-        pause = getattr(failure, "retry_after", _QUIET_AFTER_FAILURE)
+        pause = getattr(failure, "retry_after", prefetch.QUIET_AFTER_FAILURE)
         self._quiet_until = asyncio.get_running_loop().time() + max(pause, 0.001)
         return failure
 
-    async def _request(
-        self,
-    ) -> tuple[list[list[int] | list[str]], errors.NebulaIdError | None]:
+    async def _request(self) -> tuple[prefetch.Batches, errors.NebulaIdError | None]:
         """The batches of one round trip (`pipeline` requests sent together), in order.
 
         With a failed answer: the batches before it and its error.  Their IDs
@@ -290,29 +218,14 @@ class IdClient:
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
             if connection is not None:
                 connection.close()
-            raise answers.SidecarUnreachable(
-                f"cannot reach the nebula-id sidecar at {self.where}: "
-                f"{type(e).__name__}: {e}".rstrip(": ")
-            ) from e
+            raise self._unreachable(e) from e
         except BaseException:
             if connection is not None:
                 connection.close()  # cancelled mid-answer: the stream is out of step
             raise
-        batches: list[list[int] | list[str]] = []
-        for answer in found:
-            if answer.status != 200:
-                failure = answers.error_from(
-                    answer.status,
-                    answer.body,
-                    retry_after=answer.headers.get("retry-after"),
-                    tag=self._tag,
-                )
-                return batches, failure
-            if answer.content_type == BINARY:
-                batches.append(answers.ids_from_binary(answer.body))
-            else:
-                batches.append(answers.ids_from(answer.body, numeric=self._numeric))
-        return batches, None
+        batches: prefetch.Batches = []
+        failure = self._read_batches(found, batches)
+        return batches, failure
 
     async def _session_request(self, session: aiohttp.ClientSession) -> wire.Answer:
         """The batch request through the caller's aiohttp session."""
@@ -321,16 +234,7 @@ class IdClient:
             headers = {k.lower(): v for k, v in response.headers.items()}
             return wire.Answer(response.status, headers, body)
 
-    @property
-    def where(self) -> str:
-        """The sidecar's address, for messages: its URL or ``unix:<path>``."""
-        return f"unix:{self.unix_socket}" if self.unix_socket else self.base_url
-
     # --- life cycle ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosed(f"the {self.algorithm} client is closed")
 
     async def close(self) -> None:
         """Cancel the fetch in flight, drop the buffer, close the session if it is ours."""

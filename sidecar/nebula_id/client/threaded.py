@@ -11,28 +11,15 @@ one sidecar keep their order across all threads together.
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 import types
-import urllib.parse
 
 from nebula_id import errors
-from nebula_id.client import answers, wire
-from nebula_id.client.buffered import (
-    _NUMERIC,
-    _STRINGS,
-    BINARY,
-    DEFAULT_BASE_URL,
-    ClientClosed,
-    Id,
-    split_base_url,
-)
-
-_QUIET_AFTER_FAILURE = 1.0
+from nebula_id.client import prefetch, wire
 
 
-class SyncIdClient:
+class SyncIdClient(prefetch.Prefetching):
     """Buffered IDs of one algorithm from one sidecar, for threads.
 
     Arguments as for `nebula_id.client.IdClient` (no `session`).  Use it as a
@@ -45,7 +32,7 @@ class SyncIdClient:
 
     def __init__(
         self,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str = prefetch.DEFAULT_BASE_URL,
         *,
         algorithm: str = "snowflake",
         batch_size: int = 1000,
@@ -55,56 +42,28 @@ class SyncIdClient:
         unix_socket: str | None = None,
         pipeline: int = 2,
     ) -> None:
-        name, _, tag = algorithm.partition("/")
-        if (
-            name not in _NUMERIC | _STRINGS
-            or (tag and name != "segment")
-            or algorithm == "segment/"
-        ):
-            raise errors.InvalidArgument(
-                f"algorithm must be snowflake, segment, segment/<tag>, uuid7 or uuid4, "
-                f"got {algorithm!r}"
-            )
-        if batch_size < 1:
-            raise errors.InvalidArgument(f"batch_size must be at least 1, got {batch_size}")
-        if not 0.0 <= low_water <= 1.0:
-            raise errors.InvalidArgument(f"low_water must be from 0 to 1, got {low_water}")
-        if timeout <= 0:
-            raise errors.InvalidArgument(f"timeout must be positive, got {timeout}")
-        if not 1 <= pipeline <= 8:
-            raise errors.InvalidArgument(f"pipeline must be from 1 to 8, got {pipeline}")
-        self.base_url, self.unix_socket = split_base_url(base_url, unix_socket)
-        self.algorithm = algorithm
-        self.batch_size = batch_size
-        self._tag = tag or None
-        self._numeric = name in _NUMERIC
-        path = name + ("/" + urllib.parse.quote(tag, safe="") if tag else "")
-        headers = {"Accept": BINARY if self._numeric else "application/json"}
-        if api_key is not None:
-            headers["X-API-Key"] = api_key
-        try:
-            target = wire.Target.of(self.base_url, self.unix_socket)
-        except ValueError as e:
-            raise errors.InvalidArgument(str(e)) from e
-        self._request = wire.request_bytes(target, f"/v1/ids/{path}?count={batch_size}", headers)
-        self._connection = wire.SyncConnection(target, timeout=timeout)
-        self._pipeline = pipeline
-        self._buffer: collections.deque[Id] = collections.deque()
-        self._low_mark = int(batch_size * low_water)
+        super().__init__(
+            base_url,
+            algorithm=algorithm,
+            batch_size=batch_size,
+            low_water=low_water,
+            api_key=api_key,
+            timeout=timeout,
+            unix_socket=unix_socket,
+            pipeline=pipeline,
+        )
+        self._request = wire.request_bytes(self._target, self._path_qs, self._headers)
+        self._connection = wire.SyncConnection(self._target, timeout=timeout)
         self._changed = threading.Condition(threading.Lock())
         self._wanted = False  # a caller saw the low mark: fetch now
         self._waiting = 0  # callers blocked on an empty buffer
         self._fetches_done = 0
         self._last_failure: errors.NebulaIdError | None = None
-        self._quiet_until = 0.0
-        self._closed = False
         self._fetcher: threading.Thread | None = None
-        self.requests = 0
-        """Fetches so far (answered or not); each asks for `pipeline` batches."""
 
     # --- the hot path -----------------------------------------------------------------
 
-    def next_id(self) -> Id:
+    def next_id(self) -> prefetch.Id:
         """The next ID; blocks for a batch only when the buffer is empty."""
         buffer = self._buffer
         if len(buffer) > self._low_mark:
@@ -114,23 +73,15 @@ class SyncIdClient:
                 pass
         return self._next_slow()
 
-    def next_ids(self, n: int) -> list[Id]:
+    def next_ids(self, n: int) -> list[prefetch.Id]:
         """The next `n` IDs, in order among themselves (other threads may interleave)."""
         if n < 0:
             raise errors.InvalidArgument(f"n must not be negative, got {n}")
         return [self.next_id() for _ in range(n)]
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buffer)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     # --- waiting and fetching -----------------------------------------------------------
 
-    def _next_slow(self) -> Id:
+    def _next_slow(self) -> prefetch.Id:
         with self._changed:
             seen = self._fetches_done
             while True:
@@ -182,7 +133,7 @@ class SyncIdClient:
                 if failure is None:
                     self._quiet_until = 0.0
                 else:
-                    pause = getattr(failure, "retry_after", _QUIET_AFTER_FAILURE)
+                    pause = getattr(failure, "retry_after", prefetch.QUIET_AFTER_FAILURE)
                     self._quiet_until = time.monotonic() + max(pause, 0.001)
                 # Still low (a burst took the new batches at once): fetch again.
                 self._wanted = len(self._buffer) <= self._low_mark
@@ -194,44 +145,22 @@ class SyncIdClient:
             return True
         return self._wanted and time.monotonic() >= self._quiet_until
 
-    def _fetch(self) -> tuple[list[list[int] | list[str]], errors.NebulaIdError | None]:
+    def _fetch(self) -> tuple[prefetch.Batches, errors.NebulaIdError | None]:
         """One round trip: the batches in order, and the error of a refused one."""
         self.requests += 1
         try:
             found = self._connection.get(self._request, times=self._pipeline)
         except OSError as e:
             self._connection.close()
-            return [], answers.SidecarUnreachable(
-                f"cannot reach the nebula-id sidecar at {self.where}: "
-                f"{type(e).__name__}: {e}".rstrip(": ")
-            )
-        batches: list[list[int] | list[str]] = []
+            return [], self._unreachable(e)
+        batches: prefetch.Batches = []
         try:
-            for answer in found:
-                if answer.status != 200:
-                    return batches, answers.error_from(
-                        answer.status,
-                        answer.body,
-                        retry_after=answer.headers.get("retry-after"),
-                        tag=self._tag,
-                    )
-                if answer.content_type == BINARY:
-                    batches.append(answers.ids_from_binary(answer.body))
-                else:
-                    batches.append(answers.ids_from(answer.body, numeric=self._numeric))
+            failure = self._read_batches(found, batches)
         except errors.NebulaIdError as e:
             return batches, e
-        return batches, None
-
-    @property
-    def where(self) -> str:
-        return f"unix:{self.unix_socket}" if self.unix_socket else self.base_url
+        return batches, failure
 
     # --- life cycle ---------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClientClosed(f"the {self.algorithm} client is closed")
 
     def close(self) -> None:
         """Stop the fetcher, drop the buffer, close the connection; waiters get `ClientClosed`."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from nebula_id import clock as clocks
 from nebula_id import errors
@@ -59,6 +59,8 @@ class PoolWatch:
         self.present = asyncio.Event()
         """Set while the config of the same identity is known to exist."""
         self._listeners: list[Callable[[str], None]] = []
+        self._value_listeners: list[Callable[[bytes], None]] = []
+        self._last_value: bytes | None = None
 
     @property
     def create_revision(self) -> int | None:
@@ -78,9 +80,26 @@ class PoolWatch:
         """True while a recent read proved the config (same identity, same life)."""
         return self._create_revision is not None and self._clock.monotonic() < self._deadline
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(reason)` whenever the pool's life the sidecar serves ends."""
+    def on_change(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call `listener(reason)` whenever the pool's life the sidecar serves ends.
+
+        Returns the call that stops it (a listener closes before the watch does).
+        """
         self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def on_config(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+        """Call `listener(value)` with every value of the config key read or watched.
+
+        Whatever the value holds (another life, layout or a bad document): what to take
+        from it is the listener's to judge.  A listener that fails is logged and does not
+        stop the watch.  The last value seen, if any, is handed over at once.  Returns
+        the call that stops it.
+        """
+        self._value_listeners.append(listener)
+        if self._last_value is not None:
+            self._tell_value(self._last_value, [listener])
+        return lambda: self._value_listeners.remove(listener)
 
     async def run(self) -> None:
         """Follow the config until cancelled (etcd failures are retried, never raised)."""
@@ -125,6 +144,9 @@ class PoolWatch:
 
     def _observe(self, kv: etcd.KeyValue | None) -> bool:
         """Take in one state of the config key; True when it is the pool we serve."""
+        if kv is not None:
+            self._last_value = kv.value
+            self._tell_value(kv.value, list(self._value_listeners))
         why = self._mismatch(kv)
         self.known.set()
         if why is None and kv is not None:
@@ -144,8 +166,15 @@ class PoolWatch:
         self._create_revision = None
         self._deadline = 0.0
         self.present.clear()
-        for listener in self._listeners:
+        for listener in list(self._listeners):
             listener(reason)
+
+    def _tell_value(self, value: bytes, listeners: list[Callable[[bytes], None]]) -> None:
+        for listener in listeners:
+            try:
+                listener(value)
+            except Exception:  # a listener's bug must not stop the pool's safety watch
+                log.exception("pool %s: a config listener failed", self._pool.ref)
 
     def _mismatch(self, kv: etcd.KeyValue | None) -> str | None:
         ref = self._pool.ref
@@ -166,3 +195,29 @@ class PoolWatch:
         if self._dc not in ids:
             return f"pool {ref} no longer has datacenter ID {self._dc}; restart the sidecar"
         return None
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    client: etcd.EtcdClient,
+    keys: pool_keys.PoolKeys,
+    pool: pools.PoolConfig,
+    *,
+    datacenter_id: int,
+    clock: clocks.Clock,
+) -> AsyncIterator[PoolWatch]:
+    """A running `PoolWatch` for as long as the block lasts (the sidecar's one config watch).
+
+    The config is read once before the block starts, so the pool is proven from the
+    first request on (an etcd failure leaves it unproven: the watch keeps trying).
+    """
+    watch = PoolWatch(client, keys, pool, datacenter_id=datacenter_id, clock=clock)
+    with contextlib.suppress(errors.CoordinationError):
+        await watch.check()
+    task = asyncio.create_task(watch.run(), name=f"pool config watch {pool.ref}")
+    try:
+        yield watch
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

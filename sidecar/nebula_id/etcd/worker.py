@@ -1,7 +1,7 @@
 """Hold a Snowflake worker ID through an etcd lease: claim, keep alive, fence, re-claim.
 
-The app factory calls `load_pool_config` and `open_snowflake`.  Inside, a `WorkerHolder`
-task runs the life of a claim:
+The app factory calls `load_pool_config` and `open_snowflake` with its etcd client.
+Inside, a `WorkerHolder` task runs the life of a claim:
 
 1. grant a lease and claim the lowest free `workers/{dc}/{worker}` with a
    create-if-absent transaction attached to the lease (bounded retries, jitter);
@@ -14,11 +14,14 @@ task runs the life of a claim:
 4. when the lease is gone or the claim taken, stop, and claim again from scratch;
 5. on exit, lower the mark to the last timestamp really issued, then revoke the lease.
 
-Alongside, a `poolwatch.PoolWatch` follows the pool's config: when the pool is deleted
-or comes back as another life or identity, the generator stops at once and the claim
-is given up; a claim is only ever made while the config it started with exists (the
-claim transaction compares the config's create revision), so no holder can start in a
-pool that is being deleted or dropped.
+Alongside, the sidecar's `poolwatch.PoolWatch` follows the pool's config: when the pool
+is deleted or comes back as another life or identity, the generator stops at once and
+the claim is given up; a claim is only ever made while the config it started with
+exists (the claim transaction compares the config's create revision), so no holder can
+start in a pool that is being deleted or dropped.
+
+The etcd client and the pool watch are the sidecar's, opened by the app factory and
+passed in: this module opens no connection of its own.
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ FIRST_CLAIM_WAIT = 1.0
 
 
 async def load_pool_config(
-    etcd_settings: etcd.EtcdSettings,
     keys: pool_keys.PoolKeys,
     *,
+    client: etcd.EtcdClient,
     data_dir: pathlib.Path,
     clock: clocks.Clock,
 ) -> pools.PoolConfig:
@@ -65,8 +68,7 @@ async def load_pool_config(
     """
     del clock  # the config carries no time; kept for the app factory's uniform calls
     try:
-        async with etcd.EtcdClient(etcd_settings) as client:
-            stored = await pool_store.get(client, keys)
+        stored = await pool_store.get(client, keys)
     except errors.CoordinationError as e:
         cached = cache.load(data_dir, keys)
         if cached is None:
@@ -92,17 +94,21 @@ async def load_pool_config(
 
 @contextlib.asynccontextmanager
 async def open_snowflake(
-    etcd_settings: etcd.EtcdSettings,
     keys: pool_keys.PoolKeys,
     pool: pools.PoolConfig,
     *,
     datacenter: str | None,
     pod: pod_config.PodSettings,
+    client: etcd.EtcdClient,
+    watch: poolwatch.PoolWatch,
     clock: clocks.Clock,
     registry: prometheus_client.CollectorRegistry | None = None,
     rng: random.Random | None = None,
 ) -> AsyncIterator[sources.LeasedSnowflake]:
-    """A leased Snowflake source; the worker ID is released when the block exits."""
+    """A leased Snowflake source; the worker ID is released when the block exits.
+
+    `watch` is the sidecar's running watch of `pool`'s config (`poolwatch.watching`).
+    """
     own = pool.datacenter(datacenter)
     source = sources.LeasedSnowflake(
         layout=pool.layout,
@@ -122,29 +128,28 @@ async def open_snowflake(
         lease=0,
         claimed_at_ms=0,
     )
-    async with etcd.EtcdClient(etcd_settings) as client:
-        holder = WorkerHolder(
-            client,
-            keys,
-            pool,
-            datacenter_id=own.id,
-            source=source,
-            identity=identity,
-            clock=clock,
-            # Bandit B311 accepted: retry jitter, not a secret
-            rng=rng or random.Random(),  # nosec B311
-            watch=poolwatch.PoolWatch(client, keys, pool, datacenter_id=own.id, clock=clock),
-        )
-        task = asyncio.create_task(holder.run(), name=f"nebula-id worker {pool.ref}")
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(holder.first_round.wait(), FIRST_CLAIM_WAIT)
-            yield source
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await holder.release()
+    holder = WorkerHolder(
+        client,
+        keys,
+        pool,
+        datacenter_id=own.id,
+        source=source,
+        identity=identity,
+        clock=clock,
+        # Bandit B311 accepted: retry jitter, not a secret
+        rng=rng or random.Random(),  # nosec B311
+        watch=watch,
+    )
+    task = asyncio.create_task(holder.run(), name=f"nebula-id worker {pool.ref}")
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(holder.first_round.wait(), FIRST_CLAIM_WAIT)
+        yield source
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await holder.release()
 
 
 class _ClaimLost(Exception):
@@ -152,7 +157,11 @@ class _ClaimLost(Exception):
 
 
 class WorkerHolder:
-    """The background life of one sidecar's worker-ID claim."""
+    """The background life of one sidecar's worker-ID claim.
+
+    `watch` is a running `poolwatch.PoolWatch` of the same pool and datacenter (its
+    owner runs it; the holder only listens and reads its proof).
+    """
 
     def __init__(
         self,
@@ -165,13 +174,11 @@ class WorkerHolder:
         identity: claims.ClaimRecord,
         clock: clocks.Clock,
         rng: random.Random,
-        watch: poolwatch.PoolWatch | None = None,
+        watch: poolwatch.PoolWatch,
     ) -> None:
         self._client = client
-        self._watch = watch or poolwatch.PoolWatch(
-            client, keys, pool, datacenter_id=datacenter_id, clock=clock
-        )
-        self._watch.on_change(self._pool_ended)
+        self._watch = watch
+        self._stop_listening = watch.on_change(self._pool_ended)
         self._holding: asyncio.Task[None] | None = None
         self._ended: str | None = None
         self._keys = keys
@@ -192,15 +199,6 @@ class WorkerHolder:
     @property
     def worker(self) -> int | None:
         return self._worker
-
-    async def run(self) -> None:
-        watching = asyncio.create_task(self._watch.run(), name="pool config watch")
-        try:
-            await self._run_claims()
-        finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
 
     def _pool_ended(self, reason: str) -> None:
         """The pool's config is gone or another life: stop now, give the claim up."""
@@ -223,7 +221,8 @@ class WorkerHolder:
             reason, self._ended = self._ended, None
             raise _ClaimLost(reason) from None
 
-    async def _run_claims(self) -> None:
+    async def run(self) -> None:
+        """Claim, hold and re-claim until cancelled (etcd failures are retried)."""
         backoff = 0.1
         while True:
             try:
@@ -243,6 +242,8 @@ class WorkerHolder:
 
     async def release(self) -> None:
         """Stop issuing, lower the mark to the last timestamp issued, revoke the lease."""
+        with contextlib.suppress(ValueError):  # released once already
+            self._stop_listening()
         retired = self._source.stop(sources.NOT_READY, "shutting down")
         lease, worker = self._lease, self._worker
         self._lease = self._worker = None

@@ -1,10 +1,26 @@
 """The app factory: settings in, a ready-to-run aiohttp application out.
 
-Each resource lives in one `cleanup_ctx`, opened in order and closed in
-reverse: the pool config (in standalone mode together with the data-dir
-lock), the Snowflake source, the segment source.  Standalone or cluster mode is
-decided here once, from `settings.etcd`; each adapter gets only its own
-concern's settings, and routes never know which mode runs.
+This is the one place where the sidecar is assembled.  Standalone or cluster mode is
+decided here once, from `settings.etcd`; routes never know which.  Each
+resource lives in one `cleanup_ctx`, opened in this order and closed in reverse
+(the probe server of `probes.attach`, when configured, starts before all of them):
+
+1. `_etcd_ctx` (cluster mode): the one `etcd.client.EtcdClient`, at `keys.ETCD`.
+2. `_pool_ctx`: the pool config at `keys.POOL`: `etcd.worker.load_pool_config` over
+   that client (cluster), or the settings under the data-dir lock (standalone).
+3. `_pool_watch_ctx` (cluster mode): the one running `etcd.poolwatch.PoolWatch` of
+   the pool's config, at `keys.POOL_WATCH`; the worker, the segments and the failover
+   settings all listen to it.
+4. `_snowflake_ctx`: `keys.SNOWFLAKE`: `etcd.worker.open_snowflake` (lease, claim and
+   marks, over the client and the watch) or `standalone.open_snowflake`.
+5. `_segments_ctx`: `keys.SEGMENTS`: `storage.postgres_source.open_segments` (the
+   database pools; in cluster mode etcd floors and the health watch over the client,
+   gated by the watch), `standalone.open_segments` (SQLite), or none.
+6. Optional: the gRPC server (`rpc.server.serving_ctx`, last: it serves from the
+   sources above) and the API-key file reload (`reload.watching_ctx`).
+
+A cluster-mode sidecar thus holds one etcd client and one watch of its pool's config
+(plus the health watch of its segments); no adapter opens a connection of its own.
 Middlewares are installed only when auth, a rate limit or the audit log is
 configured (and then with the error mapper in front of them); the default
 sidecar has none and pays nothing per request for them.
@@ -97,7 +113,11 @@ def build_app(
     )
     probes.attach(app, settings.http, metrics=metrics_handler)
 
+    if settings.cluster_mode:
+        app.cleanup_ctx.append(_etcd_ctx)
     app.cleanup_ctx.append(_pool_ctx)
+    if settings.cluster_mode:
+        app.cleanup_ctx.append(_pool_watch_ctx)
     app.cleanup_ctx.append(_snowflake_ctx(collector))
     app.cleanup_ctx.append(_segments_ctx(collector))
     if settings.http.grpc_port is not None:
@@ -136,13 +156,26 @@ def ssl_context(settings: http_config.HttpSettings) -> ssl.SSLContext | None:
 # --- resources, one cleanup_ctx each ---------------------------------------------------
 
 
+async def _etcd_ctx(app: web.Application) -> AsyncIterator[None]:
+    from nebula_id.etcd import client as etcd
+
+    settings = app[keys.SETTINGS].etcd
+    assert settings is not None  # added in cluster mode only
+    async with etcd.EtcdClient(settings) as client:
+        app[keys.ETCD] = client
+        yield
+
+
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     if settings.etcd is not None:
         from nebula_id.etcd import worker
 
         app[keys.POOL] = await worker.load_pool_config(
-            settings.etcd, settings.pool_keys(), data_dir=settings.data_dir, clock=app[keys.CLOCK]
+            settings.pool_keys(),
+            client=app[keys.ETCD],
+            data_dir=settings.data_dir,
+            clock=app[keys.CLOCK],
         )
         yield
         return
@@ -150,6 +183,21 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
     with standalone.locked_data_dir(settings.data_dir):
         app[keys.POOL] = settings.standalone_pool()
+        yield
+
+
+async def _pool_watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    from nebula_id.etcd import poolwatch
+
+    settings, pool = app[keys.SETTINGS], app[keys.POOL]
+    async with poolwatch.watching(
+        app[keys.ETCD],
+        settings.pool_keys(),
+        pool,
+        datacenter_id=pool.datacenter(settings.datacenter).id,
+        clock=app[keys.CLOCK],
+    ) as watch:
+        app[keys.POOL_WATCH] = watch
         yield
 
 
@@ -162,11 +210,12 @@ def _snowflake_ctx(collector: metrics.StatsCollector) -> CleanupContext:
             from nebula_id.etcd import worker
 
             opener = worker.open_snowflake(
-                settings.etcd,
                 settings.pool_keys(),
                 pool,
                 datacenter=settings.datacenter,
                 pod=settings.pod,
+                client=app[keys.ETCD],
+                watch=app[keys.POOL_WATCH],
                 clock=clock,
                 registry=registry,
             )
@@ -198,16 +247,17 @@ def _segments_ctx(collector: metrics.StatsCollector) -> CleanupContext:
         if settings.database.configured:
             from nebula_id.storage import postgres_source
 
-            in_cluster = settings.etcd is not None and settings.pool is not None
+            cluster = settings.etcd is not None
             opener = postgres_source.open_segments(
                 settings.database,
                 pool,
                 datacenter=settings.datacenter,
                 overrides=settings.failover,
-                etcd=settings.etcd if in_cluster else None,
-                keys=settings.pool_keys() if in_cluster else None,
+                keys=settings.pool_keys() if cluster else None,
                 clock=clock,
                 registry=registry,
+                client=app[keys.ETCD] if cluster else None,
+                watch=app[keys.POOL_WATCH] if cluster else None,
             )
         elif settings.cluster_mode:
             opener = _no_segments(pool)

@@ -6,6 +6,8 @@ through these keys only.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
@@ -15,10 +17,18 @@ from nebula_id.config import serve
 from nebula_id.core import pool as pools
 from nebula_id.http import stats as stats_mod
 
+if TYPE_CHECKING:  # cluster mode only: a standalone sidecar never imports the etcd adapters
+    from nebula_id.etcd import client as etcd
+    from nebula_id.etcd import poolwatch
+
 SETTINGS = web.AppKey("settings", serve.ServeSettings)
 CLOCK = web.AppKey("clock", Clock)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 POOL = web.AppKey("pool", pools.PoolConfig)
+ETCD: web.AppKey[etcd.EtcdClient] = web.AppKey("etcd")
+"""The sidecar's one etcd client (cluster mode only), shared by every adapter."""
+POOL_WATCH: web.AppKey[poolwatch.PoolWatch] = web.AppKey("pool_watch")
+"""The sidecar's one running watch of its pool's config (cluster mode only)."""
 SNOWFLAKE = web.AppKey("snowflake", sources.SnowflakeSource)
 SEGMENTS = web.AppKey("segments", sources.SegmentSource)
 STATS = web.AppKey("stats", stats_mod.RequestStats)

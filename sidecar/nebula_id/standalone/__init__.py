@@ -1,10 +1,10 @@
 """Standalone mode, the embedded default: one node, all state in the data dir.
 
-`open_snowflake` and `open_segments` have the same shapes as the cluster-mode
-openers in `nebula_id.etcd.worker` and `nebula_id.storage.postgres_source`, so
-the app factory treats both modes alike.  The data dir is locked for the
-process's lifetime (`lock`), the Snowflake high-water mark lives in a file
-(`mark`), and segment counters live in SQLite (`sqlite_store`).
+`open_snowflake` and `open_segments` have the shapes of the cluster-mode openers
+in `nebula_id.etcd.worker` and `nebula_id.storage.postgres_source` (less the etcd
+client and pool watch those are given), so the app factory treats both modes alike.
+The data dir is locked for the process's lifetime (`lock`), the Snowflake high-water
+mark lives in a file (`mark`), and segment counters live in SQLite (`storage.sqlite`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from nebula_id.core import segment
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import lock as locks
 from nebula_id.standalone import mark as marks
-from nebula_id.standalone import sqlite_store
 from nebula_id.standalone.snowflake import StandaloneSnowflake
+from nebula_id.storage import sqlite as sqlite_store
 
 
 @contextlib.contextmanager

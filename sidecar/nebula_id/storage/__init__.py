@@ -7,5 +7,5 @@ counters and provision them.  `postgres_source` assembles the cluster-mode
 `floored` checks every range against the segment floor kept in etcd and repairs
 a row that went back; `health` reads the datacenter health the operator
 publishes in etcd; `legacy` reads how far a replaced ID system went (Leaf's
-table, a sequence).  The standalone SQLite store lives in `nebula_id.standalone`.
+table, a sequence); `sqlite` keeps the standalone sidecar's counters in SQLite.
 """

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from nebula_id import errors
@@ -184,24 +184,3 @@ class HealthFollower:
                 continue
             if kv is not None:
                 self._take(kv.value, kv.mod_revision)
-
-
-async def follow_config(client: HealthReader, key: str, apply: Callable[[bytes], None]) -> None:
-    """Hand every value of the pool's config key to `apply` (settings that may change).
-
-    The same watch-and-resume loop as the health's; `apply` decides what to take.
-    """
-    backoff = 0.1
-    while True:
-        try:
-            current = await client.range(key, call_timeout=2.0)
-            if current.kvs:
-                apply(current.kvs[0].value)
-            async for event in client.watch(key, start_revision=current.revision + 1):
-                if event.type == "PUT":
-                    apply(event.kv.value)
-                backoff = 0.1
-        except errors.CoordinationError as e:
-            log.debug("config watch of %s broke (%s); resuming", key, e.message)
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 2.0)

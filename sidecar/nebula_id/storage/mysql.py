@@ -30,16 +30,13 @@ from asyncmy import errors as mysql_errors
 
 from nebula_id import errors
 from nebula_id.core import pool as pools
-from nebula_id.core import segment
-from nebula_id.storage import postgres
-from nebula_id.storage.floored import RowMissing
+from nebula_id.storage import postgres, rowstore
 
 log = logging.getLogger(__name__)
 
 TABLE = postgres.TABLE
 FIRST_COUNTER = postgres.FIRST_COUNTER
 SCHEMES = ("mysql", "mariadb")
-_MAX_BIGINT = (1 << 63) - 1
 _ER_DUP_FIELDNAME = 1060
 _ER_DUP_ENTRY = 1062
 _ER_NO_SUCH_TABLE = 1146
@@ -377,13 +374,15 @@ async def drop_rows(
     )
 
 
-class MySQLSegmentStore:
+class MySQLSegmentStore(rowstore.RowStore[_Connection, postgres.PostgresSettings]):
     """A `core.segment.SegmentStore` over one datacenter's MySQL or MariaDB database.
 
-    With ``create_rows=False`` (where only provisioning may create rows, and a lost
-    row is repaired from a floor kept elsewhere with `raise_row`) a missing row
-    raises `RowMissing` instead of being created at 1.
+    The rules are `rowstore.RowStore`'s; this class gives them MySQL's SQL and an
+    asyncmy connection pool.
     """
+
+    ENGINE = "MySQL"
+    DB_ERRORS = _DB_ERRORS
 
     def __init__(
         self,
@@ -394,71 +393,15 @@ class MySQLSegmentStore:
         settings: postgres.PostgresSettings | None = None,
         create_rows: bool = True,
     ) -> None:
-        self._create_rows = create_rows
-        self._dsn = dsn
         self._address = Address.parse(dsn)
-        self._pool_config = pool
-        self._datacenter = datacenter
-        self._settings = settings or postgres.PostgresSettings()
-        bits = pool.layout.datacenter_bits
-        self._base = segment.datacenter_base(datacenter.id, bits)
-        self._limit = min(segment.counter_limit(bits), _MAX_BIGINT)
-        self._connections: asyncmy.Pool | None = None
-        self._closed = False
-
-    @property
-    def datacenter(self) -> str:
-        return self._datacenter.name
-
-    @property
-    def base(self) -> int:
-        """The first ID of this datacenter's slice (counters are added to it)."""
-        return self._base
-
-    @property
-    def limit(self) -> int:
-        """Counters stay below this; the slice is ``[base, base + limit)``."""
-        return self._limit
-
-    @property
-    def datacenter_id(self) -> int:
-        return self._datacenter.id
-
-    async def raise_row(self, tag: str, max_id: int) -> None:
-        """Raise the row of `tag` to at least `max_id`, creating it there if missing."""
-        pool, dc = self._pool_config, self._datacenter
-
-        async def once(conn: _Connection) -> None:
-            await _create_table(conn)
-            await _execute(conn, RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation)
-
-        await self._call(f"repair the row of {tag!r}", once)
-
-    async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
-        """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
-        if step < 1:
-            raise errors.InvalidArgument(f"a segment step must be at least 1, got {step}")
-        if step >= self._limit:
-            raise errors.StorageError(f"step {step} does not fit the datacenter's ID slice")
-        max_id = await self._call(f"allocate a range of {tag!r}", self._allocate_once, tag, step)
-        return segment.SegmentRange(
-            start=self._base + max_id - step,
-            end=self._base + max_id,
-            datacenter=self._datacenter.name,
-            step=step,
+        super().__init__(
+            location=postgres.where(dsn),
+            pool=pool,
+            datacenter=datacenter,
+            settings=settings or postgres.PostgresSettings(),
+            create_rows=create_rows,
         )
-
-    async def raise_floor(self, tag: str, counter: int) -> tuple[int, int]:
-        """Raise `tag`'s counter to at least `counter`; (before, after). Never lowers."""
-        return await self._call(f"raise the floor of {tag!r}", self._raise_once, tag, counter)
-
-    async def ping(self) -> None:
-        """Raise `StorageError` unless the database answers a trivial query."""
-
-        async def once(conn: _Connection) -> None:
-            await _fetchone(conn, "SELECT 1")
-
-        await self._call("ping", once)
+        self._connections: asyncmy.Pool | None = None
 
     async def close(self) -> None:
         self._closed = True
@@ -470,88 +413,60 @@ class MySQLSegmentStore:
             except _DB_ERRORS:
                 connections.terminate()
 
-    # --- internals -------------------------------------------------------------
+    # --- the engine's part of `RowStore` -------------------------------------------
 
-    async def _allocate_once(self, conn: _Connection, tag: str, step: int) -> int:
+    def _retryable(self, error: BaseException) -> bool:
+        return _retryable(error)
+
+    def _table_missing(self, error: BaseException) -> bool:
+        return isinstance(error, mysql_errors.ProgrammingError) and (
+            _error_code(error) == _ER_NO_SUCH_TABLE
+        )
+
+    def _failure(self, error: BaseException) -> str:
+        return postgres.failure(error)
+
+    async def _provision(self, conn: _Connection) -> postgres.ProvisionResult:
+        return await _create_rows(conn, self._pool_config, self._datacenter)
+
+    async def _update_counter(self, conn: _Connection, tag: str, step: int) -> int | None:
         pool, dc = self._pool_config, self._datacenter
         args = (step, step, pool.ref, tag, dc.name, dc.id, self._limit, step)
-        for _ in range(2):
-            try:
-                async with conn.cursor() as cursor:
-                    updated = await cursor.execute(ALLOCATE, args)
-                    max_id = int(cursor.lastrowid) if updated == 1 else None
-            except mysql_errors.ProgrammingError as e:
-                if _error_code(e) != _ER_NO_SUCH_TABLE:
-                    raise
-                max_id = None
-            if max_id is not None:
-                return max_id
-            # Nothing updated: the table or row is missing, or the row refuses us.
-            await self._diagnose(conn, tag, step)
-        raise errors.StorageError(f"tag {tag!r} could not be provisioned for allocation")
+        async with conn.cursor() as cursor:
+            updated = await cursor.execute(ALLOCATE, args)
+            return int(cursor.lastrowid) if updated == 1 else None
 
-    async def _raise_once(self, conn: _Connection, tag: str, counter: int) -> tuple[int, int]:
+    async def _read_row(
+        self, conn: _Connection, tag: str, *, lock: bool = False
+    ) -> tuple[int, int] | None:
         pool, dc = self._pool_config, self._datacenter
-        if all(t.name != tag for t in pool.tags):
-            raise errors.InvalidPool(f"tag {tag!r} is not a tag of pool {pool.ref}")
-        await _create_rows(conn, pool, dc)
+        row = await _fetchone(conn, LOCK_ROW if lock else READ_ROW, pool.ref, tag, dc.name)
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    async def _raise_counter(self, conn: _Connection, tag: str, counter: int) -> None:
+        pool, dc = self._pool_config, self._datacenter
+        await _execute(conn, RAISE_COUNTER, counter, pool.ref, tag, dc.name, counter)
+
+    async def _raise_row(self, conn: _Connection, tag: str, max_id: int) -> None:
+        pool, dc = self._pool_config, self._datacenter
+        await _create_table(conn)
+        await _execute(conn, RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation)
+
+    async def _select_one(self, conn: _Connection) -> None:
+        await _fetchone(conn, "SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, conn: _Connection) -> AsyncIterator[None]:
         await conn.begin()
         try:
-            row = await _fetchone(conn, LOCK_ROW, pool.ref, tag, dc.name)
-            if row is None:  # provisioned just now, then dropped
-                raise errors.StorageError(
-                    f"the row of tag {tag!r} in datacenter {dc.name!r} was deleted while "
-                    "being raised (is the pool's data being dropped?); nothing was raised"
-                )
-            before = int(row[1])
-            if counter > before:
-                await _execute(conn, RAISE_COUNTER, counter, pool.ref, tag, dc.name, counter)
+            yield
             await conn.commit()
         except BaseException:
             await conn.rollback()
             raise
-        return before, max(before, counter)
-
-    async def _diagnose(self, conn: _Connection, tag: str, step: int) -> None:
-        """Provision a missing row (a sidecar finds its tags ready), or raise why not."""
-        pool, dc = self._pool_config, self._datacenter
-        try:
-            row = await _fetchone(conn, READ_ROW, pool.ref, tag, dc.name)
-        except mysql_errors.ProgrammingError as e:
-            if _error_code(e) != _ER_NO_SUCH_TABLE:
-                raise
-            row = None
-        if row is None:
-            if all(t.name != tag for t in pool.tags):
-                raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
-            if not self._create_rows:
-                raise RowMissing(
-                    f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
-                    "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
-                )
-            try:
-                created = await _create_rows(conn, pool, dc)
-            except errors.InvalidPool as e:
-                raise errors.StorageError(e.message) from e
-            for warning in created.warnings:
-                log.warning("datacenter %s: %s", dc.name, warning)
-            return
-        datacenter_id, max_id = int(row[0]), int(row[1])
-        if datacenter_id != dc.id:
-            raise errors.StorageError(
-                f"tag {tag!r} in datacenter {dc.name!r} belongs to datacenter id "
-                f"{datacenter_id}, not {dc.id}; refusing to allocate"
-            )
-        if max_id > self._limit - step:
-            raise errors.StorageError(
-                f"tag {tag!r} in datacenter {dc.name!r} has used its ID slice "
-                f"(counter {max_id} + step {step} would reach {self._limit}); "
-                "no more IDs can be issued here without risking duplicates"
-            )
 
     async def _pool(self) -> asyncmy.Pool:
-        if self._closed:
-            raise errors.StorageError(f"the store of datacenter {self.datacenter!r} is closed")
+        self._check_open()
         if self._connections is None:
             # minsize=0: creating the pool opens no connection, so a sidecar
             # starts while its database is down and connects once it is back.
@@ -562,30 +477,6 @@ class MySQLSegmentStore:
                 **self._address.connect_args(self._settings.connect_timeout_s),
             )
         return self._connections
-
-    async def _call(
-        self,
-        what: str,
-        operation: Callable[..., Awaitable[T]],
-        *args: object,
-    ) -> T:
-        settings = self._settings
-        budget = settings.connect_timeout_s + 3 * settings.command_timeout_s
-        last: BaseException | None = None
-        for _attempt in range(settings.attempts):
-            try:
-                async with asyncio.timeout(budget), self._acquire() as conn:
-                    return await operation(conn, *args)
-            except _DB_ERRORS as e:
-                last = e
-                if _retryable(e):
-                    continue
-                break
-        assert last is not None
-        raise errors.StorageError(
-            f"MySQL of datacenter {self.datacenter!r} ({postgres.where(self._dsn)}) could not "
-            f"{what}: {postgres.failure(last)}"
-        ) from last
 
     @contextlib.asynccontextmanager
     async def _acquire(self) -> AsyncIterator[_Connection]:

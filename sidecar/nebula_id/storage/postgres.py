@@ -31,12 +31,10 @@ from asyncpg.pool import PoolConnectionProxy
 
 from nebula_id import errors
 from nebula_id.core import pool as pools
-from nebula_id.core import segment
-from nebula_id.storage.floored import RowMissing
+from nebula_id.storage import rowstore
 
 TABLE = "nebula_segments"
 FIRST_COUNTER = 1
-_MAX_BIGINT = (1 << 63) - 1
 # Serialises concurrent provisioning (CREATE TABLE IF NOT EXISTS races in PostgreSQL).
 _PROVISION_LOCK_KEY = 0x6E6562756C61  # "nebula"
 
@@ -281,8 +279,26 @@ async def provision(
     anything, so running it again (or from several places) cannot re-issue IDs.
     """
     settings = settings or PostgresSettings()
+    return await _connected(
+        dsn,
+        settings,
+        budget_s=settings.connect_timeout_s + 2 * settings.command_timeout_s,
+        what=f"provision segments of pool {pool.ref} in datacenter {datacenter.name!r}",
+        operation=lambda conn: _create_rows(conn, pool, datacenter),
+    )
+
+
+async def _connected(
+    dsn: str,
+    settings: PostgresSettings,
+    *,
+    budget_s: float,
+    what: str,
+    operation: Callable[[_Connection], Awaitable[T]],
+) -> T:
+    """Run `operation` on a fresh connection within `budget_s`; `StorageError` on failure."""
     try:
-        async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
+        async with asyncio.timeout(budget_s):
             conn = await asyncpg.connect(
                 dsn,
                 timeout=settings.connect_timeout_s,
@@ -290,31 +306,19 @@ async def provision(
                 server_settings=SESSION_SETTINGS,
             )
             try:
-                return await _create_rows(conn, pool, datacenter)
+                return await operation(conn)
             finally:
                 await conn.close(timeout=settings.command_timeout_s)
     except _DB_ERRORS as e:
-        raise errors.StorageError(
-            f"cannot provision segments of pool {pool.ref} in datacenter {datacenter.name!r} "
-            f"at {where(dsn)}: {failure(e)}"
-        ) from e
+        raise errors.StorageError(f"cannot {what} at {where(dsn)}: {failure(e)}") from e
 
 
 async def with_connection(
     dsn: str, *, timeout_s: float, what: str, operation: Callable[[_Connection], Awaitable[T]]
 ) -> T:
     """Run `operation` on a fresh connection, within a timeout; `StorageError` on failure."""
-    try:
-        async with asyncio.timeout(timeout_s * 2):
-            conn = await asyncpg.connect(
-                dsn, timeout=timeout_s, command_timeout=timeout_s, server_settings=SESSION_SETTINGS
-            )
-            try:
-                return await operation(conn)
-            finally:
-                await conn.close(timeout=timeout_s)
-    except _DB_ERRORS as e:
-        raise errors.StorageError(f"cannot {what} at {where(dsn)}: {failure(e)}") from e
+    settings = PostgresSettings(connect_timeout_s=timeout_s, command_timeout_s=timeout_s)
+    return await _connected(dsn, settings, budget_s=timeout_s * 2, what=what, operation=operation)
 
 
 async def ping(dsn: str, *, timeout_s: float) -> None:
@@ -331,35 +335,32 @@ async def drop_rows(
 ) -> int:
     """Delete the segment rows of `pool_ref` up to `generation`; returns how many."""
     settings = settings or PostgresSettings()
-    try:
-        async with asyncio.timeout(settings.connect_timeout_s + 2 * settings.command_timeout_s):
-            conn = await asyncpg.connect(
-                dsn,
-                timeout=settings.connect_timeout_s,
-                command_timeout=settings.command_timeout_s,
-                server_settings=SESSION_SETTINGS,
-            )
-            try:
-                if await conn.fetchval("SELECT to_regclass($1)", TABLE) is None:
-                    return 0
-                await conn.execute(ADD_GENERATION)
-                status = await conn.execute(DROP_ROWS, pool_ref, generation)
-            finally:
-                await conn.close(timeout=settings.command_timeout_s)
-    except _DB_ERRORS as e:
-        raise errors.StorageError(
-            f"cannot drop the segments of {pool_ref} at {where(dsn)}: {failure(e)}"
-        ) from e
-    return int(status.split()[-1]) if status.startswith("DELETE") else 0
+
+    async def drop(conn: _Connection) -> int:
+        if await conn.fetchval("SELECT to_regclass($1)", TABLE) is None:
+            return 0
+        await conn.execute(ADD_GENERATION)
+        status = await conn.execute(DROP_ROWS, pool_ref, generation)
+        return int(status.split()[-1]) if status.startswith("DELETE") else 0
+
+    return await _connected(
+        dsn,
+        settings,
+        budget_s=settings.connect_timeout_s + 2 * settings.command_timeout_s,
+        what=f"drop the segments of {pool_ref}",
+        operation=drop,
+    )
 
 
-class PostgresSegmentStore:
+class PostgresSegmentStore(rowstore.RowStore[_Connection, PostgresSettings]):
     """A `core.segment.SegmentStore` over one datacenter's PostgreSQL database.
 
-    With ``create_rows=False`` (cluster mode, where provisioning creates the rows and
-    `storage.floored` repairs them from etcd) a missing row raises `RowMissing`
-    instead of being created at 1.
+    The rules are `rowstore.RowStore`'s; this class gives them PostgreSQL's SQL and
+    an asyncpg connection pool.
     """
+
+    ENGINE = "PostgreSQL"
+    DB_ERRORS = _DB_ERRORS
 
     def __init__(
         self,
@@ -370,75 +371,15 @@ class PostgresSegmentStore:
         settings: PostgresSettings | None = None,
         create_rows: bool = True,
     ) -> None:
-        self._create_rows = create_rows
         self._dsn = dsn
-        self._pool_config = pool
-        self._datacenter = datacenter
-        self._settings = settings or PostgresSettings()
-        bits = pool.layout.datacenter_bits
-        self._base = segment.datacenter_base(datacenter.id, bits)
-        self._limit = min(segment.counter_limit(bits), _MAX_BIGINT)
-        self._connections: asyncpg.Pool | None = None
-        self._closed = False
-
-    @property
-    def datacenter(self) -> str:
-        return self._datacenter.name
-
-    @property
-    def base(self) -> int:
-        """The first ID of this datacenter's slice (counters are added to it)."""
-        return self._base
-
-    @property
-    def limit(self) -> int:
-        """Counters stay below this; the slice is ``[base, base + limit)``."""
-        return self._limit
-
-    @property
-    def datacenter_id(self) -> int:
-        return self._datacenter.id
-
-    async def raise_row(self, tag: str, max_id: int) -> None:
-        """Raise the row of `tag` to at least `max_id`, creating it there if missing."""
-        pool, dc = self._pool_config, self._datacenter
-
-        async def once(conn: _Connection) -> None:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
-                await conn.execute(CREATE_TABLE)
-                await conn.execute(ADD_GENERATION)
-                await conn.execute(
-                    RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation
-                )
-
-        await self._call(f"repair the row of {tag!r}", once)
-
-    async def allocate(self, tag: str, step: int) -> segment.SegmentRange:
-        """One new range of `tag`, `step` IDs long, from one atomic UPDATE."""
-        if step < 1:
-            raise errors.InvalidArgument(f"a segment step must be at least 1, got {step}")
-        if step >= self._limit:
-            raise errors.StorageError(f"step {step} does not fit the datacenter's ID slice")
-        max_id = await self._call(f"allocate a range of {tag!r}", self._allocate_once, tag, step)
-        return segment.SegmentRange(
-            start=self._base + max_id - step,
-            end=self._base + max_id,
-            datacenter=self._datacenter.name,
-            step=step,
+        super().__init__(
+            location=where(dsn),
+            pool=pool,
+            datacenter=datacenter,
+            settings=settings or PostgresSettings(),
+            create_rows=create_rows,
         )
-
-    async def raise_floor(self, tag: str, counter: int) -> tuple[int, int]:
-        """Raise `tag`'s counter to at least `counter`; (before, after). Never lowers."""
-        return await self._call(f"raise the floor of {tag!r}", self._raise_once, tag, counter)
-
-    async def ping(self) -> None:
-        """Raise `StorageError` unless the database answers a trivial query."""
-
-        async def once(conn: _Connection) -> None:
-            await conn.fetchval("SELECT 1", timeout=self._settings.command_timeout_s)
-
-        await self._call("ping", once)
+        self._connections: asyncpg.Pool | None = None
 
     async def close(self) -> None:
         self._closed = True
@@ -449,74 +390,63 @@ class PostgresSegmentStore:
             except _DB_ERRORS:
                 connections.terminate()
 
-    # --- internals -------------------------------------------------------------
+    # --- the engine's part of `RowStore` -------------------------------------------
 
-    async def _allocate_once(self, conn: _Connection, tag: str, step: int) -> int:
-        timeout = self._settings.command_timeout_s
-        args = (self._pool_config.ref, tag, self._datacenter.name, step, self._datacenter.id)
-        for _ in range(2):
-            try:
-                max_id = await conn.fetchval(ALLOCATE, *args, self._limit, timeout=timeout)
-            except asyncpg.UndefinedTableError:
-                max_id = None
-            if max_id is not None:
-                return int(max_id)
-            # Nothing updated: the table or row is missing, or the row refuses us.
-            await self._diagnose(conn, tag, step)
-        raise errors.StorageError(f"tag {tag!r} could not be provisioned for allocation")
+    def _retryable(self, error: BaseException) -> bool:
+        return isinstance(error, _RETRYABLE)
 
-    async def _raise_once(self, conn: _Connection, tag: str, counter: int) -> tuple[int, int]:
+    def _table_missing(self, error: BaseException) -> bool:
+        return isinstance(error, asyncpg.UndefinedTableError)
+
+    def _failure(self, error: BaseException) -> str:
+        return failure(error)
+
+    async def _provision(self, conn: _Connection) -> ProvisionResult:
+        return await _create_rows(conn, self._pool_config, self._datacenter)
+
+    async def _update_counter(self, conn: _Connection, tag: str, step: int) -> int | None:
         pool, dc = self._pool_config, self._datacenter
-        if all(t.name != tag for t in pool.tags):
-            raise errors.InvalidPool(f"tag {tag!r} is not a tag of pool {pool.ref}")
-        await _create_rows(conn, pool, dc)
+        max_id = await conn.fetchval(
+            ALLOCATE,
+            pool.ref,
+            tag,
+            dc.name,
+            step,
+            dc.id,
+            self._limit,
+            timeout=self._settings.command_timeout_s,
+        )
+        return None if max_id is None else int(max_id)
+
+    async def _read_row(
+        self, conn: _Connection, tag: str, *, lock: bool = False
+    ) -> tuple[int, int] | None:
+        pool, dc = self._pool_config, self._datacenter
+        row = await conn.fetchrow(LOCK_ROW if lock else READ_ROW, pool.ref, tag, dc.name)
+        return None if row is None else (int(row["datacenter_id"]), int(row["max_id"]))
+
+    async def _raise_counter(self, conn: _Connection, tag: str, counter: int) -> None:
+        pool, dc = self._pool_config, self._datacenter
+        await conn.execute(RAISE_COUNTER, pool.ref, tag, dc.name, counter)
+
+    async def _raise_row(self, conn: _Connection, tag: str, max_id: int) -> None:
+        pool, dc = self._pool_config, self._datacenter
         async with conn.transaction():
-            row = await conn.fetchrow(LOCK_ROW, pool.ref, tag, dc.name)
-            if row is None:  # provisioned just now, then dropped
-                raise errors.StorageError(
-                    f"the row of tag {tag!r} in datacenter {dc.name!r} was deleted while "
-                    "being raised (is the pool's data being dropped?); nothing was raised"
-                )
-            before = int(row["max_id"])
-            if counter > before:
-                await conn.execute(RAISE_COUNTER, pool.ref, tag, dc.name, counter)
-        return before, max(before, counter)
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _PROVISION_LOCK_KEY)
+            await conn.execute(CREATE_TABLE)
+            await conn.execute(ADD_GENERATION)
+            await conn.execute(RAISE_ROW, pool.ref, tag, dc.name, dc.id, max_id, pool.generation)
 
-    async def _diagnose(self, conn: _Connection, tag: str, step: int) -> None:
-        """Provision a missing row (a sidecar finds its tags ready), or raise why not."""
-        pool, dc = self._pool_config, self._datacenter
-        try:
-            row = await conn.fetchrow(READ_ROW, pool.ref, tag, dc.name)
-        except asyncpg.UndefinedTableError:
-            row = None
-        if row is None:
-            if all(t.name != tag for t in pool.tags):
-                raise errors.StorageError(f"tag {tag!r} is not a tag of pool {pool.ref}")
-            if not self._create_rows:
-                raise RowMissing(
-                    f"tag {tag!r} of pool {pool.ref} has no row in datacenter {dc.name!r}; "
-                    "only provisioning creates rows (the operator, or `nebula-id pool apply`)"
-                )
-            try:
-                await _create_rows(conn, pool, dc)
-            except errors.InvalidPool as e:
-                raise errors.StorageError(e.message) from e
-            return
-        if row["datacenter_id"] != dc.id:
-            raise errors.StorageError(
-                f"tag {tag!r} in datacenter {dc.name!r} belongs to datacenter id "
-                f"{row['datacenter_id']}, not {dc.id}; refusing to allocate"
-            )
-        if row["max_id"] > self._limit - step:
-            raise errors.StorageError(
-                f"tag {tag!r} in datacenter {dc.name!r} has used its ID slice "
-                f"(counter {row['max_id']} + step {step} would reach {self._limit}); "
-                "no more IDs can be issued here without risking duplicates"
-            )
+    async def _select_one(self, conn: _Connection) -> None:
+        await conn.fetchval("SELECT 1", timeout=self._settings.command_timeout_s)
+
+    @asynccontextmanager
+    async def _transaction(self, conn: _Connection) -> AsyncIterator[None]:
+        async with conn.transaction():
+            yield
 
     async def _pool(self) -> asyncpg.Pool:
-        if self._closed:
-            raise errors.StorageError(f"the store of datacenter {self.datacenter!r} is closed")
+        self._check_open()
         if self._connections is None:
             # min_size=0: creating the pool opens no connection, so a sidecar
             # starts while its database is down and connects once it is back.
@@ -530,31 +460,6 @@ class PostgresSegmentStore:
                 server_settings=SESSION_SETTINGS,
             )
         return self._connections
-
-    async def _call(
-        self,
-        what: str,
-        operation: Callable[..., Awaitable[T]],
-        *args: object,
-    ) -> T:
-        settings = self._settings
-        budget = settings.connect_timeout_s + 3 * settings.command_timeout_s
-        last: BaseException | None = None
-        for _attempt in range(settings.attempts):
-            try:
-                async with asyncio.timeout(budget), self._acquire() as conn:
-                    return await operation(conn, *args)
-            except _RETRYABLE as e:
-                last = e
-                continue
-            except _DB_ERRORS as e:
-                last = e
-                break
-        assert last is not None
-        raise errors.StorageError(
-            f"PostgreSQL of datacenter {self.datacenter!r} ({where(self._dsn)}) could not "
-            f"{what}: {failure(last)}"
-        ) from last
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[_Connection]:

@@ -10,8 +10,11 @@ metrics on the registry it is given.
 
 It receives its own concerns only: the database settings (`url` is the own
 datacenter's, default the pool's first; `urls` and the files of `url_dir`,
-named after datacenters, give the others), the local failover overrides, and
-in cluster mode the etcd settings and the pool's keys.
+named after datacenters, give the others) and the local failover overrides.  In
+cluster mode the app factory also passes the pool's keys, the sidecar's etcd
+client (for the floors and the health watch) and its running pool-config watch
+(the gate, and the failover settings as the config changes); this module opens
+no etcd connection of its own.
 """
 
 from __future__ import annotations
@@ -315,10 +318,11 @@ async def open_segments(
     *,
     datacenter: str | None,
     overrides: failover_config.FailoverOverrides,
-    etcd: etcd_client.EtcdSettings | None = None,
     keys: pool_keys.PoolKeys | None = None,
     clock: Clock,
     registry: CollectorRegistry,
+    client: etcd_client.EtcdClient | None = None,
+    watch: poolwatch.PoolWatch | None = None,
     failover_settings: failover.FailoverSettings | None = None,
     postgres_settings: postgres.PostgresSettings | None = None,
     health_recheck_s: float = health.RECHECK_S,
@@ -329,9 +333,16 @@ async def open_segments(
     The failover settings are the pool's (`spec.failover`, each datacenter's own
     overrides) with the sidecar's local overrides on top, followed as the pool's
     config changes; `failover_settings`, when given, replaces the pool's for
-    every datacenter, for good (tests).  With `etcd` and `keys` (cluster mode)
-    the ranges are fenced by etcd floors and the pool's health is followed.
+    every datacenter, for good (tests).
+
+    Cluster mode is `keys`, `client` and `watch` together: the pool's keys, the
+    sidecar's etcd client and its running watch of `pool`'s config.  Without them (a
+    database but no etcd) no floors are kept and the rows are created here.
     """
+    if len({client is None, watch is None, keys is None}) != 1:
+        raise errors.ConfigError(
+            "segments in cluster mode need the pool's keys, the etcd client and the watch"
+        )
     fixed = failover_settings
     per_datacenter = _failover_per_datacenter(overrides, pool, fixed)
     failover_settings = overrides.apply(fixed or pool.failover)
@@ -343,11 +354,6 @@ async def open_segments(
         log.warning("no database URL for the own datacenter %s; preferring %s", own, preferred)
     tags = list(pool.tags)
     async with contextlib.AsyncExitStack() as stack:
-        client = (
-            await stack.enter_async_context(_etcd_client(etcd))
-            if etcd is not None and keys is not None
-            else None
-        )
         stores: dict[str, floored.RepairableStore] = {}
         for dc in pool.datacenters:
             if dc.name not in dsns:
@@ -387,24 +393,15 @@ async def open_segments(
                 load_timeout=LOAD_TIMEOUT_S,
             )
 
-        watch: poolwatch.PoolWatch | None = None
-        if client is not None and keys is not None:
-            watch = poolwatch.PoolWatch(
-                client,
-                keys,
-                pool,
-                datacenter_id=pool.datacenter(datacenter).id,
-                clock=clock,
-            )
         source = ClusterSegments(
             new_allocator(), store, gate=watch, new_allocator=new_allocator if watch else None
         )
-        if watch is not None:
-            watch.on_change(source.reset)
         collector = _BufferCollector(source)
         tasks: list[asyncio.Task[None]] = []
         stack.push_async_callback(store.close)
         stack.push_async_callback(source.close)
+        if watch is not None:
+            stack.callback(watch.on_change(source.reset))  # stops before the source closes
         stack.callback(registry.unregister, collector)
         registry.register(collector)
         tasks.append(asyncio.create_task(_probe_loop(store)))
@@ -414,16 +411,7 @@ async def open_segments(
             )
             tasks.append(asyncio.create_task(follower.run(), name="health watch"))
             if fixed is None:
-                take_settings = follow_settings(overrides, keys, pool, policy)
-                tasks.append(
-                    asyncio.create_task(
-                        health.follow_config(client, keys.config, take_settings),
-                        name="failover settings watch",
-                    )
-                )
-            tasks.append(asyncio.create_task(watch.run(), name="pool config watch"))
-            with contextlib.suppress(errors.CoordinationError):
-                await watch.check()
+                stack.callback(watch.on_config(follow_settings(overrides, keys, pool, policy)))
         stack.push_async_callback(_cancel, tasks)
         await source.start()
         yield source
@@ -478,11 +466,3 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def _etcd_client(
-    settings: etcd_client.EtcdSettings,
-) -> AsyncIterator[etcd_client.EtcdClient]:
-    async with etcd_client.EtcdClient(settings) as client:
-        yield client
