@@ -128,14 +128,28 @@ def test_leader_that_cannot_renew_its_lease_stops_and_exits(
     ).start()
     try:
         helpers.eventually(op.is_leader, timeout=20, what="lonely leads")
-        stopped = time.monotonic()
+        ttl = float(op.env["NEBULA_OPERATOR_LEADER_TTL_SECONDS"])
         private.stop()
+        stopped = time.monotonic()
+        try:
+            helpers.eventually(
+                lambda: "leadership lost" in op.log_path.read_text(),
+                timeout=ttl * 10,
+                what="the leader to log that it lost its lease",
+            )
+        except AssertionError as e:
+            raise AssertionError(f"{e}\noperator log:\n{op.log_tail()}") from e
+        lost = time.monotonic() - stopped
         assert op.proc is not None
-        code = op.proc.wait(timeout=20)
-        took = time.monotonic() - stopped
-        print(f"\nleader exited {took:.1f} s after etcd stopped (lease TTL 3 s)")
+        code = op.proc.wait(timeout=30)
+        exited = time.monotonic() - stopped
+        print(
+            f"\nleader gave up {lost:.2f} s and exited {exited:.2f} s after etcd stopped "
+            f"(lease TTL {ttl:g} s)"
+        )
         assert code == 3, op.log_tail()
-        assert took <= 3 + 5
-        assert "leadership lost" in op.log_path.read_text()
+        # By design the leader gives up at most a TTL after its last renewal; twice
+        # that leaves room for a loaded machine and still fails one that carries on.
+        assert lost <= ttl * 2, op.log_tail()
     finally:
         op.stop()
