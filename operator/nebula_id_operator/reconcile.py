@@ -91,6 +91,11 @@ def databases_of(config: pools.PoolConfig) -> list[pools.Datacenter]:
     return [dc for dc in config.datacenters if dc.database_secret_ref is not None]
 
 
+def failed(reason: str, message: str, error: errors.NebulaIdError) -> status.Check:
+    """A failed check, permanent exactly when retrying `error` unchanged cannot help."""
+    return status.Check.failed(reason, message, permanent=not error.transient)
+
+
 async def write_config(
     ctx: Context, namespace: str, name: str, spec: Mapping[str, Any]
 ) -> tuple[etcd_pools.ApplyResult | None, status.Check, errors.NebulaIdError | None]:
@@ -99,24 +104,23 @@ async def write_config(
         result = await etcd_pools.apply(ctx.etcd, keys, spec, now_ms=ctx.clock.wall_ms())
     except identities.RecreationRefused as e:
         # The pool was deleted, its IDs are remembered, and this spec could repeat them.
-        return None, status.Check.failed("RecreationRefused", e.message, permanent=True), e
+        return None, failed("RecreationRefused", e.message, e), e
     except errors.InvalidPool as e:
         message = advice.with_next_step(
             e.message, advice.next_step("InvalidSpec", namespace=namespace)
         )
-        return None, status.Check.failed("InvalidSpec", message, permanent=True), e
+        return None, failed("InvalidSpec", message, e), e
     except errors.ConfigError as e:
         message = advice.with_next_step(
             e.message, advice.next_step("StoredConfigUnreadable", namespace=namespace)
         )
-        check = status.Check.failed("StoredConfigUnreadable", message, permanent=True)
-        return None, check, e
+        return None, failed("StoredConfigUnreadable", message, e), e
     except errors.CoordinationError as e:
         message = advice.with_next_step(
             f"etcd cannot be reached: {e.message}",
             advice.next_step("EtcdUnavailable", namespace=namespace),
         )
-        return None, status.Check.failed("EtcdUnavailable", message), e
+        return None, failed("EtcdUnavailable", message, e), e
     verb = "written" if result.changed else "up to date"
     return result, status.Check.passed("ConfigWritten", f"config {verb} at {keys.config}"), None
 
@@ -175,13 +179,13 @@ async def grant_access(
             f"cannot write the pool's etcd credential Secret: {e.message}",
             advice.next_step("KubernetesUnavailable", namespace=namespace),
         )
-        return status.Check.failed("KubernetesUnavailable", message), e
+        return failed("KubernetesUnavailable", message, e), e
     except errors.CoordinationError as e:
         message = advice.with_next_step(
             f"cannot create the pool's etcd user: {e.message}",
             advice.next_step("EtcdUnavailable", namespace=namespace),
         )
-        return status.Check.failed("EtcdUnavailable", message), e
+        return failed("EtcdUnavailable", message, e), e
     return status.Check.passed("ConfigWritten", f"etcd user for the pool in Secret {secret}"), None
 
 

@@ -8,7 +8,7 @@ or MySQL/MariaDB, as each DSN's scheme says); `import` (in `pool_import`) raises
 segment floors above the IDs of the system being replaced.
 
 Exit codes: 0 done, 1 no such pool, 2 invalid pool or refused change (the message says
-why), 3 etcd or a database could not be reached.
+why), 3 try again later: etcd or a database could not be reached (`errors.Unavailable`).
 """
 
 from __future__ import annotations
@@ -100,15 +100,18 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | No
     stdout, stderr = out or sys.stdout, err or sys.stderr
     try:
         return asyncio.run(_dispatch(args, stdout))
-    except errors.NotFound as e:
-        print(f"nebula-id pool: {e.message}", file=stderr)
-        return EXIT_NOT_FOUND
-    except (errors.CoordinationError, errors.StorageError) as e:
-        print(f"nebula-id pool: {e.message}", file=stderr)
-        return EXIT_UNAVAILABLE
     except errors.NebulaIdError as e:
         print(f"nebula-id pool: {e.message}", file=stderr)
-        return EXIT_INVALID
+        return exit_code(e)
+
+
+def exit_code(error: errors.NebulaIdError) -> int:
+    """The exit code of a failure, from its class: "try again later" is 3."""
+    if isinstance(error, errors.NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(error, errors.Unavailable):
+        return EXIT_UNAVAILABLE
+    return EXIT_INVALID
 
 
 async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:

@@ -148,6 +148,9 @@ async def test_clock_moved_backward_is_503_and_issues_nothing(make_client: MakeC
     ready = await client.get("/readyz")
     await error_of(ready, 503, "unavailable", "clock_moved_backward")
     assert (await ready.json())["reasons"] == ["clock_moved_backward"]
+    assert set(await ready.json()) == {"error", "reasons"}
+    assert ready.headers["Retry-After"] == "1"
+    assert ready.headers["Content-Type"].startswith("application/json")
     # UUIDs need no clock proof and keep serving.
     assert (await client.get("/v1/ids/uuid7")).status == 200
     clock.advance(0.051)

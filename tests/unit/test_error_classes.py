@@ -15,6 +15,7 @@ import nebula_id.core.identity
 import nebula_id.etcd.client
 import nebula_id.etcd.pools
 import nebula_id.http.guards
+import nebula_id.poolcli
 import nebula_id.storage.floored
 import nebula_id_operator.kube
 import nebula_id_operator.leader
@@ -123,3 +124,24 @@ def test_a_rate_limit_is_transient_with_its_own_wait_but_not_unavailable() -> No
 
 def test_an_unclassified_error_is_retried() -> None:
     assert errors.NebulaIdError("unexpected").transient
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.CoordinationError("etcd down"), nebula_id.poolcli.EXIT_UNAVAILABLE),
+        (errors.StorageError("database down"), nebula_id.poolcli.EXIT_UNAVAILABLE),
+        (nebula_id.etcd.pools.NotLeader("fenced"), nebula_id.poolcli.EXIT_UNAVAILABLE),
+        (errors.NotReady("starting"), nebula_id.poolcli.EXIT_UNAVAILABLE),
+        (errors.NotFound("no such pool"), nebula_id.poolcli.EXIT_NOT_FOUND),
+        (errors.InvalidPool("bad spec"), nebula_id.poolcli.EXIT_INVALID),
+        (nebula_id.core.identity.RecreationRefused("refused"), nebula_id.poolcli.EXIT_INVALID),
+        (errors.ConfigError("unreadable file"), nebula_id.poolcli.EXIT_INVALID),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, errors.NebulaIdError) else str(v),
+)
+def test_the_pool_command_exits_by_the_class_of_its_failure(
+    error: errors.NebulaIdError, code: int
+) -> None:
+    """Every "try again later" failure exits 3, whichever dependency it came from."""
+    assert nebula_id.poolcli.exit_code(error) == code

@@ -55,3 +55,26 @@ def test_kopf_settings_keep_our_names_and_need_little_rbac() -> None:
     assert settings.scanning.disabled is True
     assert settings.background.cancellation_polling <= 1.0
     assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (errors.InvalidPool("layout changed"), True),
+        (errors.ConfigError("stored config unreadable"), True),
+        (kube.SecretNotFound("Secret ns/db does not exist"), True),
+        (errors.CoordinationError("etcd down"), False),
+        (kube.KubeUnavailable("api down"), False),
+    ],
+)
+def test_a_failed_check_is_permanent_exactly_when_its_error_is_not_transient(
+    error: errors.NebulaIdError, permanent: bool
+) -> None:
+    from nebula_id_operator import reconcile
+
+    check = reconcile.failed("Reason", "what went wrong", error)
+    assert check.ok is False
+    assert check.permanent is permanent
+    assert failures.to_kopf(error, retry=0).__class__ is (
+        kopf.PermanentError if permanent else kopf.TemporaryError
+    )

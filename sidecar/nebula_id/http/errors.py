@@ -23,7 +23,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -67,8 +67,12 @@ def json_error(
     *,
     retry_after: float | None = None,
     stats: stats_mod.RequestStats | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> web.Response:
-    body = {"error": {"code": code, "reason": reason, "message": message}}
+    """The error answer; `extra` adds top-level fields beside ``error``."""
+    body: dict[str, object] = {"error": {"code": code, "reason": reason, "message": message}}
+    if extra:
+        body.update(extra)
     headers = {"Server": stats_mod.SERVER}
     if retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))

@@ -267,15 +267,14 @@ def readiness(app: web.Application) -> web.Response:
     if not reasons:
         return _json({"status": "ready", "algorithm": app[keys.POOL].algorithm})
     message = f"the default algorithm cannot serve: {', '.join(reasons)}"
-    response = _json(
-        {
-            "error": {"code": "unavailable", "reason": reasons[0], "message": message},
-            "reasons": reasons,
-        },
-        status=503,
+    return http_errors.json_error(
+        errors.Unavailable.http_status,
+        errors.Unavailable.code,
+        reasons[0],
+        message,
+        retry_after=1.0,
+        extra={"reasons": reasons},
     )
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 ROUTES: tuple[tuple[str, http_errors.AnyHandler], ...] = (
