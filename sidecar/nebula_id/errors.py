@@ -31,6 +31,13 @@ class NebulaIdError(Exception):
     little, giving up on a failure that would have passed costs a stuck pool.
     """
 
+    retry_after: float | None = None
+    """Seconds after which the same call may succeed; None when no wait is known.
+
+    Set on every "try again later" answer (`RateLimited`, `Unavailable`): the
+    HTTP layer sends it as ``Retry-After`` and the clients pause for it.
+    """
+
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
@@ -97,6 +104,7 @@ class RateLimited(NebulaIdError):
 
     code = "rate_limited"
     http_status = 429
+    retry_after: float
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -118,6 +126,7 @@ class Unavailable(NebulaIdError):
     http_status = 503
     transient = True
     reason: ClassVar[str] = "not_ready"
+    retry_after: float
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)

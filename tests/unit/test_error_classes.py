@@ -145,3 +145,9 @@ def test_the_pool_command_exits_by_the_class_of_its_failure(
 ) -> None:
     """Every "try again later" failure exits 3, whichever dependency it came from."""
     assert nebula_id.poolcli.exit_code(error) == code
+
+
+def test_an_error_without_a_known_wait_has_none() -> None:
+    assert errors.NebulaIdError("unexpected").retry_after is None
+    assert http_errors.retry_after_of(errors.NebulaIdError("unexpected")) is None
+    assert errors.StorageError("down", retry_after=3.0).retry_after == 3.0

@@ -197,7 +197,9 @@ class IdClient(prefetch.Prefetching):
         if failure is None:
             self._quiet_until = 0.0
             return None
-        pause = getattr(failure, "retry_after", prefetch.QUIET_AFTER_FAILURE)
+        pause = failure.retry_after
+        if pause is None:
+            pause = prefetch.QUIET_AFTER_FAILURE
         self._quiet_until = asyncio.get_running_loop().time() + max(pause, 0.001)
         return failure
 

@@ -133,7 +133,9 @@ class SyncIdClient(prefetch.Prefetching):
                 if failure is None:
                     self._quiet_until = 0.0
                 else:
-                    pause = getattr(failure, "retry_after", prefetch.QUIET_AFTER_FAILURE)
+                    pause = failure.retry_after
+                    if pause is None:
+                        pause = prefetch.QUIET_AFTER_FAILURE
                     self._quiet_until = time.monotonic() + max(pause, 0.001)
                 # Still low (a burst took the new batches at once): fetch again.
                 self._wanted = len(self._buffer) <= self._low_mark

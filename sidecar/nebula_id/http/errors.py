@@ -54,9 +54,7 @@ def reason_of(exc: errors.NebulaIdError) -> str:
 
 def retry_after_of(exc: errors.NebulaIdError) -> float | None:
     """Seconds for ``Retry-After``: only "try again later" errors (429, 503) have them."""
-    if isinstance(exc, errors.RateLimited | errors.Unavailable):
-        return exc.retry_after
-    return None
+    return exc.retry_after
 
 
 def json_error(
