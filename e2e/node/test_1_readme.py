@@ -7,12 +7,15 @@ inside the app container with `kubectl exec`.  The pods really run: the native
 sidecar starts before the app, passes its probes, claims a worker ID in etcd,
 and the app reaches it on 127.0.0.1.  Then the Deployment is scaled to 10
 replicas, restarted and has a pod deleted: every worker ID stays unique.
+Last, `helm test` (the README's check of an install) passes, twice.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import re
+import time
 from collections import Counter
 from typing import Any
 
@@ -205,3 +208,30 @@ def test_ten_replicas_restart_and_deletion_keep_every_worker_id_unique(
         node.kubectl("scale", "-n", APP_NS, "deployment/web", "--replicas=2")
         settle(2, "back to 2 pods")
         wait_for_active(node, 2)
+
+
+def test_helm_test_gets_an_id_from_an_injected_sidecar(node: Node, release: dict[str, Any]) -> None:
+    """`helm test`: the chart's hook pod gets the sidecar injected and an ID from it.
+
+    Helm prints the pod's output (the chart's hook-output-log-policy) on stderr.
+    The second run replaces the namespace and pool the first one left.
+    """
+    name, system = release["name"], release["namespace"]
+    # The test pool's layout: the defaults (its spec names only the datacenter).
+    layout = pools.parse_spec({}, namespace=f"{name}-test", name=f"{name}-test").layout
+    got: list[int] = []
+    for _ in range(2):
+        with support.explained(node, f"{name}-test", system):
+            done = node.helm("test", name, "-n", system, "--timeout", "240s", timeout=300)
+        suites = re.findall(r"TEST SUITE:\s+(\S+)\n(?:.*\n)*?Phase:\s+(\w+)", done.stdout)
+        # The namespace and the pool (`<name>-test`), then the pod.
+        assert sorted(suites) == [
+            (f"{name}-test", "Succeeded"),
+            (f"{name}-test", "Succeeded"),
+            (f"{name}-test-get-id", "Succeeded"),
+        ], done.stdout
+        (answer,) = re.findall(r"nebula-id sidecar answered \S+ with ID (\d+)", done.stderr)
+        got.append(int(answer))
+        issued = layout.parse(got[-1]).timestamp_ms / 1000
+        assert abs(issued - time.time()) < 600, (got[-1], issued)
+    assert got[0] != got[1], got

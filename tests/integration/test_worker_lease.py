@@ -289,7 +289,7 @@ async def test_a_claim_taken_away_is_never_used_again(etcd_endpoint: str, tmp_pa
             await c.put(key, b'{"pod": "thief"}', lease=thief.id)
             # One keepalive tick of the holder's clock is enough to notice.
             await eventually_async(lambda: clock.sleeping, 10, what="the holder between ticks")
-            clock.advance(claims.LeaseTiming(2).interval)
+            clock.advance(leases.LeaseTiming(2).interval)
             await eventually_async(
                 lambda: source.generator is None or worker_of(source) != 0,
                 10,

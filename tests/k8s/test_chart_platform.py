@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from nebula_id.core import pool as pools
+from nebula_id_operator import injection
 from tests.k8s import operator_helpers
 from tests.support import binaries
 from tests.support.controlplane import ControlPlane, run_cli
@@ -186,6 +188,9 @@ def test_the_helm_test_hook_asks_an_injected_sidecar_for_an_id(
     assert pod["metadata"]["annotations"]["nebula-id.io/pool"] == pool["metadata"]["name"]
     (container,) = pod["spec"]["containers"]
     assert "http://127.0.0.1:8080/v1/ids/snowflake" in container["command"][-1]
+    # Helm prints the pod's output itself, before hook-succeeded deletes the pod.
+    policy = pod["metadata"]["annotations"]["helm.sh/hook-output-log-policy"]
+    assert set(policy.split(",")) == {"hook-succeeded", "hook-failed"}
     weights = {d["kind"]: int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) for d in hooks}
     assert weights["Namespace"] < weights["NebulaIdPool"] < weights["Pod"]
     # The API server accepts the hook's objects as rendered.
@@ -202,6 +207,33 @@ def test_the_helm_test_hook_asks_an_injected_sidecar_for_an_id(
     finally:
         control_plane.kubectl("delete", "namespace", f"hook-{tag}", "--wait=false")
     assert not _hooks(render(helm_bin, "tests.enabled=false"))
+
+
+@pytest.mark.parametrize("datacenter", ["", "dc-a"])
+def test_the_webhook_injects_the_helm_test_pod(helm_bin: str, datacenter: str) -> None:
+    """The operator's webhook, given the rendered pool and pod, injects the sidecar.
+
+    It refuses pods of a pool that does not list the operator's datacenter
+    (`datacenter`, as the README's `helm install` sets it).
+    """
+    docs = render(helm_bin, f"datacenter={datacenter}")
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env.get("NEBULA_DATACENTER") == (datacenter or None)
+    hooks = _hooks(docs)
+    pool_doc = next(d for d in hooks if d["kind"] == "NebulaIdPool")
+    pod = next(d for d in hooks if d["kind"] == "Pod")
+    pool = pools.parse_spec(
+        pool_doc["spec"],
+        namespace=pool_doc["metadata"]["namespace"],
+        name=pool_doc["metadata"]["name"],
+    )
+    settings = injection.InjectionSettings(datacenter=env.get("NEBULA_DATACENTER"))
+    ops = injection.inject(pod, pool, settings)
+    assert any(op["path"].startswith("/spec/initContainers") for op in ops), ops
 
 
 def test_chart_metadata_for_artifact_hub() -> None:

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -72,6 +73,16 @@ def spawn(
     return proc
 
 
+def _group_alive(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
@@ -87,10 +98,19 @@ def stop(proc: subprocess.Popen[bytes], *, timeout: float = 10.0) -> None:
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the whole process group (also stray children of an exited leader)."""
+    """SIGKILL the whole process group (also stray children of an exited leader).
+
+    Returns once the group is gone: a killed server's children (PostgreSQL's
+    backends) hold its shared memory until they exit, and a restart before that
+    fails with "pre-existing shared memory block is still in use".
+    """
     _signal_group(proc, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
+    deadline = time.monotonic() + 10.0
+    while _group_alive(proc) and time.monotonic() < deadline:
+        _signal_group(proc, signal.SIGKILL)
+        time.sleep(0.01)
     with _LIVE_LOCK:
         _LIVE.pop(proc.pid, None)
 

@@ -149,7 +149,7 @@ FIELDS: tuple[loader.Field, ...] = (
         attr="password", secret=True,
     ),
 )  # fmt: skip
-PASSWORD = "etcd_password"
+PASSWORD = "etcd_password"  # nosec B105: the field's name, not a password
 
 
 def load(sources: loader.Sources, *, required_by: str | None = None) -> EtcdSettings | None:
