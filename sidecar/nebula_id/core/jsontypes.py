@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeAlias, cast
 
 JsonValue: TypeAlias = (
-    "None | bool | int | float | str | Sequence[JsonValue] | Mapping[str, JsonValue]"
+    "bool | int | float | str | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
 )
 JsonObject: TypeAlias = "dict[str, JsonValue]"
 
