@@ -83,18 +83,20 @@ def _json(value: object) -> Mapping[str, JsonValue]:
     return cast(Mapping[str, JsonValue], parsed)
 
 
-def _field(name: str, parse: loader.Parser, help: str, attr: str | None = None) -> loader.Field:
+def _field(
+    name: str, parse: loader.Parser[object], help: str, attr: str | None = None
+) -> loader.Field[object]:
     return loader.Field(
         f"sidecar_{name}", loader.blank_is_unset(parse), (), help, attr=attr or name
     )
 
 
 _text = loader.stripped
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     _field("image", _text, "the sidecar image"),
     _field("image_pull_policy", _text, "its imagePullPolicy"),
     _field("image_allowlist", loader.comma_list, "images a pool may choose"),
-    _field("etcd_endpoints", etcd_mod.parse_endpoints, "etcd as the sidecars reach it"),
+    _field("etcd_endpoints", etcd_mod.ENDPOINTS.parse, "etcd as the sidecars reach it"),
     _field("etcd_prefix", _text, "the sidecars' etcd key prefix"),
     _field("etcd_tls_secret", _text, "Secret with the etcd CA and client certificate"),
     _field("etcd_auth_secret", _text, "Secret with the etcd user and password"),
