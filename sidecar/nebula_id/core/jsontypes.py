@@ -54,6 +54,15 @@ def as_int(value: object, default: int = 0) -> int:
     raise ValueError(f"expected an integer, got {value!r}")
 
 
+def as_number(value: object, default: float = 0.0) -> float:
+    """`value` as a float (a number or a numeric string), `default` when absent or null."""
+    if value is None:
+        return default
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise ValueError(f"expected a number, got {value!r}")
+
+
 def copy(doc: Mapping[str, object]) -> JsonObject:
     """A shallow copy of `doc`, an object read from JSON or YAML, to build on.
 

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import mark as marks
 
@@ -141,7 +142,7 @@ class StandaloneSnowflake:
             return "clock_moved_backward"
         return None
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         return {
             "mode": "standalone",
             **self._generator.info(),
