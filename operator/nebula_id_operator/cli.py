@@ -9,14 +9,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
 
 from nebula_id import errors, logs
 from nebula_id.config import operator as operator_settings
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
         "operator",
         help="run the NebulaIdPool operator (kopf), with leader election through etcd",
         description="Reconcile NebulaIdPool resources: see README.md, section Operator.",

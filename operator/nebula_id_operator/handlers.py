@@ -13,13 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from typing import Any
 
 import kopf
 
 from nebula_id import errors
 from nebula_id.config import operator as operator_settings
-from nebula_id.core import crd, failover
+from nebula_id.core import crd, failover, jsontypes
 from nebula_id.core import pool as pools
 from nebula_id.etcd import pools as etcd_pools
 from nebula_id_operator import detector, failures, health, reconcile, status, workers
@@ -43,28 +42,29 @@ def _pool(body: kopf.Body) -> tuple[str, str]:
     return namespace, body.meta.name
 
 
-def _spec(body: kopf.Body) -> dict[str, Any]:
+def _spec(body: kopf.Body) -> dict[str, object]:
     return dict(body.spec)
 
 
 def _post_transition(
-    body: kopf.Body, old: Mapping[str, Any], new: Mapping[str, Any], type_: str
+    body: kopf.Body, old: Mapping[str, object], new: Mapping[str, object], type_: str
 ) -> None:
     """A Kubernetes Event when condition `type_` flips or its reason changes.
 
     `kopf.event`, not `kopf.info`: the latter obeys `posting.level`, which is
     raised to WARNING so kopf's own per-handler chatter stays out of Events.
     """
-    before: dict[str, Any] = next(
-        (c for c in (old.get("conditions") or []) if c.get("type") == type_), {}
+    before: Mapping[str, object] = next(
+        (c for c in jsontypes.as_objects(old.get("conditions")) if c.get("type") == type_), {}
     )
-    after = next(c for c in new["conditions"] if c["type"] == type_)
+    after = next(c for c in jsontypes.as_objects(new["conditions"]) if c["type"] == type_)
     if (before.get("status"), before.get("reason")) == (after["status"], after["reason"]):
         return
+    message = str(after["message"])
     if after["status"] == "True":
-        kopf.event(body, type="Normal", reason=type_, message=after["message"])
+        kopf.event(body, type="Normal", reason=type_, message=message)
     else:
-        kopf.event(body, type="Warning", reason=after["reason"], message=after["message"][:1000])
+        kopf.event(body, type="Warning", reason=str(after["reason"]), message=message[:1000])
 
 
 def _post_datacenter_event(body: kopf.Body, change: detector.Transition) -> None:
@@ -85,7 +85,7 @@ def _post_datacenter_event(body: kopf.Body, change: detector.Transition) -> None
         )
 
 
-def _health_changed(previous: dict[str, Any], new: dict[str, Any]) -> bool:
+def _health_changed(previous: Mapping[str, object], new: Mapping[str, object]) -> bool:
     """True when the status patch would change more than the probe timestamps."""
 
     def strip(rows: object) -> list[dict[str, object]]:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fnmatch
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import TypedDict
 
 from nebula_id import errors
 from nebula_id.config import injection as injection_config
-from nebula_id.core import access, crd
+from nebula_id.core import access, crd, jsontypes
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject, JsonValue
 
 CONTAINER_NAME = "nebula-id"
 PORT_NAME = "nebula-id"
@@ -57,18 +58,27 @@ SOCKET_ENV = "NEBULA_UNIX_SOCKET"
 # no other container of the pod sees them.
 SECRET_FILE_MODE = 0o444
 
-JsonPatch = list[dict[str, Any]]
+
+class PatchOperation(TypedDict):
+    """One RFC 6902 operation; only ``add`` is produced here."""
+
+    op: str
+    path: str
+    value: JsonValue
+
+
+JsonPatch = list[PatchOperation]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Sidecar:
     """The init container and the volumes a pod gets."""
 
-    container: Mapping[str, Any]
-    volumes: tuple[Mapping[str, Any], ...]
-    app_mounts: tuple[Mapping[str, Any], ...] = ()
+    container: Mapping[str, JsonValue]
+    volumes: tuple[Mapping[str, JsonValue], ...]
+    app_mounts: tuple[Mapping[str, JsonValue], ...] = ()
     """Mounted in every app container: the socket's directory."""
-    app_env: tuple[Mapping[str, Any], ...] = ()
+    app_env: tuple[Mapping[str, JsonValue], ...] = ()
     """Set in every app container that does not set it itself."""
 
 
@@ -79,21 +89,32 @@ class PodRejected(errors.InvalidArgument):
 # --- reading the pod ----------------------------------------------------------------
 
 
-def has_sidecar(pod: Mapping[str, Any]) -> bool:
+def _spec(pod: Mapping[str, object]) -> Mapping[str, object]:
+    return jsontypes.as_object(pod.get("spec")) or {}
+
+
+def _metadata(pod: Mapping[str, object], field: str) -> Mapping[str, object]:
+    """`metadata.labels` or `metadata.annotations` of the pod (empty when absent)."""
+    metadata = jsontypes.as_object(pod.get("metadata")) or {}
+    return jsontypes.as_object(metadata.get(field)) or {}
+
+
+def has_sidecar(pod: Mapping[str, object]) -> bool:
     """True when the pod already runs a container named like ours."""
-    spec = pod.get("spec") or {}
-    containers = list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+    spec = _spec(pod)
+    containers = jsontypes.as_objects(spec.get("initContainers")) + jsontypes.as_objects(
+        spec.get("containers")
+    )
     return any(c.get("name") == CONTAINER_NAME for c in containers)
 
 
-def wants_sidecar(pod: Mapping[str, Any]) -> bool:
-    labels = (pod.get("metadata") or {}).get("labels") or {}
-    return labels.get(crd.INJECT_LABEL) == "true"
+def wants_sidecar(pod: Mapping[str, object]) -> bool:
+    return _metadata(pod, "labels").get(crd.INJECT_LABEL) == "true"
 
 
-def pool_name(pod: Mapping[str, Any]) -> str:
+def pool_name(pod: Mapping[str, object]) -> str:
     """The pool the pod names, or `PodRejected` with a message the user can act on."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    annotations = _metadata(pod, "annotations")
     name = annotations.get(crd.POOL_ANNOTATION)
     if not isinstance(name, str) or not name.strip():
         raise PodRejected(
@@ -121,7 +142,7 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         ) from e
     sidecar = pool.sidecar
     probe_port = settings.probe_port + (1 if settings.probe_port == sidecar.port else 0)
-    env: list[dict[str, Any]] = [
+    env: list[JsonObject] = [
         _value("NEBULA_HOST", settings.listen_host),
         _value("NEBULA_PORT", str(sidecar.port)),
         _value("NEBULA_PROBE_PORT", str(probe_port)),
@@ -139,11 +160,11 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
         env.append(_value("NEBULA_LOG_FORMAT", settings.log_format))
     if settings.probe_metrics:
         env.append(_value("NEBULA_PROBE_METRICS", "true"))
-    mounts: list[dict[str, Any]] = [
+    mounts: list[JsonObject] = [
         {"name": DATA_VOLUME, "mountPath": DATA_DIR},
         {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
     ]
-    volumes: list[dict[str, Any]] = [
+    volumes: list[JsonObject] = [
         {"name": DATA_VOLUME, "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": SOCKET_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
@@ -182,7 +203,7 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
     if own_dc.database_secret_ref is not None:
         ref = own_dc.database_secret_ref
         env.append(_secret("NEBULA_DATABASE_URL", ref.name, ref.key))
-    sources = [
+    sources: list[JsonObject] = [
         {
             "secret": {
                 "name": dc.database_secret_ref.name,
@@ -229,7 +250,7 @@ def build(pool: pools.PoolConfig, settings: InjectionSettings) -> Sidecar:
             _value("NEBULA_RATE_LIMIT_BURST", str(sidecar.rate_limit.burst)),
         ]
 
-    container: dict[str, Any] = {
+    container: JsonObject = {
         "name": CONTAINER_NAME,
         "image": image_of(pool, settings),
         "imagePullPolicy": settings.image_pull_policy,
@@ -283,19 +304,19 @@ def image_of(pool: pools.PoolConfig, settings: InjectionSettings) -> str:
     )
 
 
-def _value(name: str, value: str) -> dict[str, Any]:
+def _value(name: str, value: str) -> JsonObject:
     return {"name": name, "value": value}
 
 
-def _field(name: str, path: str) -> dict[str, Any]:
+def _field(name: str, path: str) -> JsonObject:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def _secret(name: str, secret: str, key: str) -> dict[str, Any]:
+def _secret(name: str, secret: str, key: str) -> JsonObject:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
-def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, *, period: int, failures: int) -> JsonObject:
     return {
         "httpGet": {"path": path, "port": PORT_NAME, "scheme": "HTTP"},
         "periodSeconds": period,
@@ -307,7 +328,7 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 # --- the patch -------------------------------------------------------------------------
 
 
-def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
+def json_patch(pod: Mapping[str, object], sidecar: Sidecar) -> JsonPatch:
     """RFC 6902 operations that add `sidecar` to `pod`; none if it has one already.
 
     The sidecar goes first among the init containers, so that init containers of
@@ -316,8 +337,8 @@ def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
     """
     if has_sidecar(pod):
         return []
-    spec = pod.get("spec") or {}
-    taken = {v.get("name") for v in spec.get("volumes") or []}
+    spec = _spec(pod)
+    taken = {v.get("name") for v in jsontypes.as_objects(spec.get("volumes"))}
     clash = sorted(str(v["name"]) for v in sidecar.volumes if v["name"] in taken)
     if clash:
         raise PodRejected(f"the pod already has volumes named {', '.join(clash)}")
@@ -332,19 +353,20 @@ def json_patch(pod: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
         ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
     else:
         ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
-    for index, app in enumerate(spec.get("containers") or []):
-        ops += _app_container_ops(f"/spec/containers/{index}", app, sidecar)
+    for index, app in enumerate(jsontypes.as_list(spec.get("containers")) or ()):
+        if isinstance(app, Mapping):
+            ops += _app_container_ops(f"/spec/containers/{index}", app, sidecar)
     return ops
 
 
-def _app_container_ops(path: str, app: Mapping[str, Any], sidecar: Sidecar) -> JsonPatch:
+def _app_container_ops(path: str, app: Mapping[str, object], sidecar: Sidecar) -> JsonPatch:
     """Mount the socket's directory in one app container and tell it the path.
 
     A mount path or an environment variable the container already has is left
     as the user wrote it.
     """
     ops: JsonPatch = []
-    taken_paths = {m.get("mountPath") for m in app.get("volumeMounts") or []}
+    taken_paths = {m.get("mountPath") for m in jsontypes.as_objects(app.get("volumeMounts"))}
     mounts = [
         copy.deepcopy(dict(m)) for m in sidecar.app_mounts if m["mountPath"] not in taken_paths
     ]
@@ -352,7 +374,7 @@ def _app_container_ops(path: str, app: Mapping[str, Any], sidecar: Sidecar) -> J
         ops += [{"op": "add", "path": f"{path}/volumeMounts/-", "value": m} for m in mounts]
     elif mounts:
         ops.append({"op": "add", "path": f"{path}/volumeMounts", "value": mounts})
-    taken_env = {e.get("name") for e in app.get("env") or []}
+    taken_env = {e.get("name") for e in jsontypes.as_objects(app.get("env"))}
     env = [copy.deepcopy(dict(e)) for e in sidecar.app_env if e["name"] not in taken_env]
     if env and app.get("env"):
         ops += [{"op": "add", "path": f"{path}/env/-", "value": e} for e in env]
@@ -361,27 +383,34 @@ def _app_container_ops(path: str, app: Mapping[str, Any], sidecar: Sidecar) -> J
     return ops
 
 
-def apply(pod: dict[str, Any], ops: Sequence[Mapping[str, Any]]) -> None:
+def apply(pod: MutableMapping[str, object], ops: Sequence[PatchOperation]) -> None:
     """Apply the `add` operations of `json_patch` to `pod` in place."""
     for op in ops:
         if op["op"] != "add":
             raise ValueError(f"only 'add' operations are produced here, got {op['op']!r}")
-        *parents, last = [p for p in str(op["path"]).split("/") if p]
-        target: Any = pod
+        *parents, last = [p for p in op["path"].split("/") if p]
+        target: object = pod
         for part in parents:
-            target = target.setdefault(part, {}) if isinstance(target, dict) else target[int(part)]
+            if isinstance(target, MutableMapping):
+                target = target.setdefault(part, {})
+            elif isinstance(target, list):
+                target = target[int(part)]
+            else:
+                raise ValueError(f"{op['path']!r} goes through {part!r}, which holds a value")
         value = copy.deepcopy(op["value"])
         if isinstance(target, list):
             if last == "-":
                 target.append(value)
             else:
                 target.insert(int(last), value)
-        else:
+        elif isinstance(target, MutableMapping):
             target[last] = value
+        else:
+            raise ValueError(f"{op['path']!r} ends inside a value")
 
 
 def inject(
-    pod: Mapping[str, Any], pool: pools.PoolConfig, settings: InjectionSettings
+    pod: Mapping[str, object], pool: pools.PoolConfig, settings: InjectionSettings
 ) -> JsonPatch:
     """The whole decision for one pod: the patch that gives it the sidecar, or none."""
     if not wants_sidecar(pod) or has_sidecar(pod):

@@ -27,7 +27,6 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.clock import Clock
@@ -97,7 +96,7 @@ def failed(reason: str, message: str, error: errors.NebulaIdError) -> status.Che
 
 
 async def write_config(
-    ctx: Context, namespace: str, name: str, spec: Mapping[str, Any]
+    ctx: Context, namespace: str, name: str, spec: Mapping[str, object]
 ) -> tuple[etcd_pools.ApplyResult | None, status.Check, errors.NebulaIdError | None]:
     keys = ctx.settings.keys(namespace, name)
     try:
@@ -190,7 +189,7 @@ async def grant_access(
 
 
 async def reconcile(
-    ctx: Context, namespace: str, name: str, spec: Mapping[str, Any], *, uid: str | None = None
+    ctx: Context, namespace: str, name: str, spec: Mapping[str, object], *, uid: str | None = None
 ) -> Outcome:
     """Write the config, then provision the databases; never raises our errors."""
     result, etcd_check, error = await write_config(ctx, namespace, name, spec)
@@ -265,7 +264,7 @@ async def delete(
     name: str,
     *,
     drop: bool,
-    spec: Mapping[str, Any] | None = None,
+    spec: Mapping[str, object] | None = None,
 ) -> tuple[etcd_pools.DeleteResult, list[str]]:
     """Remove the pool from etcd (and its data, when asked); raises our errors to retry.
 
@@ -299,7 +298,7 @@ async def delete(
 
 
 def _config_of_spec(
-    namespace: str, name: str, spec: Mapping[str, Any] | None
+    namespace: str, name: str, spec: Mapping[str, object] | None
 ) -> pools.PoolConfig | None:
     if spec is None:
         return None

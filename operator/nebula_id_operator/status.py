@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import TypedDict
 
+from nebula_id.core import jsontypes
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id_operator import advice
 
 READY = "Ready"
@@ -87,7 +89,7 @@ def condition(
     *,
     generation: int,
     now: str,
-    previous: Sequence[Mapping[str, Any]] = (),
+    previous: Sequence[Mapping[str, object]] = (),
 ) -> Condition:
     """A Kubernetes condition; `lastTransitionTime` moves only when the status flips."""
     status = _status_text(check.ok)
@@ -152,7 +154,7 @@ def worker_capacity(config: pools.PoolConfig) -> int:
     return config.layout.worker_capacity * len(config.datacenters)
 
 
-def workers_status(active: int, capacity: int) -> dict[str, Any]:
+def workers_status(active: int, capacity: int) -> JsonObject:
     return {"active": active, "capacity": capacity, "summary": f"{active}/{capacity}"}
 
 
@@ -160,12 +162,12 @@ def datacenters_status(
     config: pools.PoolConfig,
     health: Sequence[DatacenterHealth] = (),
     active_by_datacenter: Mapping[str, int] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[JsonObject]:
     """`status.datacenters[]`: the assigned IDs, and health when it is known."""
     by_name = {h.name: h for h in health}
-    rows: list[dict[str, Any]] = []
+    rows: list[JsonObject] = []
     for dc in config.datacenters:
-        row: dict[str, Any] = {"name": dc.name, "id": dc.id}
+        row: JsonObject = {"name": dc.name, "id": dc.id}
         known = by_name.get(dc.name)
         if known is not None:
             row |= {"healthy": known.healthy, "reason": known.reason, "checkedAt": known.checked_at}
@@ -186,11 +188,11 @@ def datacenters_summary(config: pools.PoolConfig, health: Sequence[DatacenterHea
 
 
 def replace_condition(
-    conditions: Sequence[Mapping[str, Any]], new: Condition
-) -> list[dict[str, Any]]:
+    conditions: Sequence[Mapping[str, object]], new: Condition
+) -> list[JsonObject]:
     """`conditions` with the one of `new`'s type replaced, in the canonical order."""
-    merged: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in conditions}
-    merged[new["type"]] = dict(new)
+    merged: dict[str, JsonObject] = {str(c.get("type")): jsontypes.copy(c) for c in conditions}
+    merged[new["type"]] = jsontypes.copy(new)
     ordered = [merged.pop(t) for t in CONDITION_TYPES if t in merged]
     return ordered + [merged[t] for t in sorted(merged)]
 
@@ -202,18 +204,18 @@ def reconcile_status(
     database: Check,
     generation: int,
     now: str,
-    previous: Mapping[str, Any],
+    previous: Mapping[str, object],
     config_revision: int | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """The status patch after a reconcile of the spec."""
-    old_conditions: list[Mapping[str, Any]] = list(previous.get("conditions") or [])
+    old_conditions = jsontypes.as_objects(previous.get("conditions"))
     ready = ready_check(etcd, database)
-    conditions: list[dict[str, Any]] = list(old_conditions)  # type: ignore[arg-type]
+    conditions = [jsontypes.copy(c) for c in old_conditions]
     for type_, check in ((ETCD_CONFIGURED, etcd), (DATABASE_PROVISIONED, database), (READY, ready)):
         new = condition(type_, check, generation=generation, now=now, previous=old_conditions)
         conditions = replace_condition(conditions, new)
     healthy = _existing_check(old_conditions, DATACENTERS_HEALTHY)
-    patch: dict[str, Any] = {
+    patch: JsonObject = {
         "conditions": conditions,
         "phase": phase(ready, healthy),
         "observedGeneration": generation,
@@ -225,9 +227,9 @@ def reconcile_status(
         patch["retiredDatacenterIds"] = list(config.retired_datacenter_ids)
         # status.workers belongs to the workers daemon; touch it only when the
         # capacity changes, so a reconcile never writes back a stale count.
-        old_workers = previous.get("workers") or {}
+        old_workers = jsontypes.as_object(previous.get("workers")) or {}
         if old_workers.get("capacity") != worker_capacity(config):
-            active = int(old_workers.get("active", 0))
+            active = jsontypes.as_int(old_workers.get("active"))
             patch["workers"] = workers_status(active, worker_capacity(config))
     if config_revision is not None:
         patch["configRevision"] = config_revision
@@ -240,27 +242,28 @@ def health_status(
     health: Sequence[DatacenterHealth],
     generation: int,
     now: str,
-    previous: Mapping[str, Any],
-) -> dict[str, Any]:
+    previous: Mapping[str, object],
+) -> JsonObject:
     """The status patch after a health check."""
-    old_conditions: list[Mapping[str, Any]] = list(previous.get("conditions") or [])
+    old_conditions = jsontypes.as_objects(previous.get("conditions"))
     healthy = health_check(health)
     new = condition(
         DATACENTERS_HEALTHY, healthy, generation=generation, now=now, previous=old_conditions
     )
     ready = _existing_check(old_conditions, READY)
+    old_phase = previous.get("phase")
     return {
         "conditions": replace_condition(old_conditions, new),
         # A failed Ready keeps its phase: only the reconcile knows if it was permanent.
         "phase": phase(ready, healthy)
         if ready.ok is True
-        else previous.get("phase", PHASE_PENDING),
+        else (old_phase if isinstance(old_phase, str) else PHASE_PENDING),
         "datacenters": datacenters_status(config, health),
         "datacentersHealthy": datacenters_summary(config, health),
     }
 
 
-def health_from_status(status: Mapping[str, Any]) -> list[DatacenterHealth]:
+def health_from_status(status: Mapping[str, object]) -> list[DatacenterHealth]:
     """The health last written to `status.datacenters`, to carry it over."""
     return [
         DatacenterHealth(
@@ -268,15 +271,15 @@ def health_from_status(status: Mapping[str, Any]) -> list[DatacenterHealth]:
             healthy=bool(row["healthy"]),
             reason=str(row.get("reason", "")),
             checked_at=str(row.get("checkedAt", "")),
-            consecutive_failures=int(row.get("consecutiveFailures", 0)),
+            consecutive_failures=jsontypes.as_int(row.get("consecutiveFailures")),
             last_transition_time=str(row.get("lastTransitionTime", "")),
         )
-        for row in status.get("datacenters") or []
-        if isinstance(row, Mapping) and "healthy" in row and "name" in row
+        for row in jsontypes.as_objects(status.get("datacenters"))
+        if "healthy" in row and "name" in row
     ]
 
 
-def _existing_check(conditions: Sequence[Mapping[str, Any]], type_: str) -> Check:
+def _existing_check(conditions: Sequence[Mapping[str, object]], type_: str) -> Check:
     old = next((c for c in conditions if c.get("type") == type_), None)
     if old is None:
         return Check.unknown("NotChecked")
@@ -285,8 +288,8 @@ def _existing_check(conditions: Sequence[Mapping[str, Any]], type_: str) -> Chec
     return Check(ok=ok, reason=str(old.get("reason", "")), message=str(old.get("message", "")))
 
 
-def is_ready(status: Mapping[str, Any], generation: int) -> bool:
+def is_ready(status: Mapping[str, object], generation: int) -> bool:
     """True when the last reconcile of this generation ended Ready."""
     if status.get("observedGeneration") != generation:
         return False
-    return _existing_check(list(status.get("conditions") or []), READY).ok is True
+    return _existing_check(jsontypes.as_objects(status.get("conditions")), READY).ok is True

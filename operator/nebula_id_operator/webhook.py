@@ -153,7 +153,9 @@ def configure(
 def kopf_identity(name: str) -> Any:
     """kopf's peering identity, given explicitly: kopf's default asks
     `getpass.getuser()`, which raises for a uid without a passwd entry -- and the
-    images run as 65532, which has none."""
+    images run as 65532, which has none.
+
+    `Any` because kopf's type for it (the `peering.Identity` NewType) is private."""
     return name
 
 

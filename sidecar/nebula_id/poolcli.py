@@ -19,12 +19,13 @@ import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 import yaml
 
 from nebula_id import errors
 from nebula_id.config import poolcmd
+from nebula_id.core import jsontypes
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -152,12 +153,13 @@ async def _dispatch(args: argparse.Namespace, out: TextIO) -> int:
 
 async def _apply_one(
     args: argparse.Namespace,
-    doc: Mapping[str, Any],
+    doc: Mapping[str, object],
     settings: etcd.EtcdSettings | None,
     out: TextIO,
 ) -> None:
     namespace, name, spec = pools.parse_document(doc, default_namespace=args.namespace or "default")
-    if args.namespace and doc.get("metadata", {}).get("namespace") not in (None, args.namespace):
+    metadata = jsontypes.as_object(doc.get("metadata")) or {}
+    if args.namespace and metadata.get("namespace") not in (None, args.namespace):
         raise errors.InvalidPool(
             f"the YAML says namespace {namespace!r} but -n says {args.namespace!r}"
         )
@@ -202,7 +204,7 @@ def _datacenters(config: pools.PoolConfig) -> str:
     return f"datacenters {listed}; {config.layout.worker_capacity} worker IDs each"
 
 
-def _read_documents(filename: str) -> list[Mapping[str, Any]]:
+def _read_documents(filename: str) -> list[Mapping[str, object]]:
     try:
         text = sys.stdin.read() if filename == "-" else open(filename, encoding="utf-8").read()  # noqa: SIM115
         docs = [d for d in yaml.safe_load_all(text) if d is not None]

@@ -10,9 +10,10 @@ one aiohttp `cleanup_ctx` and stored under a typed `AppKey`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonValue
 
 
 class SnowflakeSource(Protocol):
@@ -30,7 +31,7 @@ class SnowflakeSource(Protocol):
     def ready_reason(self) -> str | None:
         """None when IDs can be served now; otherwise a 503 reason such as `lease_lost`."""
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> Mapping[str, JsonValue]:
         """Datacenter, worker and lease state, for `/v1/info`."""
 
 
@@ -47,5 +48,5 @@ class SegmentSource(Protocol):
 
     def ready_reason(self) -> str | None: ...
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> Mapping[str, JsonValue]:
         """Per tag: current range, remaining, next ready, step, datacenter."""

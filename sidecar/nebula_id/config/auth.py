@@ -33,7 +33,7 @@ class AuthSettings:
 
 
 API_KEYS = "auth_api_keys"
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field(
         API_KEYS, loader.comma_list, ("auth.api_keys", "auth.api_key"),
         "comma list of API keys", attr="api_keys", secret=True,

@@ -52,7 +52,7 @@ class DatabaseSettings:
         return dsns
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field(
         "database_url", loader.optional_text, ("database.url",), "segment database DSN",
         attr="url", secret=True,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import ssl
 from collections.abc import Sequence
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.config import loader
@@ -116,7 +115,7 @@ class EtcdSettings:
         return context
 
 
-def _endpoints(value: Any) -> tuple[str, ...]:
+def _endpoints(value: object) -> tuple[str, ...]:
     return parse_endpoints(value if isinstance(value, list | tuple) else loader.text(value))
 
 
@@ -126,7 +125,7 @@ ENDPOINTS = loader.Field(
 PREFIX = loader.Field(
     "etcd_prefix", loader.text, ("etcd.prefix",), "etcd key prefix", attr="prefix"
 )
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     ENDPOINTS,
     PREFIX,
     loader.Field(

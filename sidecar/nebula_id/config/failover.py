@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TypeVar
 
 from nebula_id import errors
 from nebula_id.config import loader
 from nebula_id.core import failover as failovers
+
+T = TypeVar("T")
+
+
+def _or(override: T | None, own: T) -> T:
+    return own if override is None else override
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,20 +37,25 @@ class FailoverOverrides:
 
     def apply(self, pool_settings: failovers.FailoverSettings) -> failovers.FailoverSettings:
         """`pool_settings` (the pool's, or a datacenter's) with these overrides."""
-        overrides: dict[str, Any] = {
-            attr: value
-            for attr, value in (
-                ("failure_threshold", self.failure_threshold),
-                ("hold_down_s", self.hold_down_seconds),
-                ("probe_interval_s", self.probe_interval_seconds),
-                ("health_max_age_s", self.health_max_age_seconds),
-            )
-            if value is not None
-        }
-        return dataclasses.replace(pool_settings, **overrides) if overrides else pool_settings
+        given = (
+            self.failure_threshold,
+            self.hold_down_seconds,
+            self.probe_interval_seconds,
+            self.health_max_age_seconds,
+        )
+        if all(value is None for value in given):
+            return pool_settings
+        base = pool_settings
+        return dataclasses.replace(
+            base,
+            failure_threshold=_or(self.failure_threshold, base.failure_threshold),
+            hold_down_s=_or(self.hold_down_seconds, base.hold_down_s),
+            probe_interval_s=_or(self.probe_interval_seconds, base.probe_interval_s),
+            health_max_age_s=_or(self.health_max_age_seconds, base.health_max_age_s),
+        )
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field(
         "failover_failure_threshold", loader.integer, ("failover.failure_threshold",),
         "failed calls before a datacenter is down (default: the pool's)",

@@ -55,7 +55,7 @@ class HttpSettings:
             raise errors.ConfigError("tls_cert_file and tls_key_file must be given together")
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field("host", loader.text, ("app.host",), "address to listen on"),
     loader.Field("port", loader.integer, ("app.port",), "port to listen on"),
     loader.Field(

@@ -11,16 +11,17 @@ import copy
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import cast
 
 from nebula_id import errors
 from nebula_id.config import etcd as etcd_mod
 from nebula_id.config import loader
 from nebula_id.config import log as log_mod
 from nebula_id.core import keys as pool_keys
+from nebula_id.core.jsontypes import JsonValue
 
 DEFAULT_IMAGE = "ghcr.io/nebula-id/nebula-id-sidecar:0.1.0"
-DEFAULT_RESOURCES: Mapping[str, Any] = {
+DEFAULT_RESOURCES: Mapping[str, JsonValue] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "128Mi"},
 }
@@ -52,7 +53,7 @@ class InjectionSettings:
     the operator) instead of `etcd_auth_secret`."""
     datacenter: str | None = None
     """The datacenter this cluster runs in; None means the pool's first one."""
-    resources: Mapping[str, Any] = dataclasses.field(
+    resources: Mapping[str, JsonValue] = dataclasses.field(
         default_factory=lambda: copy.deepcopy(dict(DEFAULT_RESOURCES))
     )
     """Resources when the pool's `spec.sidecar.resources` is empty."""
@@ -68,30 +69,34 @@ class InjectionSettings:
     """The sidecar's log format: text, or json lines."""
 
 
-def _json(value: Any) -> Mapping[str, Any]:
+def _json(value: object) -> Mapping[str, JsonValue]:
+    """A JSON object: given as one (TOML table), or as JSON text (env var)."""
     if isinstance(value, Mapping):
-        return value
+        # A TOML table holds TOML values, which the container spec takes as JSON.
+        return cast(Mapping[str, JsonValue], value)
     try:
-        parsed = json.loads(loader.text(value))
+        parsed: object = json.loads(loader.text(value))
     except json.JSONDecodeError as e:
         raise ValueError(f"must be JSON: {e}") from e
     if not isinstance(parsed, Mapping):
         raise ValueError("must be a JSON object")
-    return parsed
+    return cast(Mapping[str, JsonValue], parsed)
 
 
-def _field(name: str, parse: loader.Parser, help: str, attr: str | None = None) -> loader.Field:
+def _field(
+    name: str, parse: loader.Parser[object], help: str, attr: str | None = None
+) -> loader.Field[object]:
     return loader.Field(
         f"sidecar_{name}", loader.blank_is_unset(parse), (), help, attr=attr or name
     )
 
 
 _text = loader.stripped
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     _field("image", _text, "the sidecar image"),
     _field("image_pull_policy", _text, "its imagePullPolicy"),
     _field("image_allowlist", loader.comma_list, "images a pool may choose"),
-    _field("etcd_endpoints", etcd_mod.parse_endpoints, "etcd as the sidecars reach it"),
+    _field("etcd_endpoints", etcd_mod.ENDPOINTS.parse, "etcd as the sidecars reach it"),
     _field("etcd_prefix", _text, "the sidecars' etcd key prefix"),
     _field("etcd_tls_secret", _text, "Secret with the etcd CA and client certificate"),
     _field("etcd_auth_secret", _text, "Secret with the etcd user and password"),

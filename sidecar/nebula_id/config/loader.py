@@ -20,7 +20,7 @@ import os
 import pathlib
 import tomllib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nebula_id import errors
 
@@ -28,27 +28,29 @@ ENV_PREFIX = "NEBULA_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 T = TypeVar("T")
-Parser = Callable[[Any], Any]
+V_co = TypeVar("V_co", covariant=True)
+Parser = Callable[[object], V_co]
+"""Raw value (flag or environment text, TOML value) -> the setting's value, or ValueError."""
 
 
 # --- parsers: text (flag, env) or TOML value -> typed value ---------------------------
 
 
-def text(value: Any) -> str:
+def text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {value!r}")
     return value
 
 
-def stripped(value: Any) -> str:
+def stripped(value: object) -> str:
     return text(value).strip()
 
 
-def optional_text(value: Any) -> str | None:
+def optional_text(value: object) -> str | None:
     return text(value).strip() or None
 
 
-def integer(value: Any) -> int:
+def integer(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"must be an integer, got {value!r}")
     if isinstance(value, int):
@@ -59,7 +61,7 @@ def integer(value: Any) -> int:
         raise ValueError(f"must be an integer, got {value!r}") from e
 
 
-def number(value: Any) -> float:
+def number(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"must be a number, got {value!r}")
     if isinstance(value, int | float):
@@ -70,7 +72,7 @@ def number(value: Any) -> float:
         raise ValueError(f"must be a number, got {value!r}") from e
 
 
-def boolean(value: Any) -> bool:
+def boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
     lowered = str(value).strip().lower()
@@ -81,23 +83,23 @@ def boolean(value: Any) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-def comma_list(value: Any) -> tuple[str, ...]:
+def comma_list(value: object) -> tuple[str, ...]:
     """A comma list (flag, env, TOML string) or a TOML array of strings."""
     if isinstance(value, list | tuple):
         return tuple(text(item).strip() for item in value if text(item).strip())
     return tuple(part.strip() for part in text(value).split(",") if part.strip())
 
 
-def path(value: Any) -> pathlib.Path:
+def path(value: object) -> pathlib.Path:
     if isinstance(value, os.PathLike):
         return pathlib.Path(value).expanduser()
     return pathlib.Path(text(value)).expanduser()
 
 
-def blank_is_unset(parse: Parser) -> Parser:
+def blank_is_unset(parse: Parser[T]) -> Parser[T | None]:
     """`parse`, except that a blank text means "not given" (for values a chart may leave empty)."""
 
-    def parse_or_none(value: Any) -> Any:
+    def parse_or_none(value: object) -> T | None:
         if isinstance(value, str) and not value.strip():
             return None
         return parse(value)
@@ -105,8 +107,8 @@ def blank_is_unset(parse: Parser) -> Parser:
     return parse_or_none
 
 
-def choice(options: Sequence[str]) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
+def choice(options: Sequence[str]) -> Parser[str]:
+    def parse(value: object) -> str:
         chosen = text(value).strip().lower()
         if chosen not in options:
             raise ValueError(f"must be one of {', '.join(options)}, got {value!r}")
@@ -115,7 +117,7 @@ def choice(options: Sequence[str]) -> Callable[[Any], str]:
     return parse
 
 
-def name_map(value: Any) -> Mapping[str, str]:
+def name_map(value: object) -> Mapping[str, str]:
     """``dc-a=dsn,dc-b=dsn`` or a TOML table ``{dc-a = "dsn"}``."""
     if isinstance(value, Mapping):
         return {str(k): text(v) for k, v in value.items()}
@@ -133,12 +135,15 @@ def name_map(value: Any) -> Mapping[str, str]:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Field:
-    """One setting: its parser, the dataclass attribute it fills, its TOML keys, its help."""
+class Field(Generic[V_co]):
+    """One setting: its parser, the dataclass attribute it fills, its TOML keys, its help.
+
+    Generic in the parsed value's type, so `Sources.value` returns that type.
+    """
 
     name: str
     """The setting's name: flag ``--name-with-dashes``, environment ``NEBULA_NAME``."""
-    parse: Parser
+    parse: Parser[V_co]
     toml: tuple[str, ...] = ()
     """``section.key`` paths in the config file, the first found wins."""
     help: str = ""
@@ -165,7 +170,7 @@ class Field:
 
 def add_arguments(
     parser: argparse.ArgumentParser,
-    fields: Iterable[Field],
+    fields: Iterable[Field[object]],
     *,
     without_flag: Collection[str] = (),
 ) -> None:
@@ -190,13 +195,13 @@ def add_arguments(
 class Sources:
     """The flags, the environment and the config file of one process, in that order."""
 
-    flags: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    flags: Mapping[str, object] = dataclasses.field(default_factory=dict)
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    toml: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    toml: Mapping[str, object] = dataclasses.field(default_factory=dict)
     """The file as ``{"section.key": value}``."""
     toml_path: str | None = None
 
-    def lookup(self, field: Field) -> tuple[Any, str] | None:
+    def lookup(self, field: Field[object]) -> tuple[object, str] | None:
         """The raw value and the name of its source; None when no source gives it."""
         if self.flags.get(field.name) is not None:
             return self.flags[field.name], field.flag
@@ -208,7 +213,7 @@ class Sources:
                 return self.toml[key], f"{self.toml_path} [{section}] {name}"
         return None
 
-    def value(self, field: Field) -> Any | None:
+    def value(self, field: Field[T]) -> T | None:
         """The parsed value, or None when no source gives it."""
         found = self.lookup(field)
         if found is None:
@@ -219,8 +224,13 @@ class Sources:
         except ValueError as e:
             raise errors.ConfigError(f"{source}: {e}") from e
 
-    def values(self, fields: Iterable[Field]) -> dict[str, Any]:
-        """Attribute -> parsed value of every field some source gives."""
+    def values(self, fields: Iterable[Field[object]]) -> dict[str, Any]:
+        """Attribute -> parsed value of every field some source gives.
+
+        The values are `Any` because callers pass them on as keyword arguments to
+        the concern's dataclass (`EtcdSettings(**values)`): each is its field
+        parser's type, which no mapping type can state per key.
+        """
         parsed: dict[str, Any] = {}
         for field in fields:
             value = self.value(field)
@@ -228,17 +238,17 @@ class Sources:
                 parsed[field.target] = value
         return parsed
 
-    def build(self, cls: Callable[..., T], fields: Iterable[Field], **fixed: Any) -> T:
+    def build(self, cls: Callable[..., T], fields: Iterable[Field[object]], **fixed: object) -> T:
         """One concern's settings: `fixed` values, then what the sources give, then defaults."""
         return cls(**{**fixed, **self.values(fields)})
 
 
 def sources(
-    flags: Mapping[str, Any] | argparse.Namespace | None,
+    flags: Mapping[str, object] | argparse.Namespace | None,
     env: Mapping[str, str] | None,
     *,
     config_file: str | os.PathLike[str] | None = None,
-    toml_fields: Iterable[Field] = (),
+    toml_fields: Iterable[Field[object]] = (),
     ignored_toml: Collection[str] = (),
 ) -> Sources:
     """The sources of one process; ``env=None`` means the process's own environment.
@@ -262,8 +272,8 @@ def sources(
 
 
 def read_toml(
-    file: pathlib.Path, fields: Iterable[Field], *, ignored: Collection[str] = ()
-) -> dict[str, Any]:
+    file: pathlib.Path, fields: Iterable[Field[object]], *, ignored: Collection[str] = ()
+) -> dict[str, object]:
     """The file as ``{"section.key": value}``; an unknown key of one of our sections fails.
 
     Sections none of `fields` uses (the seed FAQ's ``[redis]``) are skipped, and so are
@@ -277,7 +287,7 @@ def read_toml(
         raise errors.ConfigError(f"config file {file} is not valid TOML: {e}") from e
     known = {key for field in fields for key in field.toml}
     sections = {key.split(".")[0] for key in known}
-    flat: dict[str, Any] = {}
+    flat: dict[str, object] = {}
     for section, table in document.items():
         if section not in sections:
             continue

@@ -26,7 +26,7 @@ class LogSettings:
             raise errors.ConfigError(f"log_format must be one of {', '.join(logs.FORMATS)}")
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field("log_level", loader.choice(LEVELS), ("app.log_level",), "log level",
                  attr="level"),
     loader.Field(

@@ -14,7 +14,6 @@ import dataclasses
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.config import etcd as etcd_mod
@@ -107,12 +106,12 @@ class OperatorSettings:
         return pool_keys.PoolKeys(namespace=namespace, name=name, prefix=self.prefix)
 
 
-def _field(name: str, parse: loader.Parser, help: str) -> loader.Field:
+def _field(name: str, parse: loader.Parser[object], help: str) -> loader.Field[object]:
     """``operator_<name>``: env ``NEBULA_OPERATOR_<NAME>``, flag ``--<name>``."""
     return loader.Field(f"operator_{name}", parse, (), help, attr=name, flag_name=name)
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     _field("namespaces", loader.comma_list, "namespaces to reconcile (default: all)"),
     _field("identity", loader.stripped, "this replica's name in the leader election"),
     _field("leader_ttl_seconds", loader.integer, "TTL of the leader's etcd lease"),
@@ -137,7 +136,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load(
-    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    flags: Mapping[str, object] | argparse.Namespace | None = None,
     env: Mapping[str, str] | None = None,
 ) -> OperatorSettings:
     """Build the settings: flags > ``NEBULA_*`` env > defaults."""

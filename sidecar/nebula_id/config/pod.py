@@ -21,7 +21,7 @@ class PodSettings:
     """The node the pod runs on; the host name when None."""
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field("pod_name", loader.optional_text, (), "downward API", attr="name"),
     loader.Field("pod_namespace", loader.optional_text, (), "downward API", attr="namespace"),
     loader.Field("pod_uid", loader.optional_text, (), "downward API", attr="uid"),

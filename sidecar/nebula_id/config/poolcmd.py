@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.config import database as database_mod
@@ -61,7 +60,7 @@ def add_etcd_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load(
-    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    flags: Mapping[str, object] | argparse.Namespace | None = None,
     env: Mapping[str, str] | None = None,
 ) -> PoolCommandSettings:
     """Flags > ``NEBULA_*`` env > defaults."""
@@ -71,7 +70,7 @@ def load(
 
 
 def load_provisioning(
-    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    flags: Mapping[str, object] | argparse.Namespace | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ProvisionSettings:
     """Flags > ``NEBULA_*`` env > defaults; read only by the commands that provision."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.config import loader
@@ -27,9 +26,9 @@ class SegmentSettings:
                 raise errors.ConfigError(f"tags: tag {name!r} appears twice")
 
 
-def parse_tags(value: Any) -> tuple[tags_mod.Tag, ...]:
+def parse_tags(value: object) -> tuple[tags_mod.Tag, ...]:
     """``name[:step[:maxStep]]`` comma list, or TOML tables ``{name, step, max_step}``."""
-    items: list[Any] = value if isinstance(value, list) else list(loader.comma_list(value))
+    items: list[object] = value if isinstance(value, list) else list(loader.comma_list(value))
     result: list[tags_mod.Tag] = []
     for item in items:
         if isinstance(item, Mapping):
@@ -57,7 +56,7 @@ def parse_tags(value: Any) -> tuple[tags_mod.Tag, ...]:
     return tuple(result)
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field(
         "tags", parse_tags, ("segment.tags",), "standalone tags: name[:step[:maxStep]],..."
     ),

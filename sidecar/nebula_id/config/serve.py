@@ -13,7 +13,6 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Mapping
-from typing import Any
 
 from nebula_id.config import auth as auth_mod
 from nebula_id.config import database as database_mod
@@ -27,6 +26,7 @@ from nebula_id.config import segment as segment_mod
 from nebula_id.config import snowflake as snowflake_mod
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject
 
 STANDALONE_NAMESPACE = "default"
 STANDALONE_POOL = "standalone"
@@ -102,7 +102,7 @@ class ServeSettings:
         """The pool of standalone mode, built from these settings."""
         namespace, name = self.pool_ref()
         snowflake = self.snowflake
-        spec: dict[str, Any] = {
+        spec: JsonObject = {
             "algorithm": self.algorithm,
             "snowflake": {
                 "epoch": snowflake.epoch,
@@ -124,7 +124,7 @@ class ServeSettings:
         return pools.parse_spec(spec, namespace=namespace, name=name)
 
 
-OWN_FIELDS: tuple[loader.Field, ...] = (
+OWN_FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field(
         "pool", loader.optional_text, ("app.pool",), "pool as namespace/name (cluster mode)"
     ),
@@ -137,7 +137,7 @@ OWN_FIELDS: tuple[loader.Field, ...] = (
     ),
 )  # fmt: skip
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     *http_mod.FIELDS,
     *OWN_FIELDS,
     *etcd_mod.FIELDS,
@@ -167,7 +167,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load(
-    flags: Mapping[str, Any] | argparse.Namespace | None = None,
+    flags: Mapping[str, object] | argparse.Namespace | None = None,
     env: Mapping[str, str] | None = None,
     *,
     config_file: str | os.PathLike[str] | None = None,

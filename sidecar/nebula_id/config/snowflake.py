@@ -70,13 +70,13 @@ class SnowflakeSettings:
         )
 
 
-def _bits(name: str, help: str) -> loader.Field:
+def _bits(name: str, help: str) -> loader.Field[object]:
     return loader.Field(
         f"snowflake_{name}", loader.integer, (f"snowflake.{name}",), help, attr=name
     )
 
 
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     loader.Field("snowflake_epoch", loader.text, ("snowflake.epoch",), "RFC 3339 epoch",
                  attr="epoch"),
     _bits("timestamp_bits", "timestamp bits"),

@@ -64,7 +64,7 @@ class WebhookSettings:
 NAMESPACE = loader.Field(
     "webhook_namespace", _text, (), "the operator's namespace", attr="namespace"
 )
-FIELDS: tuple[loader.Field, ...] = (
+FIELDS: tuple[loader.Field[object], ...] = (
     NAMESPACE,
     loader.Field("webhook_service_name", _text, (), "the webhook's Service", attr="service_name"),
     loader.Field("webhook_secret_name", _text, (), "the certificate Secret", attr="secret_name"),

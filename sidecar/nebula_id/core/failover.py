@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.clock import Clock
+from nebula_id.core.jsontypes import JsonObject
 
 DEFAULT_FAILURE_THRESHOLD = 3
 DEFAULT_HOLD_DOWN_S = 30.0
@@ -238,7 +238,7 @@ class Failover:
             elif state.healthy_since is None and not state.down:
                 state.healthy_since = now
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> JsonObject:
         now = self._clock.monotonic()
         return {
             "preferred": self._preferred,

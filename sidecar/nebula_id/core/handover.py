@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonObject
 
 MAX_WAIT_MS = 10 * 60 * 1000
 """Workers wait for the clock this long at most; a pool that needs longer is refused."""
@@ -45,8 +45,8 @@ class PreviousGenerator:
             after = max(after, self.stopped_at_ms)
         return after
 
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {}
+    def to_json(self) -> JsonObject:
+        doc: JsonObject = {}
         if self.max_id is not None:
             doc["previousMaxId"] = self.max_id
         if self.stopped_at_ms is not None:
@@ -55,7 +55,7 @@ class PreviousGenerator:
 
 
 def parse(
-    raw: Mapping[str, Any], layout: layouts.SnowflakeLayout, *, now_ms: int | None = None
+    raw: Mapping[str, object], layout: layouts.SnowflakeLayout, *, now_ms: int | None = None
 ) -> PreviousGenerator | None:
     """`spec.snowflake.previousMaxId` / `previousStoppedAt`, checked against the layout.
 
@@ -99,7 +99,7 @@ def _advice(
     return f"an epoch at or before {layouts.format_epoch(latest)} would start above them now"
 
 
-def _max_id(value: Any) -> int | None:
+def _max_id(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, str) and value.strip().isdigit():
@@ -112,7 +112,7 @@ def _max_id(value: Any) -> int | None:
     return value
 
 
-def _stopped_at(value: Any) -> int | None:
+def _stopped_at(value: object) -> int | None:
     if value is None:
         return None
     if not isinstance(value, str):

@@ -22,12 +22,14 @@ left: anything may be created, with a higher generation).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from nebula_id import errors
+from nebula_id.core import jsontypes
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject
 
 State = Literal["live", "deleted", "dropping", "dropped"]
 STATES: tuple[State, ...] = ("live", "deleted", "dropping", "dropped")
@@ -49,7 +51,7 @@ class PoolIdentity:
         """Marks, floors or segment rows of this pool may exist."""
         return self.state in ("live", "deleted", "dropping")
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {
             "generation": self.generation,
             "state": self.state,
@@ -80,24 +82,52 @@ class PoolIdentity:
         )
 
 
-def from_json(doc: Mapping[str, Any]) -> PoolIdentity:
+def from_json(doc: Mapping[str, object]) -> PoolIdentity:
     """Read back `PoolIdentity.to_json`; anything malformed raises `ConfigError`."""
     try:
-        state = doc["state"]
-        if state not in STATES:
-            raise ValueError(f"unknown state {state!r}")
-        layout, _ = pools.parse_layout(doc["snowflake"])
+        layout, _ = pools.parse_layout(_object(doc["snowflake"]))
         return PoolIdentity(
-            generation=int(doc["generation"]),
-            state=state,
+            generation=_int(doc["generation"]),
+            state=_state(doc["state"]),
             layout=layout,
-            datacenters=tuple((str(d["name"]), int(d["id"])) for d in doc["datacenters"]),
-            retired_datacenter_ids=tuple(int(i) for i in doc.get("retiredDatacenterIds", [])),
-            lease_ttl_seconds=int(doc.get("leaseTtlSeconds", pools.DEFAULT_TTL_SECONDS)),
-            changed_at_ms=int(doc.get("changedAtMs", 0)),
+            datacenters=tuple(
+                (str(d["name"]), _int(d["id"])) for d in map(_object, _array(doc["datacenters"]))
+            ),
+            retired_datacenter_ids=tuple(
+                _int(i) for i in _array(doc.get("retiredDatacenterIds", []))
+            ),
+            lease_ttl_seconds=_int(doc.get("leaseTtlSeconds", pools.DEFAULT_TTL_SECONDS)),
+            changed_at_ms=_int(doc.get("changedAtMs", 0)),
         )
     except (KeyError, TypeError, ValueError, errors.InvalidPool) as e:
         raise errors.ConfigError(f"unreadable pool identity: {e}") from e
+
+
+def _state(value: object) -> State:
+    for state in STATES:
+        if value == state:
+            return state
+    raise ValueError(f"unknown state {value!r}")
+
+
+def _object(value: object) -> Mapping[str, object]:
+    found = jsontypes.as_object(value)
+    if found is None:
+        raise TypeError(f"expected an object, got {value!r}")
+    return found
+
+
+def _array(value: object) -> Sequence[object]:
+    found = jsontypes.as_list(value)
+    if found is None:
+        raise TypeError(f"expected an array, got {value!r}")
+    return found
+
+
+def _int(value: object) -> int:
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"expected an integer, got {value!r}")
 
 
 def of_config(

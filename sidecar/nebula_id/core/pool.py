@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import cast
 
 from nebula_id import errors
 from nebula_id.core import crd, handover
 from nebula_id.core import failover as failovers
 from nebula_id.core import layout as layouts
 from nebula_id.core import tags as tags_mod
+from nebula_id.core.jsontypes import JsonObject, JsonValue
 from nebula_id.core.tags import DEFAULT_MAX_STEP as DEFAULT_MAX_STEP
 from nebula_id.core.tags import DEFAULT_STEP as DEFAULT_STEP
 from nebula_id.core.tags import TAG_NAME as TAG_NAME
@@ -60,7 +61,8 @@ class SidecarSpec:
     image: str | None = None
     port: int = DEFAULT_PORT
     max_batch_size: int = DEFAULT_MAX_BATCH
-    resources: Mapping[str, Any] | None = None
+    resources: Mapping[str, JsonValue] | None = None
+    """`spec.sidecar.resources` as given: Kubernetes validates it in the pod."""
     auth_secret_ref: SecretRef | None = None
     rate_limit: RateLimit | None = None
 
@@ -122,9 +124,9 @@ class PoolConfig:
                 return tag
         raise errors.UnknownTag(name, [t.name for t in self.tags])
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The JSON document written to etcd (no secrets: only Secret names)."""
-        sidecar: dict[str, Any] = {
+        sidecar: JsonObject = {
             "port": self.sidecar.port,
             "maxBatchSize": self.sidecar.max_batch_size,
         }
@@ -146,21 +148,7 @@ class PoolConfig:
                 "clockBackwardToleranceMs": self.clock_backward_tolerance_ms,
                 **(self.previous_snowflake.to_json() if self.previous_snowflake else {}),
             },
-            "datacenters": [
-                {"name": dc.name, "id": dc.id}
-                | (
-                    {
-                        "databaseSecretRef": {
-                            "name": dc.database_secret_ref.name,
-                            "key": dc.database_secret_ref.key,
-                        }
-                    }
-                    if dc.database_secret_ref
-                    else {}
-                )
-                | ({"failover": _failover_overrides(dc.failover)} if dc.failover else {})
-                for dc in self.datacenters
-            ],
+            "datacenters": [_datacenter_json(dc) for dc in self.datacenters],
             "segment": {
                 "tags": [{"name": t.name, "step": t.step, "maxStep": t.max_step} for t in self.tags]
             },
@@ -172,7 +160,17 @@ class PoolConfig:
         }
 
 
-def _failover_overrides(settings: failovers.FailoverSettings) -> dict[str, Any]:
+def _datacenter_json(dc: Datacenter) -> JsonObject:
+    doc: JsonObject = {"name": dc.name, "id": dc.id}
+    if dc.database_secret_ref:
+        ref = dc.database_secret_ref
+        doc["databaseSecretRef"] = {"name": ref.name, "key": ref.key}
+    if dc.failover:
+        doc["failover"] = _failover_overrides(dc.failover)
+    return doc
+
+
+def _failover_overrides(settings: failovers.FailoverSettings) -> JsonObject:
     return {
         "failureThreshold": settings.failure_threshold,
         "holdDownSeconds": settings.hold_down_s,
@@ -180,7 +178,7 @@ def _failover_overrides(settings: failovers.FailoverSettings) -> dict[str, Any]:
     }
 
 
-def _failover_json(settings: failovers.FailoverSettings) -> dict[str, Any]:
+def _failover_json(settings: failovers.FailoverSettings) -> JsonObject:
     return _failover_overrides(settings) | {
         "probeIntervalSeconds": settings.probe_interval_s,
         "healthMaxAgeSeconds": settings.health_max_age_s,
@@ -190,14 +188,14 @@ def _failover_json(settings: failovers.FailoverSettings) -> dict[str, Any]:
 # --- parsing -----------------------------------------------------------------------
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int, where: str) -> int:
+def _int(raw: Mapping[str, object], key: str, default: int, where: str) -> int:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise errors.InvalidPool(f"{where}.{key} must be an integer, got {value!r}")
     return value
 
 
-def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
+def _mapping(raw: object, where: str) -> Mapping[str, object]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
@@ -205,7 +203,7 @@ def _mapping(raw: Any, where: str) -> Mapping[str, Any]:
     return raw
 
 
-def _list(raw: Any, where: str) -> list[Any]:
+def _list(raw: object, where: str) -> list[object]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -213,7 +211,7 @@ def _list(raw: Any, where: str) -> list[Any]:
     return raw
 
 
-def _secret_ref(raw: Any, where: str) -> SecretRef | None:
+def _secret_ref(raw: object, where: str) -> SecretRef | None:
     if raw is None:
         return None
     ref = _mapping(raw, where)
@@ -226,7 +224,7 @@ def _secret_ref(raw: Any, where: str) -> SecretRef | None:
     return SecretRef(name=name, key=key)
 
 
-def _seconds(raw: Mapping[str, Any], key: str, default: float, where: str) -> float:
+def _seconds(raw: Mapping[str, object], key: str, default: float, where: str) -> float:
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.InvalidPool(f"{where}.{key} must be a number of seconds, got {value!r}")
@@ -245,7 +243,7 @@ _DATACENTER_FAILOVER_KEYS = ("failureThreshold", "holdDownSeconds", "recoverySec
 
 
 def parse_failover(
-    raw: Mapping[str, Any],
+    raw: Mapping[str, object],
     where: str,
     *,
     base: failovers.FailoverSettings | None = None,
@@ -256,15 +254,16 @@ def parse_failover(
     unknown = sorted(set(raw) - set(keys))
     if unknown:
         raise errors.InvalidPool(f"{where} has no field {unknown[0]!r} (known: {', '.join(keys)})")
-    values: dict[str, Any] = {}
-    for key in keys:
-        attr = _FAILOVER_KEYS[key]
-        if key == "failureThreshold":
-            values[attr] = _int(raw, key, base.failure_threshold, where)
-        else:
-            values[attr] = _seconds(raw, key, getattr(base, attr), where)
+    # Keys outside `keys` were refused above, so each absent key keeps `base`'s value.
     try:
-        settings = dataclasses.replace(base, **values)
+        settings = dataclasses.replace(
+            base,
+            failure_threshold=_int(raw, "failureThreshold", base.failure_threshold, where),
+            hold_down_s=_seconds(raw, "holdDownSeconds", base.hold_down_s, where),
+            recovery_s=_seconds(raw, "recoverySeconds", base.recovery_s, where),
+            probe_interval_s=_seconds(raw, "probeIntervalSeconds", base.probe_interval_s, where),
+            health_max_age_s=_seconds(raw, "healthMaxAgeSeconds", base.health_max_age_s, where),
+        )
     except errors.ConfigError as e:
         raise errors.InvalidPool(f"{where}: {e.message}") from e
     if settings.health_max_age_s < 2 * settings.probe_interval_s:
@@ -276,7 +275,7 @@ def parse_failover(
     return settings
 
 
-def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
+def parse_layout(raw: Mapping[str, object]) -> tuple[layouts.SnowflakeLayout, int]:
     """`spec.snowflake` as a layout and a clock-backward tolerance (ms)."""
     where = "spec.snowflake"
     epoch = raw.get("epoch", layouts.DEFAULT_EPOCH)
@@ -310,7 +309,7 @@ def parse_layout(raw: Mapping[str, Any]) -> tuple[layouts.SnowflakeLayout, int]:
 
 
 def parse_spec(
-    spec: Mapping[str, Any],
+    spec: Mapping[str, object],
     *,
     namespace: str,
     name: str,
@@ -372,7 +371,7 @@ def parse_spec(
 
 
 def _parse_datacenters(
-    spec: Mapping[str, Any],
+    spec: Mapping[str, object],
     layout: layouts.SnowflakeLayout,
     previous: PoolConfig | None,
     failover: failovers.FailoverSettings,
@@ -440,7 +439,7 @@ def _parse_datacenters(
     return tuple(result)
 
 
-def _parse_tags(spec: Mapping[str, Any]) -> tuple[Tag, ...]:
+def _parse_tags(spec: Mapping[str, object]) -> tuple[Tag, ...]:
     segment = _mapping(spec.get("segment"), "spec.segment")
     tags: list[Tag] = []
     seen: set[str] = set()
@@ -461,7 +460,7 @@ def _parse_tags(spec: Mapping[str, Any]) -> tuple[Tag, ...]:
     return tuple(tags)
 
 
-def _parse_sidecar(raw: Mapping[str, Any]) -> SidecarSpec:
+def _parse_sidecar(raw: Mapping[str, object]) -> SidecarSpec:
     where = "spec.sidecar"
     port = _int(raw, "port", DEFAULT_PORT, where)
     if not 1 <= port <= 65535:
@@ -487,7 +486,10 @@ def _parse_sidecar(raw: Mapping[str, Any]) -> SidecarSpec:
         image=image,
         port=port,
         max_batch_size=batch,
-        resources=_mapping(resources, f"{where}.resources") if resources is not None else None,
+        # Parsed JSON or YAML holds JSON values only; Kubernetes validates the rest.
+        resources=cast(Mapping[str, JsonValue], _mapping(resources, f"{where}.resources"))
+        if resources is not None
+        else None,
         auth_secret_ref=_secret_ref(raw.get("authSecretRef"), f"{where}.authSecretRef"),
         rate_limit=rate_limit,
     )
@@ -528,8 +530,8 @@ def check_update(old: PoolConfig, new: PoolConfig) -> None:
 
 
 def parse_document(
-    doc: Mapping[str, Any], *, default_namespace: str = "default"
-) -> tuple[str, str, Mapping[str, Any]]:
+    doc: Mapping[str, object], *, default_namespace: str = "default"
+) -> tuple[str, str, Mapping[str, object]]:
     """A `NebulaIdPool` YAML document as (namespace, name, spec)."""
     if doc.get("kind") not in (None, crd.KIND):
         raise errors.InvalidPool(f"expected kind {crd.KIND}, got {doc.get('kind')!r}")
@@ -543,7 +545,7 @@ def parse_document(
     return namespace, name, _mapping(doc.get("spec"), "spec")
 
 
-def from_json(doc: Mapping[str, Any]) -> PoolConfig:
+def from_json(doc: Mapping[str, object]) -> PoolConfig:
     """Read back a config written by `PoolConfig.to_json` (from etcd or the local cache)."""
     if doc.get("format") != CONFIG_FORMAT:
         raise errors.ConfigError(f"unsupported pool config format {doc.get('format')!r}")
@@ -552,6 +554,15 @@ def from_json(doc: Mapping[str, Any]) -> PoolConfig:
     config = parse_spec(spec, namespace=namespace, name=name)
     return dataclasses.replace(
         config,
-        retired_datacenter_ids=tuple(int(i) for i in doc.get("retiredDatacenterIds", [])),
-        generation=int(doc.get("generation", 0)),
+        retired_datacenter_ids=tuple(
+            _stored_int(i, "retiredDatacenterIds")
+            for i in _list(doc.get("retiredDatacenterIds"), "retiredDatacenterIds")
+        ),
+        generation=_stored_int(doc.get("generation", 0), "generation"),
     )
+
+
+def _stored_int(value: object, where: str) -> int:
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        return int(value)
+    raise errors.ConfigError(f"the stored pool config's {where} must be integers, got {value!r}")

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.core import step as steps
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.core.tags import Tag
 
 ID_BITS = 63
@@ -302,8 +303,8 @@ class SegmentAllocator:
                 return "segments_exhausted" if state.last_error else "not_ready"
         return None
 
-    def info(self) -> Mapping[str, Any]:
-        result: dict[str, Any] = {}
+    def info(self) -> JsonObject:
+        result: JsonObject = {}
         for name, state in self._tags.items():
             buffer = state.buffer
             current, following = buffer.current, buffer.next

@@ -24,6 +24,7 @@ from __future__ import annotations
 from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonObject
 
 # Retries of a rollback wait before giving up: a clock that is still behind
 # after waiting out the gap is moving backwards again, and we stop trusting it.
@@ -212,7 +213,7 @@ class SnowflakeGenerator:
             self._check_lease()
         return ids
 
-    def info(self) -> dict[str, object]:
+    def info(self) -> JsonObject:
         """State for `/v1/info` and debugging."""
         deadline = self._lease_deadline
         return {

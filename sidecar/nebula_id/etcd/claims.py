@@ -12,9 +12,10 @@ import dataclasses
 import json
 import random
 from collections.abc import Collection
-from typing import Any
 
+from nebula_id.core import jsontypes
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonObject
 
 CLAIM_ATTEMPTS = 10
 """Create-if-absent attempts per claim round before pausing and reporting contention."""
@@ -80,7 +81,7 @@ class HighWaterMark:
     """The life of the pool it was written in (`core.identity`; 0 when unknown)."""
 
     def to_json(self) -> bytes:
-        doc: dict[str, Any] = {
+        doc: JsonObject = {
             "ms": self.ms,
             "lease": f"{self.lease:x}",
             "at": layouts.format_epoch(self.ms),
@@ -98,13 +99,14 @@ class HighWaterMark:
         text = raw.decode("utf-8").strip()
         if text.isdigit():
             return cls(ms=int(text))
-        doc: Any = json.loads(text)
-        if not isinstance(doc, dict) or not isinstance(doc.get("ms"), int):
+        doc = jsontypes.as_object(json.loads(text))
+        ms = None if doc is None else doc.get("ms")
+        if doc is None or not isinstance(ms, int):
             raise ValueError(f"not a high-water mark: {text[:100]!r}")
         lease = doc.get("lease", "0")
         generation = doc.get("generation", 0)
         return cls(
-            ms=doc["ms"],
+            ms=ms,
             lease=int(lease, 16) if isinstance(lease, str) and lease else 0,
             generation=generation if isinstance(generation, int) else 0,
         )

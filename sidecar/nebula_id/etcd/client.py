@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 
 from nebula_id import errors
 from nebula_id.config.etcd import EtcdSettings, parse_endpoints
+from nebula_id.core import jsontypes
 from nebula_id.core.access import Permission
+from nebula_id.core.jsontypes import JsonObject, JsonValue
 from nebula_id.etcd import values
 from nebula_id.etcd.values import (
     Compare,
@@ -128,8 +129,8 @@ class EtcdClient:
     # -- transport ----------------------------------------------------------------------
 
     async def _call(
-        self, path: str, body: dict[str, Any], *, call_timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, path: str, body: Mapping[str, JsonValue], *, call_timeout: float | None = None
+    ) -> Mapping[str, object]:
         """POST to the preferred endpoint, failing over to the others on connection errors."""
         try:
             return await self._call_once(path, body, call_timeout=call_timeout)
@@ -141,8 +142,8 @@ class EtcdClient:
         return await self._call_once(path, body, call_timeout=call_timeout)
 
     async def _call_once(
-        self, path: str, body: dict[str, Any], *, call_timeout: float | None
-    ) -> dict[str, Any]:
+        self, path: str, body: Mapping[str, JsonValue], *, call_timeout: float | None
+    ) -> Mapping[str, object]:
         limit = aiohttp.ClientTimeout(
             total=call_timeout or self._settings.timeout,
             sock_connect=min(
@@ -218,16 +219,18 @@ class EtcdClient:
         if revision:
             body["revision"] = str(revision)
         payload = await self._call("/v3/kv/range", body, call_timeout=call_timeout)
-        kvs = tuple(values.kv_from_json(kv) for kv in payload.get("kvs", []))
+        kvs = tuple(values.kv_from_json(kv) for kv in jsontypes.as_objects(payload.get("kvs")))
         return RangeResult(
-            kvs=kvs, count=int(payload.get("count", 0)), revision=values.revision_of(payload)
+            kvs=kvs,
+            count=jsontypes.as_int(payload.get("count")),
+            revision=values.revision_of(payload),
         )
 
     async def put(
         self, key: str, value: bytes, *, lease: int = 0, call_timeout: float | None = None
     ) -> int:
         """Write `key`; returns the new store revision."""
-        body: dict[str, Any] = {"key": values.b64(key), "value": values.b64(value)}
+        body: JsonObject = {"key": values.b64(key), "value": values.b64(value)}
         if lease:
             body["lease"] = str(lease)
         return values.revision_of(await self._call("/v3/kv/put", body, call_timeout=call_timeout))
@@ -239,7 +242,7 @@ class EtcdClient:
         payload = await self._call(
             "/v3/kv/deleterange", values.range_body(key, prefix=prefix), call_timeout=call_timeout
         )
-        return int(payload.get("deleted", 0))
+        return jsontypes.as_int(payload.get("deleted"))
 
     async def txn(
         self,
@@ -249,16 +252,16 @@ class EtcdClient:
         *,
         call_timeout: float | None = None,
     ) -> TxnResult:
-        body = {
+        body: JsonObject = {
             "compare": [c.to_json() for c in compare],
             "success": [values.op_json(op) for op in success],
             "failure": [values.op_json(op) for op in failure],
         }
         payload = await self._call("/v3/kv/txn", body, call_timeout=call_timeout)
         ranges = tuple(
-            tuple(values.kv_from_json(kv) for kv in response["response_range"].get("kvs", []))
-            for response in payload.get("responses", [])
-            if "response_range" in response
+            tuple(values.kv_from_json(kv) for kv in jsontypes.as_objects(found.get("kvs")))
+            for response in jsontypes.as_objects(payload.get("responses"))
+            if (found := jsontypes.as_object(response.get("response_range"))) is not None
         )
         return TxnResult(
             succeeded=bool(payload.get("succeeded", False)),
@@ -272,14 +275,17 @@ class EtcdClient:
         payload = await self._call("/v3/lease/grant", {"TTL": str(ttl)}, call_timeout=call_timeout)
         if payload.get("error"):
             raise EtcdRequestError(f"etcd refused a lease: {payload['error']}")
-        return Lease(id=int(payload["ID"]), ttl=int(payload.get("TTL", ttl)))
+        return Lease(
+            id=jsontypes.as_int(payload["ID"]), ttl=jsontypes.as_int(payload.get("TTL"), ttl)
+        )
 
     async def keepalive(self, lease: int, *, call_timeout: float | None = None) -> int:
         """Renew `lease` once; returns its new TTL, or raises `LeaseNotFound` when it is gone."""
         payload = await self._call(
             "/v3/lease/keepalive", {"ID": str(lease)}, call_timeout=call_timeout
         )
-        ttl = int(payload.get("result", {}).get("TTL", 0))
+        result = jsontypes.as_object(payload.get("result")) or {}
+        ttl = jsontypes.as_int(result.get("TTL"))
         if ttl <= 0:
             raise LeaseNotFound(f"lease {lease:x} has expired", grpc_code=GRPC_NOT_FOUND)
         return ttl
@@ -302,16 +308,19 @@ class EtcdClient:
             id=lease,
             # The JSON gateway omits zero fields: a missing TTL is 0 (about to
             # expire, still live); a lease that is gone reports -1 explicitly.
-            ttl=int(payload.get("TTL", 0)),
-            granted_ttl=int(payload.get("grantedTTL", 0)),
+            ttl=jsontypes.as_int(payload.get("TTL")),
+            granted_ttl=jsontypes.as_int(payload.get("grantedTTL")),
             keys=tuple(
-                values.unb64(k).decode("utf-8", errors="replace") for k in payload.get("keys", [])
+                values.unb64(k).decode("utf-8", errors="replace")
+                for k in jsontypes.as_list(payload.get("keys")) or ()
             ),
         )
 
     async def leases(self, *, call_timeout: float | None = None) -> list[int]:
         payload = await self._call("/v3/lease/leases", {}, call_timeout=call_timeout)
-        return [int(item["ID"]) for item in payload.get("leases", [])]
+        return [
+            jsontypes.as_int(item["ID"]) for item in jsontypes.as_objects(payload.get("leases"))
+        ]
 
     # -- auth (root only) ----------------------------------------------------------------------
 
@@ -337,13 +346,13 @@ class EtcdClient:
                 key=values.unb64(perm.get("key", "")).decode("utf-8", errors="replace"),
                 range_end=values.unb64(perm.get("range_end", "")).decode("utf-8", errors="replace"),
             )
-            for perm in payload.get("perm", [])
+            for perm in jsontypes.as_objects(payload.get("perm"))
         )
 
     async def role_grant(
         self, name: str, permission: Permission, *, call_timeout: float | None = None
     ) -> None:
-        perm: dict[str, Any] = {"permType": permission.kind, "key": values.b64(permission.key)}
+        perm: JsonObject = {"permType": permission.kind, "key": values.b64(permission.key)}
         if permission.range_end:
             perm["range_end"] = values.b64(permission.range_end)
         await self._call(
@@ -353,7 +362,7 @@ class EtcdClient:
     async def role_revoke(
         self, name: str, permission: Permission, *, call_timeout: float | None = None
     ) -> None:
-        body: dict[str, Any] = {"role": name, "key": values.b64(permission.key)}
+        body: JsonObject = {"role": name, "key": values.b64(permission.key)}
         if permission.range_end:
             body["range_end"] = values.b64(permission.range_end)
         await self._call("/v3/auth/role/revoke", body, call_timeout=call_timeout)
@@ -385,7 +394,9 @@ class EtcdClient:
         """Delete user `name`; False when it did not exist."""
         return await self._absent_ok("/v3/auth/user/delete", {"name": name}, call_timeout)
 
-    async def _absent_ok(self, path: str, body: dict[str, Any], call_timeout: float | None) -> bool:
+    async def _absent_ok(
+        self, path: str, body: Mapping[str, JsonValue], call_timeout: float | None
+    ) -> bool:
         """Call an auth admin endpoint; False for "already exists" / "not found"."""
         try:
             await self._call(path, body, call_timeout=call_timeout)
@@ -410,7 +421,7 @@ class EtcdClient:
         A broken stream raises `errors.CoordinationError`; callers resume from the last
         revision they saw plus one.  A compacted start raises `WatchCompacted`.
         """
-        request: dict[str, Any] = values.range_body(key, prefix=prefix)
+        request: JsonObject = values.range_body(key, prefix=prefix)
         if start_revision:
             request["start_revision"] = str(start_revision)
         if prev_kv:
@@ -432,9 +443,10 @@ class EtcdClient:
                         continue
                     message = _decode(line.decode("utf-8"), url + "/v3/watch")
                     if "error" in message:
-                        raise _request_error(message["error"], 200, "watch")
-                    result = message.get("result", {})
-                    compact = int(result.get("compact_revision", 0))
+                        error = jsontypes.as_object(message["error"]) or {"error": message["error"]}
+                        raise _request_error(error, 200, "watch")
+                    result = jsontypes.as_object(message.get("result")) or {}
+                    compact = jsontypes.as_int(result.get("compact_revision"))
                     if compact:
                         raise WatchCompacted(
                             f"watch of {key!r} from revision {start_revision} was compacted "
@@ -445,13 +457,12 @@ class EtcdClient:
                         reason = result.get("cancel_reason", "canceled")
                         raise errors.CoordinationError(f"etcd canceled the watch: {reason}")
                     revision = values.revision_of(result)
-                    for event in result.get("events", []):
+                    for event in jsontypes.as_objects(result.get("events")):
+                        prev = jsontypes.as_object(event.get("prev_kv"))
                         yield WatchEvent(
                             type="DELETE" if event.get("type") == "DELETE" else "PUT",
-                            kv=values.kv_from_json(event.get("kv", {})),
-                            prev_kv=values.kv_from_json(event["prev_kv"])
-                            if event.get("prev_kv")
-                            else None,
+                            kv=values.kv_from_json(jsontypes.as_object(event.get("kv")) or {}),
+                            prev_kv=values.kv_from_json(prev) if prev else None,
                             revision=revision,
                         )
         except (aiohttp.ClientError, TimeoutError, OSError) as e:
@@ -460,9 +471,9 @@ class EtcdClient:
         raise errors.CoordinationError("etcd closed the watch stream")
 
 
-def _decode(text: str, where: str) -> dict[str, Any]:
+def _decode(text: str, where: str) -> Mapping[str, object]:
     try:
-        payload = json.loads(text) if text.strip() else {}
+        payload: object = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as e:
         raise EtcdRequestError(f"etcd sent a non-JSON answer to {where}: {text[:200]!r}") from e
     if not isinstance(payload, dict):
@@ -470,7 +481,7 @@ def _decode(text: str, where: str) -> dict[str, Any]:
     return payload
 
 
-def _request_error(payload: dict[str, Any], status: int, where: str) -> EtcdRequestError:
+def _request_error(payload: Mapping[str, object], status: int, where: str) -> EtcdRequestError:
     code = payload.get("code")
     message = str(payload.get("message") or payload.get("error") or f"HTTP {status}")
     grpc_code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None

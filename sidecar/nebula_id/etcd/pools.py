@@ -18,10 +18,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from nebula_id import errors
 from nebula_id.core import identity as identities
+from nebula_id.core import jsontypes
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -67,8 +67,8 @@ def encode(config: pools.PoolConfig) -> bytes:
 
 def decode(raw: bytes, keys: pool_keys.PoolKeys) -> pools.PoolConfig:
     try:
-        doc: Any = json.loads(raw)
-        if not isinstance(doc, dict):
+        doc = jsontypes.as_object(json.loads(raw))
+        if doc is None:
             raise ValueError("not a JSON object")
         return pools.from_json(doc)
     except (ValueError, KeyError) as e:
@@ -90,8 +90,8 @@ async def get(client: etcd.EtcdClient, keys: pool_keys.PoolKeys) -> StoredPool |
 
 def decode_identity(raw: bytes, keys: pool_keys.PoolKeys) -> identities.PoolIdentity:
     try:
-        doc: Any = json.loads(raw)
-        if not isinstance(doc, dict):
+        doc = jsontypes.as_object(json.loads(raw))
+        if doc is None:
             raise ValueError("not a JSON object")
     except ValueError as e:
         raise errors.ConfigError(f"the pool identity at {keys.identity} is unreadable: {e}") from e
@@ -118,7 +118,7 @@ async def get_identity(
 async def apply(
     client: etcd.EtcdClient,
     keys: pool_keys.PoolKeys,
-    spec: Mapping[str, Any],
+    spec: Mapping[str, object],
     *,
     now_ms: int | None = None,
 ) -> ApplyResult:
@@ -167,7 +167,7 @@ async def apply(
 
 
 def _config_for(
-    spec: Mapping[str, Any],
+    spec: Mapping[str, object],
     keys: pool_keys.PoolKeys,
     stored: StoredPool | None,
     identity: identities.PoolIdentity | None,

@@ -9,8 +9,7 @@ waiting past a previous holder's mark.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -20,6 +19,7 @@ from nebula_id import clock as clocks
 from nebula_id import errors
 from nebula_id.core import layout as layouts
 from nebula_id.core import snowflake
+from nebula_id.core.jsontypes import JsonObject
 
 NOT_READY = errors.NotReady.reason
 LEASE_LOST = errors.LeaseLost.reason
@@ -169,10 +169,10 @@ class LeasedSnowflake:
             return NOT_READY
         return None
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         generator = self._generator
         deadline = self._lease_deadline
-        info: dict[str, Any] = {
+        info: JsonObject = {
             "pool": self._pool_ref,
             "datacenter": self._datacenter_name,
             "datacenterId": self._datacenter_id,

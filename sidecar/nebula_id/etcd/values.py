@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Literal
+
+from nebula_id.core import jsontypes
+from nebula_id.core.jsontypes import JsonObject
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class Compare:
     def lease_equals(cls, key: str, lease: int) -> Compare:
         return cls(key, "LEASE", "EQUAL", lease)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         field = {
             "CREATE": "create_revision",
             "MOD": "mod_revision",
@@ -132,8 +136,14 @@ def b64(data: str | bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
+def unb64(text: object) -> bytes:
+    """The bytes of a gateway base64 field; empty when the field is absent (the gateway
+    omits empty values)."""
+    if not text:
+        return b""
+    if not isinstance(text, str):
+        raise ValueError(f"expected base64 text, got {text!r}")
+    return base64.b64decode(text)
 
 
 def prefix_end(prefix: str) -> bytes:
@@ -147,31 +157,32 @@ def prefix_end(prefix: str) -> bytes:
     return b"\0"  # every key
 
 
-def kv_from_json(raw: dict[str, Any]) -> KeyValue:
+def kv_from_json(raw: Mapping[str, object]) -> KeyValue:
     return KeyValue(
         key=unb64(raw.get("key")).decode("utf-8", errors="replace"),
         value=unb64(raw.get("value")),
-        create_revision=int(raw.get("create_revision", 0)),
-        mod_revision=int(raw.get("mod_revision", 0)),
-        version=int(raw.get("version", 0)),
-        lease=int(raw.get("lease", 0)),
+        create_revision=jsontypes.as_int(raw.get("create_revision")),
+        mod_revision=jsontypes.as_int(raw.get("mod_revision")),
+        version=jsontypes.as_int(raw.get("version")),
+        lease=jsontypes.as_int(raw.get("lease")),
     )
 
 
-def revision_of(body: dict[str, Any]) -> int:
-    return int(body.get("header", {}).get("revision", 0))
+def revision_of(body: Mapping[str, object]) -> int:
+    header = jsontypes.as_object(body.get("header")) or {}
+    return jsontypes.as_int(header.get("revision"))
 
 
-def range_body(key: str, *, prefix: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"key": b64(key)}
+def range_body(key: str, *, prefix: bool) -> JsonObject:
+    body: JsonObject = {"key": b64(key)}
     if prefix:
         body["range_end"] = b64(prefix_end(key))
     return body
 
 
-def op_json(op: Op) -> dict[str, Any]:
+def op_json(op: Op) -> JsonObject:
     if isinstance(op, Put):
-        put: dict[str, Any] = {"key": b64(op.key), "value": b64(op.value)}
+        put: JsonObject = {"key": b64(op.key), "value": b64(op.value)}
         if op.lease:
             put["lease"] = str(op.lease)
         return {"request_put": put}

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -42,6 +41,7 @@ from nebula_id.clock import Clock, SystemClock
 from nebula_id.config import http as http_config
 from nebula_id.config import serve
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.http import errors as http_errors
 from nebula_id.http import guards, keys, latency, metrics, openapi, probes, reload, routes
 from nebula_id.http import stats as stats_mod
@@ -306,7 +306,7 @@ class SegmentsNotConfigured:
     def ready_reason(self) -> str | None:
         return "not_ready"
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         return {"store": None, "message": "no database configured"}
 
 

@@ -7,9 +7,8 @@ live sidecar against it in the test command.
 
 from __future__ import annotations
 
-from typing import Any
-
 from nebula_id import __version__
+from nebula_id.core.jsontypes import JsonObject, JsonValue
 
 PATH = "/openapi.json"
 JSON = "application/json"
@@ -38,8 +37,8 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _error(description: str, *, retry: bool = False) -> dict[str, Any]:
-    answer: dict[str, Any] = {
+def _error(description: str, *, retry: bool = False) -> JsonObject:
+    answer: JsonObject = {
         "description": description,
         "content": {JSON: {"schema": _ref("Error")}},
     }
@@ -54,14 +53,14 @@ _RATE_HEADERS = {
 }
 
 
-def _ids_answers(*, binary: bool, guarded: bool) -> dict[str, Any]:
-    content: dict[str, Any] = {
+def _ids_answers(*, binary: bool, guarded: bool) -> JsonObject:
+    content: JsonObject = {
         JSON: {"schema": {"oneOf": [_ref("OneId"), _ref("ManyIds")]}},
         TEXT: {"schema": {"type": "string"}},
     }
     if binary:
         content[BINARY] = {"schema": {"type": "string", "format": "binary"}}
-    answers: dict[str, Any] = {
+    answers: JsonObject = {
         "200": {
             "description": "One ID (`id`), or `count` IDs (`ids`); one a line as text/plain; "
             "big-endian int64s with `Accept: application/octet-stream` (64-bit IDs, batches)",
@@ -82,9 +81,9 @@ def _ids_answers(*, binary: bool, guarded: bool) -> dict[str, Any]:
     return answers
 
 
-def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[str, Any]:
+def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> JsonObject:
     """The OpenAPI 3.0 document of a sidecar with these settings."""
-    count = {
+    count: JsonObject = {
         "name": "count",
         "in": "query",
         "required": False,
@@ -92,7 +91,9 @@ def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[st
         "schema": {"type": "integer", "minimum": 1, "maximum": max_batch_size},
     }
 
-    def ids_operation(summary: str, *, binary: bool, extra: list[Any] | None = None) -> Any:
+    def ids_operation(
+        summary: str, *, binary: bool, extra: list[JsonValue] | None = None
+    ) -> dict[str, JsonObject]:
         return {
             "get": {
                 "summary": summary,
@@ -101,15 +102,16 @@ def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[st
             }
         }
 
-    tag = {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}}
-    algorithm = {
+    tag: JsonObject = {"name": "tag", "in": "path", "required": True, "schema": {"type": "string"}}
+    algorithm: JsonObject = {
         "name": "algorithm",
         "in": "path",
         "required": True,
         "schema": {"type": "string"},
     }
-    open_ops: dict[str, Any] = {"security": []}
-    paths: dict[str, Any] = {
+    open_ops: JsonObject = {"security": []}
+    # By path, then by method: each operation's responses get the 400 below.
+    paths: dict[str, dict[str, JsonObject]] = {
         "/v1/ids": ids_operation("An ID of the pool's default algorithm", binary=True),
         "/v1/ids/snowflake": ids_operation("Snowflake IDs (decimal strings)", binary=True),
         "/v1/ids/uuid7": ids_operation("UUIDv7s, canonical lowercase", binary=False),
@@ -208,12 +210,90 @@ def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[st
         },
     }
     for item in paths.values():
-        for answers in (operation["responses"] for operation in item.values()):
-            if "400" in answers:
-                answers["400"]["description"] += f"; or {UNPARSABLE}"
+        for operation in item.values():
+            answers = operation["responses"]
+            assert isinstance(answers, dict)  # every operation above has a responses object
+            bad_request = answers.get("400")
+            if isinstance(bad_request, dict):
+                bad_request["description"] = f"{bad_request['description']}; or {UNPARSABLE}"
             else:
                 answers["400"] = _error(UNPARSABLE)
-    doc: dict[str, Any] = {
+    components: JsonObject = {
+        "schemas": {
+            "OneId": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {"id": {"type": "string", "minLength": 1}},
+                "additionalProperties": False,
+            },
+            "ManyIds": {
+                "type": "object",
+                "required": ["ids"],
+                "properties": {
+                    "ids": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": max_batch_size,
+                        "items": {"type": "string", "minLength": 1},
+                    }
+                },
+                "additionalProperties": False,
+            },
+            "Parsed": {
+                "type": "object",
+                "required": ["id", "timestamp_ms", "timestamp", "datacenter", "worker"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "timestamp_ms": {"type": "integer"},
+                    "timestamp": {"type": "string"},
+                    "datacenter": {"type": "integer", "minimum": 0},
+                    "worker": {"type": "integer", "minimum": 0},
+                    "sequence": {"type": "integer", "minimum": 0},
+                    "layout": {"type": "object"},
+                },
+            },
+            "Status": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["code", "reason", "message"],
+                        "properties": {
+                            "code": {"type": "string", "enum": _ERROR_CODES},
+                            "reason": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before asking again",
+                "schema": {"type": "integer", "minimum": 1},
+            },
+            "X-RateLimit-Limit": {
+                "description": "The caller's burst (with a rate limit)",
+                "schema": {"type": "integer"},
+            },
+            "X-RateLimit-Remaining": {
+                "description": "IDs the caller may still take now",
+                "schema": {"type": "integer"},
+            },
+            "X-RateLimit-Reset": {
+                "description": "Seconds until the caller's bucket is full",
+                "schema": {"type": "integer"},
+            },
+        },
+    }
+    doc: JsonObject = {
         "openapi": "3.0.3",
         "info": {
             "title": "nebula-id sidecar",
@@ -221,84 +301,10 @@ def document(*, max_batch_size: int, api_keys: bool, largest_id: int) -> dict[st
             "description": "Unique IDs over localhost. 64-bit IDs are decimal strings.",
         },
         "paths": paths,
-        "components": {
-            "schemas": {
-                "OneId": {
-                    "type": "object",
-                    "required": ["id"],
-                    "properties": {"id": {"type": "string", "minLength": 1}},
-                    "additionalProperties": False,
-                },
-                "ManyIds": {
-                    "type": "object",
-                    "required": ["ids"],
-                    "properties": {
-                        "ids": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": max_batch_size,
-                            "items": {"type": "string", "minLength": 1},
-                        }
-                    },
-                    "additionalProperties": False,
-                },
-                "Parsed": {
-                    "type": "object",
-                    "required": ["id", "timestamp_ms", "timestamp", "datacenter", "worker"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "timestamp_ms": {"type": "integer"},
-                        "timestamp": {"type": "string"},
-                        "datacenter": {"type": "integer", "minimum": 0},
-                        "worker": {"type": "integer", "minimum": 0},
-                        "sequence": {"type": "integer", "minimum": 0},
-                        "layout": {"type": "object"},
-                    },
-                },
-                "Status": {
-                    "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"type": "string"}},
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "reason", "message"],
-                            "properties": {
-                                "code": {"type": "string", "enum": _ERROR_CODES},
-                                "reason": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        },
-                        "reasons": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-            "headers": {
-                "Retry-After": {
-                    "description": "Seconds to wait before asking again",
-                    "schema": {"type": "integer", "minimum": 1},
-                },
-                "X-RateLimit-Limit": {
-                    "description": "The caller's burst (with a rate limit)",
-                    "schema": {"type": "integer"},
-                },
-                "X-RateLimit-Remaining": {
-                    "description": "IDs the caller may still take now",
-                    "schema": {"type": "integer"},
-                },
-                "X-RateLimit-Reset": {
-                    "description": "Seconds until the caller's bucket is full",
-                    "schema": {"type": "integer"},
-                },
-            },
-        },
+        "components": components,
     }
     if api_keys:
-        doc["components"]["securitySchemes"] = {
+        components["securitySchemes"] = {
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
             "bearer": {"type": "http", "scheme": "bearer"},
         }

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +53,7 @@ class JsonErrorHandler(web.RequestHandler):
 
     __slots__ = ("_stats",)
 
+    # `kwargs` are the connection settings aiohttp passes on as `**kwargs: Any` itself.
     def __init__(self, manager: JsonErrorServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._stats = manager.stats
@@ -85,10 +87,10 @@ class JsonErrorServer(web.Server):
 
     def __init__(
         self,
-        handler: Any,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         *,
         stats: stats_mod.RequestStats | None = None,
-        **kwargs: Any,
+        **kwargs: Any,  # web.Server's own connection settings, typed Any by aiohttp
     ) -> None:
         super().__init__(handler, **kwargs)
         self.stats = stats

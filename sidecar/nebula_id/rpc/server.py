@@ -14,14 +14,15 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TypeVar
 
 from aiohttp import web
 
 from nebula_id import errors
 from nebula_id.core import layout as layouts
 from nebula_id.core import uuids
+from nebula_id.core.jsontypes import JsonValue
 from nebula_id.http import errors as http_errors
 from nebula_id.http import guards, keys, routes
 from nebula_id.http import stats as stats_mod
@@ -43,6 +44,9 @@ except ImportError as e:  # the build generates them; a bare checkout may not ha
     ) from e
 
 log = logging.getLogger(__name__)
+
+_Req = TypeVar("_Req")
+_Reply = TypeVar("_Reply")
 
 SERVICE_NAME = "nebula_id.v1.Ids"
 HEALTH_INTERVAL_S = 1.0
@@ -77,7 +81,9 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
     # --- the methods ----------------------------------------------------------------
 
     async def Next(
-        self, request: ids_pb2.NextRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: ids_pb2.NextRequest,
+        context: grpc.aio.ServicerContext[ids_pb2.NextRequest, ids_pb2.NextReply],
     ) -> ids_pb2.NextReply:
         try:
             self._guard(context)
@@ -96,7 +102,9 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             raise  # not reached: abort raises
 
     async def Batch(
-        self, request: ids_pb2.BatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: ids_pb2.BatchRequest,
+        context: grpc.aio.ServicerContext[ids_pb2.BatchRequest, ids_pb2.BatchReply],
     ) -> ids_pb2.BatchReply:
         try:
             caller = self._guard(context, take_token=False)
@@ -112,7 +120,9 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             raise
 
     async def Stream(
-        self, request: ids_pb2.StreamRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: ids_pb2.StreamRequest,
+        context: grpc.aio.ServicerContext[ids_pb2.StreamRequest, ids_pb2.BatchReply],
     ) -> AsyncIterator[ids_pb2.BatchReply]:
         try:
             caller = self._guard(context, take_token=False)
@@ -134,7 +144,9 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             await self._abort(context, e)
 
     async def Parse(
-        self, request: ids_pb2.ParseRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: ids_pb2.ParseRequest,
+        context: grpc.aio.ServicerContext[ids_pb2.ParseRequest, ids_pb2.ParseReply],
     ) -> ids_pb2.ParseReply:
         try:
             self._guard(context)
@@ -152,13 +164,15 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
             raise
 
     async def Info(
-        self, request: ids_pb2.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: ids_pb2.InfoRequest,
+        context: grpc.aio.ServicerContext[ids_pb2.InfoRequest, ids_pb2.InfoReply],
     ) -> ids_pb2.InfoReply:
         try:
             self._guard(context)
             info = routes.info_json(self._app)
             details = struct_pb2.Struct()
-            json_format.ParseDict(_jsonable(info), details)
+            json_format.ParseDict(_jsonable_object(info), details)
             return ids_pb2.InfoReply(
                 version=info["version"],
                 mode=info["mode"],
@@ -179,7 +193,7 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
         return self._pool.sidecar.max_batch_size
 
     def _guard(
-        self, context: grpc.aio.ServicerContext[Any, Any], *, take_token: bool = True
+        self, context: grpc.aio.ServicerContext[_Req, _Reply], *, take_token: bool = True
     ) -> str:
         """The API key (``x-api-key`` or ``authorization: Bearer`` metadata), then a token.
 
@@ -242,7 +256,7 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
         return ids_pb2.BatchReply(uuids=batch(count))
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext[Any, Any], exc: errors.NebulaIdError
+        self, context: grpc.aio.ServicerContext[_Req, _Reply], exc: errors.NebulaIdError
     ) -> None:
         reason = http_errors.reason_of(exc)
         self._stats.failed(exc.http_status, exc.code, reason)
@@ -271,10 +285,14 @@ def _text(value: str | bytes | None) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable_object(value: Mapping[str, object]) -> dict[str, JsonValue]:
+    return {str(k): _jsonable(v) for k, v in value.items()}
+
+
+def _jsonable(value: object) -> JsonValue:
     """`value` with what Struct cannot hold (ints beyond 2**53 aside) made plain JSON."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return _jsonable_object(value)
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if value is None or isinstance(value, bool | int | float | str):

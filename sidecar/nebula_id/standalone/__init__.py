@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import pathlib
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 from prometheus_client import CollectorRegistry
 
@@ -20,6 +19,7 @@ from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import pool as pools
 from nebula_id.core import segment
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import lock as locks
 from nebula_id.standalone import mark as marks
@@ -94,7 +94,7 @@ class StandaloneSegments:
     def ready_reason(self) -> str | None:
         return self._allocator.ready_reason()
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         return {"store": str(self._store.path), "tags": self._allocator.info()}
 
 

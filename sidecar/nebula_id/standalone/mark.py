@@ -12,11 +12,18 @@ import json
 import os
 import pathlib
 import threading
-from typing import Any
+from collections.abc import Mapping
 
 from nebula_id import errors
 
 MARK_FILE = "snowflake-mark.json"
+
+
+def mark_of(record: Mapping[str, object]) -> int:
+    """The mark of a record `MarkFile.read_all` returned (which checked it)."""
+    value = record["markMs"]
+    assert isinstance(value, int)
+    return value
 
 
 class MarkFile:
@@ -30,9 +37,9 @@ class MarkFile:
     def read(self) -> int | None:
         """The stored mark, None when there is none; a damaged file refuses to start."""
         stored = self.read_all()
-        return None if stored is None else int(stored["markMs"])
+        return None if stored is None else mark_of(stored)
 
-    def read_all(self) -> dict[str, Any] | None:
+    def read_all(self) -> dict[str, object] | None:
         """The whole record (the mark and what was written with it), validated."""
         try:
             text = self.path.read_text()
@@ -41,7 +48,9 @@ class MarkFile:
         except OSError as e:
             raise errors.StorageError(f"cannot read {self.path}: {e.strerror}") from e
         try:
-            record = json.loads(text)
+            record: object = json.loads(text)
+            if not isinstance(record, dict):
+                raise TypeError("not a JSON object")
             value = record["markMs"]
         except (ValueError, KeyError, TypeError) as e:
             raise errors.ConfigError(

@@ -18,13 +18,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.core import layout as layouts
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.standalone import mark as marks
 
@@ -90,7 +90,7 @@ class StandaloneSnowflake:
     async def start(self) -> None:
         """Wait past the stored mark, persist a new one, start the refresher."""
         stored = self._mark_file.read_all()
-        previous = None if stored is None else int(stored["markMs"])
+        previous = None if stored is None else marks.mark_of(stored)
         self._check_layout(stored)
         self._previous_mark = previous
         if previous is not None:
@@ -141,7 +141,7 @@ class StandaloneSnowflake:
             return "clock_moved_backward"
         return None
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         return {
             "mode": "standalone",
             **self._generator.info(),
@@ -160,7 +160,7 @@ class StandaloneSnowflake:
             "layout": self._generator.layout.to_json(),
         }
 
-    def _check_layout(self, stored: Mapping[str, Any] | None) -> None:
+    def _check_layout(self, stored: Mapping[str, object] | None) -> None:
         """Refuse a data dir whose IDs were made with another layout or epoch.
 
         The same timestamp maps to a different ID under another epoch, so a new

@@ -18,7 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from nebula_id import errors
 from nebula_id.clock import Clock
@@ -41,7 +41,7 @@ class _KeyValue(Protocol):
 
 class _Range(Protocol):
     @property
-    def kvs(self) -> tuple[Any, ...]: ...
+    def kvs(self) -> tuple[_KeyValue, ...]: ...
 
     @property
     def revision(self) -> int: ...
@@ -52,7 +52,10 @@ class _Event(Protocol):
     def type(self) -> str: ...
 
     @property
-    def kv(self) -> Any: ...
+    def kv(self) -> _KeyValue: ...
+
+    @property
+    def revision(self) -> int: ...
 
 
 class HealthReader(Protocol):
@@ -60,9 +63,9 @@ class HealthReader(Protocol):
 
     async def get(self, key: str, *, call_timeout: float | None = None) -> _KeyValue | None: ...
 
-    async def range(self, key: str, *, call_timeout: float | None = None) -> Any: ...
+    async def range(self, key: str, *, call_timeout: float | None = None) -> _Range: ...
 
-    def watch(self, key: str, *, start_revision: int = 0) -> AsyncIterator[Any]: ...
+    def watch(self, key: str, *, start_revision: int = 0) -> AsyncIterator[_Event]: ...
 
 
 def decode(value: bytes | None, key: str) -> object:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from typing import SupportsInt
 
+import asyncmy
 import asyncpg
 from asyncmy import errors as mysql_errors
+from asyncpg.pool import PoolConnectionProxy
 
 from nebula_id import errors
 from nebula_id.storage import engines, mysql, postgres
@@ -52,9 +54,22 @@ def _my_ident(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-async def _pg_rows(dsn: str, sql: str, *args: object) -> list[Any]:
-    async def fetch(conn: Any) -> list[Any]:
-        return list(await conn.fetch(sql, *args))
+Row = tuple[object, ...]
+"""One row as the drivers return it (asyncpg's `Record` as a tuple)."""
+
+
+def _int(value: object) -> int:
+    """An integer column (the drivers give int; text is accepted as `int()` does)."""
+    if isinstance(value, SupportsInt | str):
+        return int(value)
+    raise errors.InvalidArgument(f"expected an integer column, got {value!r}")
+
+
+async def _pg_rows(dsn: str, sql: str, *args: object) -> list[Row]:
+    async def fetch(
+        conn: asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record],
+    ) -> list[Row]:
+        return [tuple(record) for record in await conn.fetch(sql, *args)]
 
     try:
         return await postgres.with_connection(
@@ -67,8 +82,8 @@ async def _pg_rows(dsn: str, sql: str, *args: object) -> list[Any]:
         raise
 
 
-async def _my_rows(dsn: str, sql: str, *args: object) -> list[Any]:
-    async def fetch(conn: Any) -> list[Any]:
+async def _my_rows(dsn: str, sql: str, *args: object) -> list[Row]:
+    async def fetch(conn: asyncmy.Connection) -> list[Row]:
         async with conn.cursor() as cursor:
             await cursor.execute(sql, args)
             return list(await cursor.fetchall())
@@ -91,7 +106,9 @@ async def read_leaf(dsn: str, *, table: str = DEFAULT_LEAF_TABLE) -> list[LeafTa
         rows = await _my_rows(dsn, f"SELECT biz_tag, max_id, step FROM {_my_ident(table)}")  # nosec B608
     else:
         rows = await _pg_rows(dsn, f"SELECT biz_tag, max_id, step FROM {_pg_ident(table)}")  # nosec B608
-    return sorted((LeafTag(str(r[0]), int(r[1]), int(r[2])) for r in rows), key=lambda t: t.biz_tag)
+    return sorted(
+        (LeafTag(str(r[0]), _int(r[1]), _int(r[2])) for r in rows), key=lambda t: t.biz_tag
+    )
 
 
 async def read_sequence(dsn: str, name: str) -> int:
@@ -110,7 +127,7 @@ async def read_sequence(dsn: str, name: str) -> int:
     )
     if not rows:
         raise errors.NotFound(f"no sequence {name!r} at {postgres.where(dsn)}")
-    if int(rows[0][0]) < 0:
+    if _int(rows[0][0]) < 0:
         raise errors.InvalidArgument(
             f"sequence {name!r} counts down (increment {rows[0][0]}); nothing to continue above"
         )
@@ -119,13 +136,13 @@ async def read_sequence(dsn: str, name: str) -> int:
         dsn,
         f"SELECT last_value, is_called FROM {quoted}",  # nosec B608
     )
-    return int(last_value) if is_called else max(0, int(last_value) - 1)
+    return _int(last_value) if is_called else max(0, _int(last_value) - 1)
 
 
 async def _auto_increment(dsn: str, table: str) -> int:
     _my_ident(table)
 
-    async def fetch(conn: Any) -> list[Any]:
+    async def fetch(conn: asyncmy.Connection) -> list[Row]:
         async with conn.cursor() as cursor:
             # MySQL 8 caches table statistics in information_schema for a day;
             # MariaDB has no such cache (and no such variable).
@@ -145,4 +162,4 @@ async def _auto_increment(dsn: str, table: str) -> int:
         raise errors.NotFound(f"no table {table!r} at {postgres.where(dsn)}")
     if rows[0][0] is None:
         raise errors.InvalidArgument(f"table {table!r} has no AUTO_INCREMENT column")
-    return max(0, int(rows[0][0]) - 1)
+    return max(0, _int(rows[0][0]) - 1)

@@ -23,7 +23,7 @@ import dataclasses
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import SupportsInt, TypedDict, TypeVar
 
 import asyncmy
 from asyncmy import errors as mysql_errors
@@ -119,6 +119,23 @@ FLUSH_SETTING = "SELECT @@GLOBAL.innodb_flush_log_at_trx_commit"
 T = TypeVar("T")
 _Connection = asyncmy.Connection
 
+
+class _ConnectArgs(TypedDict):
+    """Keyword arguments of `asyncmy.connect` and `asyncmy.create_pool`."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    unix_socket: str | None
+    connect_timeout: float
+    autocommit: bool
+    charset: str
+    program_name: str
+    init_command: str
+
+
 # Everything asyncmy or the network can throw at us; all of it becomes StorageError.
 _DB_ERRORS: tuple[type[BaseException], ...] = (
     mysql_errors.MySQLError,
@@ -172,7 +189,7 @@ class Address:
             unix_socket=query.get("unix_socket", [None])[0],
         )
 
-    def connect_args(self, connect_timeout_s: float) -> dict[str, Any]:
+    def connect_args(self, connect_timeout_s: float) -> _ConnectArgs:
         return {
             "host": self.host,
             "port": self.port,
@@ -204,10 +221,21 @@ def _error_code(e: BaseException) -> int | None:
     return None
 
 
-async def _fetchone(conn: _Connection, sql: str, *args: object) -> Any:
+Row = tuple[object, ...]
+
+
+async def _fetchone(conn: _Connection, sql: str, *args: object) -> Row | None:
     async with conn.cursor() as cursor:
         await cursor.execute(sql, args)
-        return await cursor.fetchone()
+        row: Row | None = await cursor.fetchone()
+        return row
+
+
+def _int(value: object) -> int:
+    """An integer column: asyncmy gives int (a numeric string is accepted as `int()` does)."""
+    if isinstance(value, SupportsInt | str):
+        return int(value)
+    raise errors.StorageError(f"expected an integer column, got {value!r}")
 
 
 async def _execute(conn: _Connection, sql: str, *args: object) -> int:
@@ -217,7 +245,7 @@ async def _execute(conn: _Connection, sql: str, *args: object) -> int:
 
 async def _flush_warning(conn: _Connection) -> str | None:
     row = await _fetchone(conn, FLUSH_SETTING)
-    value = int(row[0]) if row is not None else None
+    value = _int(row[0]) if row is not None else None
     if value == 1:
         return None
     return (
@@ -229,7 +257,7 @@ async def _flush_warning(conn: _Connection) -> str | None:
 async def _add_generation(conn: _Connection) -> None:
     """Give a table made before rows carried a generation its column (every row at 0)."""
     row = await _fetchone(conn, HAS_GENERATION, TABLE)
-    if row is not None and int(row[0]) > 0:
+    if row is not None and _int(row[0]) > 0:
         return
     try:
         await _execute(conn, ADD_GENERATION)
@@ -441,7 +469,7 @@ class MySQLSegmentStore(rowstore.RowStore[_Connection, postgres.PostgresSettings
     ) -> tuple[int, int] | None:
         pool, dc = self._pool_config, self._datacenter
         row = await _fetchone(conn, LOCK_ROW if lock else READ_ROW, pool.ref, tag, dc.name)
-        return None if row is None else (int(row[0]), int(row[1]))
+        return None if row is None else (_int(row[0]), _int(row[1]))
 
     async def _raise_counter(self, conn: _Connection, tag: str, counter: int) -> None:
         pool, dc = self._pool_config, self._datacenter

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -34,9 +34,10 @@ from nebula_id import errors
 from nebula_id.clock import Clock
 from nebula_id.config import database as database_config
 from nebula_id.config import failover as failover_config
-from nebula_id.core import failover, segment
+from nebula_id.core import failover, jsontypes, segment
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
+from nebula_id.core.jsontypes import JsonObject
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
 from nebula_id.etcd import poolwatch
@@ -235,7 +236,7 @@ class ClusterSegments:
             self._fresh = False
             self._starting = asyncio.ensure_future(self._allocator.start())
 
-    def info(self) -> Mapping[str, Any]:
+    def info(self) -> JsonObject:
         """Per tag (as the standalone source reports it) and the datacenter choice."""
         return {"tags": self._allocator.info(), "failover": self._store.policy.info()}
 
@@ -274,20 +275,22 @@ class _BufferCollector(Collector):
             "Unix time of the last change of the datacenter new ranges come from (0: none yet)",
         )
         info = self._source.info()
+        tags = jsontypes.as_object(info.get("tags")) or {}
         for tag in self._source.tags():
-            entry = info["tags"].get(tag)
-            if not isinstance(entry, Mapping):
+            entry = jsontypes.as_object(tags.get(tag))
+            if entry is None:
                 continue
-            remaining.add_metric([tag], float(entry.get("remaining") or 0))
-            step.add_metric([tag], float(entry.get("step") or 0))
+            remaining.add_metric([tag], jsontypes.as_number(entry.get("remaining") or 0))
+            step.add_metric([tag], jsontypes.as_number(entry.get("step") or 0))
             ready.add_metric([tag], 1.0 if entry.get("next_ready") else 0.0)
             if entry.get("datacenter"):
                 tag_datacenter.add_metric([tag, str(entry["datacenter"])], 1.0)
-        state = info["failover"]
-        for name, dc_state in state["datacenters"].items():
-            usable.add_metric([name], 1.0 if dc_state["usable"] else 0.0)
-        current.add_metric([str(state["current"]), str(state["reason"])], 1.0)
-        switched.add_metric([], (state["switchedAtMs"] or 0) / 1000)
+        state = jsontypes.as_object(info.get("failover")) or {}
+        for name, dc_state in (jsontypes.as_object(state.get("datacenters")) or {}).items():
+            usable_now = (jsontypes.as_object(dc_state) or {}).get("usable")
+            usable.add_metric([name], 1.0 if usable_now else 0.0)
+        current.add_metric([str(state.get("current")), str(state.get("reason"))], 1.0)
+        switched.add_metric([], jsontypes.as_number(state.get("switchedAtMs") or 0) / 1000)
         return [remaining, step, ready, usable, tag_datacenter, current, switched]
 
 
