@@ -41,7 +41,7 @@ from tests.support.postgres import PostgresCluster
 
 from nebula_id.clock import SystemClock
 from nebula_id.core import pool as pools
-from nebula_id.core import segment
+from nebula_id.core import poolspec, segment
 from nebula_id.core.layout import SnowflakeLayout
 from nebula_id.core.snowflake import SnowflakeGenerator
 from nebula_id.storage import engines
@@ -51,7 +51,7 @@ YIELD_EVERY = 64  # a server yields to the event loop between requests; so do we
 
 
 def make_pool(step: int, max_step: int) -> pools.PoolConfig:
-    return pools.parse_spec(
+    return poolspec.parse_spec(
         {"segment": {"tags": [{"name": "bench", "step": step, "maxStep": max_step}]}},
         namespace="bench",
         name=f"step-{step}-{max_step}-{time.time_ns()}",

@@ -31,9 +31,8 @@ from tests.support.matching import is_subset
 from tests.support.processes import free_port
 
 from e2e import kubelet
-from nebula_id.core import access, crd
+from nebula_id.core import access, crd, poolspec
 from nebula_id.core import keys as pool_keys
-from nebula_id.core import pool as pools
 from nebula_id_operator import injection
 
 pytestmark = pytest.mark.e2e
@@ -402,7 +401,7 @@ def test_install_pool_inject_serve_and_release(
                 "create", "-o", "json", "-f", "-", input=json.dumps(pod_from_template(app, pool))
             )
             pod = json.loads(out.stdout)
-            config = pools.parse_spec(stored[pool]["spec"], namespace=app, name=pool)
+            config = poolspec.parse_spec(stored[pool]["spec"], namespace=app, name=pool)
             expected = injection.build(config, sidecar_settings)
             (sidecar,) = pod["spec"]["initContainers"]
             assert is_subset(dict(expected.container), sidecar), json.dumps(sidecar, indent=1)
@@ -471,7 +470,7 @@ def test_install_pool_inject_serve_and_release(
         assert status == 200, body
         snowflakes = [int(i) for i in body["ids"]]
         assert snowflakes == sorted(set(snowflakes))
-        layout = pools.parse_spec(stored["orders"]["spec"], namespace=app, name="orders").layout
+        layout = poolspec.parse_spec(stored["orders"]["spec"], namespace=app, name="orders").layout
         parsed = layout.parse(snowflakes[0])
         assert (parsed.datacenter, parsed.worker) == (1, worker)
         status, body = http_get(orders_port, "/v1/ids/segment/orders?count=3")

@@ -23,9 +23,8 @@ import pytest
 
 from e2e.node import support
 from e2e.node.cluster import Node
-from nebula_id.core import crd
+from nebula_id.core import crd, poolspec
 from nebula_id.core import keys as pool_keys
-from nebula_id.core import pool as pools
 from nebula_id_operator import injection
 
 pytestmark = pytest.mark.e2e
@@ -117,7 +116,7 @@ def test_the_app_gets_ids_on_localhost_from_its_workers_claim(
         )
         assert len(set(workers.values())) == 2, workers
         pool = node.kube_json("get", "nip", "orders", "-n", APP_NS)
-        layout = pools.parse_spec(pool["spec"], namespace=APP_NS, name="orders").layout
+        layout = poolspec.parse_spec(pool["spec"], namespace=APP_NS, name="orders").layout
         held = claims(node)
         for pod, worker in workers.items():
             assert pool_keys.PoolKeys(APP_NS, "orders").worker(1, worker) in held, (pod, held)
@@ -218,7 +217,7 @@ def test_helm_test_gets_an_id_from_an_injected_sidecar(node: Node, release: dict
     """
     name, system = release["name"], release["namespace"]
     # The test pool's layout: the defaults (its spec names only the datacenter).
-    layout = pools.parse_spec({}, namespace=f"{name}-test", name=f"{name}-test").layout
+    layout = poolspec.parse_spec({}, namespace=f"{name}-test", name=f"{name}-test").layout
     got: list[int] = []
     for _ in range(2):
         with support.explained(node, f"{name}-test", system):

@@ -33,6 +33,7 @@ from nebula_id.clock import Clock
 from nebula_id.config import operator as operator_settings
 from nebula_id.core import identity as identities
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id.core.keys import PoolKeys
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import pools as etcd_pools
@@ -303,6 +304,6 @@ def _config_of_spec(
     if spec is None:
         return None
     try:
-        return pools.parse_spec(spec, namespace=namespace, name=name)
+        return poolspec.parse_spec(spec, namespace=namespace, name=name)
     except errors.InvalidPool:
         return None

@@ -27,8 +27,7 @@ from typing import Any, Protocol
 import kopf
 
 from nebula_id import errors
-from nebula_id.core import crd
-from nebula_id.core import pool as pools
+from nebula_id.core import crd, poolspec
 from nebula_id_operator import injection, kube
 from nebula_id_operator.webhook_serving import CertKeeper, WebhookServer, WebhookSettings
 
@@ -92,7 +91,9 @@ async def mutate_pod(
                 f"the {crd.POOL_ANNOTATION} annotation must name a pool in the pod's "
                 f"namespace (kubectl get nip -n {pod_namespace})"
             )
-        pool = pools.parse_spec(kube.as_object(raw.get("spec")), namespace=pod_namespace, name=name)
+        pool = poolspec.parse_spec(
+            kube.as_object(raw.get("spec")), namespace=pod_namespace, name=name
+        )
         ops = injection.inject(pod, pool, settings)
     except errors.InvalidArgument as e:
         raise kopf.AdmissionError(e.message, code=400) from e

@@ -1,7 +1,7 @@
 """`nebula-id pool apply|get|delete|import`: pools for users with etcd but without Kubernetes.
 
 It reads the same YAML as the `NebulaIdPool` custom resource, validates it with the
-same code (`core.pool.parse_spec`) and writes it with the same writer as the operator
+same code (`core.poolspec.parse_spec`) and writes it with the same writer as the operator
 (`etcd.pools.apply`), so a pool applied here behaves exactly like one reconciled there.
 `apply` also provisions the segment tables in the databases it is given (PostgreSQL
 or MySQL/MariaDB, as each DSN's scheme says); `import` (in `pool_import`) raises the
@@ -25,7 +25,7 @@ import yaml
 
 from nebula_id import errors
 from nebula_id.config import poolcmd
-from nebula_id.core import jsontypes
+from nebula_id.core import jsontypes, poolspec
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -157,7 +157,9 @@ async def _apply_one(
     settings: etcd.EtcdSettings | None,
     out: TextIO,
 ) -> None:
-    namespace, name, spec = pools.parse_document(doc, default_namespace=args.namespace or "default")
+    namespace, name, spec = poolspec.parse_document(
+        doc, default_namespace=args.namespace or "default"
+    )
     metadata = jsontypes.as_object(doc.get("metadata")) or {}
     if args.namespace and metadata.get("namespace") not in (None, args.namespace):
         raise errors.InvalidPool(
@@ -166,7 +168,7 @@ async def _apply_one(
     keys = pool_keys.PoolKeys(namespace, name, prefix=prefix_of(args))
     now_ms = time.time_ns() // 1_000_000
     if settings is None:
-        config = pools.parse_spec(spec, namespace=namespace, name=name, now_ms=now_ms)
+        config = poolspec.parse_spec(spec, namespace=namespace, name=name, now_ms=now_ms)
         print(
             f"pool {config.ref} is valid ({_datacenters(config)}; dry run, nothing written)",
             file=out,

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 
 from nebula_id.clock import SystemClock
-from nebula_id.core import failover
+from nebula_id.core import failover, poolspec
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd_client
@@ -168,7 +168,7 @@ async def test_changed_failover_settings_in_the_pool_config_apply_at_once(
                 {"name": "dc-b", "id": 2},
             ],
         }
-        return pools.parse_spec(spec, namespace="it", name="live")
+        return poolspec.parse_spec(spec, namespace="it", name="live")
 
     settings = sidecars.cluster_settings(server.endpoint, pool="it/live", prefix="/nebula-id-live")
     first = config(3, 30)

@@ -25,7 +25,7 @@ from nebula_id.clock import SystemClock
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
-from nebula_id.core import segment
+from nebula_id.core import poolspec, segment
 from nebula_id.etcd import client as etcd
 from nebula_id.etcd import floors
 from nebula_id.etcd import pools as pool_store
@@ -325,7 +325,7 @@ async def test_a_declared_snowflake_ceiling_holds_for_every_worker(
 ) -> None:
     """Six leased workers in two datacenters, under load, issue only IDs above the old ones."""
     name = f"snow-{declared.lower()}"
-    layout = pools.parse_spec({}, namespace="default", name=name).layout
+    layout = poolspec.parse_spec({}, namespace="default", name=name).layout
     # Far enough ahead that the workers hold their leases before it, even on a busy machine.
     stop_ms = int(time.time() * 1000) + 4000
     # The old generator's highest possible ID in its last millisecond.

@@ -14,8 +14,7 @@ from prometheus_client import CollectorRegistry
 from nebula_id import errors
 from nebula_id.clock import SystemClock
 from nebula_id.config import database as database_config
-from nebula_id.core import failover, keys
-from nebula_id.core import pool as pools
+from nebula_id.core import failover, keys, poolspec
 from nebula_id.etcd import client as etcd_client
 from nebula_id.etcd import pools as pool_store
 from nebula_id.storage import postgres as pg_store
@@ -60,7 +59,7 @@ SPEC = {
 async def open_source(
     name: str, etcd_endpoint: str, dcs: dict[str, PostgresCluster], *, provision: bool = True
 ) -> AsyncIterator[postgres_source.ClusterSegments]:
-    pool = pools.parse_spec(SPEC, namespace="it", name=name)
+    pool = poolspec.parse_spec(SPEC, namespace="it", name=name)
     if provision:
         # Cluster mode: the pool exists in etcd and its rows are provisioned, as the
         # operator (or `nebula-id pool apply`) does.

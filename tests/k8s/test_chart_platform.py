@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import injection
 from tests.k8s import operator_helpers
 from tests.support import binaries
@@ -226,7 +226,7 @@ def test_the_webhook_injects_the_helm_test_pod(helm_bin: str, datacenter: str) -
     hooks = _hooks(docs)
     pool_doc = next(d for d in hooks if d["kind"] == "NebulaIdPool")
     pod = next(d for d in hooks if d["kind"] == "Pod")
-    pool = pools.parse_spec(
+    pool = poolspec.parse_spec(
         pool_doc["spec"],
         namespace=pool_doc["metadata"]["namespace"],
         name=pool_doc["metadata"]["name"],

@@ -22,9 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nebula_id.core import crd
+from nebula_id.core import crd, poolspec
 from nebula_id.core import keys as pool_keys
-from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
 from tests.k8s import operator_helpers as helpers
 from tests.support import http, processes
@@ -120,7 +119,7 @@ def test_snowflake_pool_becomes_ready_with_its_config_in_etcd(
     assert status["workers"] == {"active": 0, "capacity": 64, "summary": "0/64"}
 
     stored = etcd_values(etcd_endpoint, keys("flakes").config)[keys("flakes").config]
-    config = pools.from_json(json.loads(stored))
+    config = poolspec.from_json(json.loads(stored))
     assert config.ref == f"{NAMESPACE}/flakes"
     assert [(dc.name, dc.id) for dc in config.datacenters] == [("dc-a", 0), ("dc-b", 7)]
     assert json.loads(stored) == config.to_json()

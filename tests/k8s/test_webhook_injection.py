@@ -23,8 +23,7 @@ import kopf
 import pytest
 import yaml
 
-from nebula_id.core import crd
-from nebula_id.core import pool as pools
+from nebula_id.core import crd, poolspec
 from nebula_id_operator import certs, injection, kube, webhook
 from tests.support import waiting
 from tests.support.controlplane import CommandFailed, ControlPlane
@@ -238,7 +237,7 @@ def test_a_labelled_pod_gets_exactly_the_built_sidecar(
     stored = make_pool(control_plane, namespace)
     pod = create_pod(control_plane, namespace, app_pod("ids"))
     expected = injection.build(
-        pools.parse_spec(stored["spec"], namespace=namespace, name="ids"), SIDECAR
+        poolspec.parse_spec(stored["spec"], namespace=namespace, name="ids"), SIDECAR
     )
     init = pod["spec"]["initContainers"]
     assert [c["name"] for c in init] == [injection.CONTAINER_NAME]

@@ -1,6 +1,6 @@
 """The one factory of pool configs for tests: a spec as the CRD spells it, parsed.
 
-Every test pool goes through `pools.parse_spec`, the parser the operator and
+Every test pool goes through `poolspec.parse_spec`, the parser the operator and
 the sidecars use, so a test never builds a config the real code would refuse.
 """
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 
 
 def make_pool(
@@ -39,4 +40,4 @@ def make_pool(
         "segment": {"tags": [{"name": tag, **settings} for tag in tags]},
         **spec,
     }
-    return pools.parse_spec(body, namespace=namespace, name=name)
+    return poolspec.parse_spec(body, namespace=namespace, name=name)

@@ -11,7 +11,7 @@ from nebula_id import errors
 from nebula_id.config import etcd as etcd_config
 from nebula_id.config import operator as operator_config
 from nebula_id.config import poolcmd, serve
-from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id.etcd import client as etcd_client
 from nebula_id_operator import injection
 
@@ -89,7 +89,7 @@ def test_an_injected_sidecar_dials_what_its_operator_dials() -> None:
             "NEBULA_SIDECAR_ETCD_TLS_SECRET": "etcd-tls",
         },
     )
-    pool = pools.parse_spec({}, namespace="shop", name="orders")
+    pool = poolspec.parse_spec({}, namespace="shop", name="orders")
     container = injection.build(pool, operator.injection).container
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     sidecar = sidecar_etcd(env)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from nebula_id.clock import FakeClock
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import detector, status
 
 NOW = "2026-01-01T00:00:00Z"
 
 
 def config(threshold: int = 3, recovery: float = 5.0) -> pools.PoolConfig:
-    return pools.parse_spec(
+    return poolspec.parse_spec(
         {
             "failover": {"failureThreshold": threshold, "recoverySeconds": recovery},
             "datacenters": [

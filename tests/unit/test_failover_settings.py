@@ -9,12 +9,12 @@ import pytest
 from nebula_id import errors
 from nebula_id.clock import FakeClock
 from nebula_id.config import serve as serve_settings
-from nebula_id.core import failover
+from nebula_id.core import failover, poolspec
 from nebula_id.core import pool as pools
 
 
 def parse(spec: dict[str, Any]) -> pools.PoolConfig:
-    return pools.parse_spec(spec, namespace="shop", name="ids")
+    return poolspec.parse_spec(spec, namespace="shop", name="ids")
 
 
 def test_defaults_when_the_spec_says_nothing() -> None:
@@ -48,7 +48,7 @@ def test_pool_settings_and_datacenter_overrides_round_trip_through_json() -> Non
     own = config.failover_for("dc-a")
     assert (own.failure_threshold, own.hold_down_s, own.probe_interval_s) == (5, 1.5, 0.25)
     assert config.failover_for("dc-b") == config.failover
-    assert pools.from_json(config.to_json()) == config
+    assert poolspec.from_json(config.to_json()) == config
 
 
 @pytest.mark.parametrize(

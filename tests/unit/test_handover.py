@@ -6,7 +6,7 @@ import pytest
 
 from nebula_id import errors
 from nebula_id.clock import FakeClock
-from nebula_id.core import handover
+from nebula_id.core import handover, poolspec
 from nebula_id.core import pool as pools
 from nebula_id.core.layout import SnowflakeLayout, format_epoch
 from nebula_id.core.snowflake import SnowflakeGenerator
@@ -16,7 +16,7 @@ LAYOUT = SnowflakeLayout()
 
 
 def parse(snowflake: dict[str, object], *, now_ms: int | None = NOW_MS) -> pools.PoolConfig:
-    return pools.parse_spec(
+    return poolspec.parse_spec(
         {"snowflake": snowflake, "datacenters": [{"name": "dc-a"}]},
         namespace="ns",
         name="p",
@@ -45,7 +45,7 @@ def test_previous_max_id_becomes_its_timestamp_and_round_trips() -> None:
     old = highest(NOW_MS + 3000)
     config = parse({"previousMaxId": str(old)})  # a decimal string, as JS clients send it
     assert config.snowflake_issue_after_ms == NOW_MS + 3000
-    assert pools.from_json(config.to_json()) == config
+    assert poolspec.from_json(config.to_json()) == config
     assert config.to_json()["snowflake"]["previousMaxId"] == old
 
 
@@ -54,7 +54,7 @@ def test_previous_stopped_at_and_the_later_of_both_wins() -> None:
     config = parse({"previousStoppedAt": stopped, "previousMaxId": highest(NOW_MS)})
     assert config.snowflake_issue_after_ms == NOW_MS + 5000
     assert config.to_json()["snowflake"]["previousStoppedAt"] == stopped
-    assert pools.from_json(config.to_json()) == config
+    assert poolspec.from_json(config.to_json()) == config
 
 
 def test_a_layout_that_can_never_get_above_is_refused() -> None:

@@ -7,6 +7,7 @@ import pytest
 from nebula_id import errors
 from nebula_id.core import identity as identities
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 
 SPEC = {
     "datacenters": [{"name": "dc-a"}, {"name": "dc-b"}],
@@ -15,7 +16,7 @@ SPEC = {
 
 
 def config(spec: dict[str, object], previous: pools.PoolConfig | None = None) -> pools.PoolConfig:
-    return pools.parse_spec(spec, namespace="ns", name="p", previous=previous)
+    return poolspec.parse_spec(spec, namespace="ns", name="p", previous=previous)
 
 
 def test_the_identity_round_trips_and_keeps_retired_ids() -> None:

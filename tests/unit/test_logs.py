@@ -14,7 +14,7 @@ from nebula_id import errors, logs
 from nebula_id.config import injection as injection_config
 from nebula_id.config import loader
 from nebula_id.config import serve as settings_mod
-from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import injection
 
 
@@ -91,7 +91,7 @@ def test_the_format_is_a_setting_from_flag_env_or_config_toml(tmp_path: pathlib.
 
 
 def test_the_operator_passes_the_sidecar_log_format_to_injected_sidecars() -> None:
-    pool = pools.parse_spec({}, namespace="shop", name="orders")
+    pool = poolspec.parse_spec({}, namespace="shop", name="orders")
     default = injection.build(pool, injection_config.load(loader.sources({}, {})))
     names = [e["name"] for e in default.container["env"]]
     assert "NEBULA_LOG_FORMAT" not in names, "text is the sidecar's own default"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import advice, status
 
-POOL = pools.parse_spec(
+POOL = poolspec.parse_spec(
     {
         "datacenters": [{"name": "dc-a", "databaseSecretRef": {"name": "orders-db"}}],
         "segment": {"tags": [{"name": "orders"}]},

@@ -15,6 +15,7 @@ import pytest
 
 from nebula_id import errors
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id.storage import engines
 from nebula_id_operator import failures, kube, reconcile
 
@@ -40,7 +41,7 @@ def config() -> pools.PoolConfig:
         ],
         "segment": {"tags": [{"name": "orders"}]},
     }
-    return pools.parse_spec(spec, namespace="ns", name="p")
+    return poolspec.parse_spec(spec, namespace="ns", name="p")
 
 
 def context(secrets: dict[str, str | errors.NebulaIdError]) -> reconcile.Context:

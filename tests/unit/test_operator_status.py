@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nebula_id.core import health as health_doc
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import status
 
 NOW = "2026-01-01T00:00:00Z"
@@ -12,7 +13,7 @@ LATER = "2026-01-01T00:05:00Z"
 
 def config(**spec: object) -> pools.PoolConfig:
     base: dict[str, object] = {"datacenters": [{"name": "dc-a"}, {"name": "dc-b", "id": 4}]}
-    return pools.parse_spec(base | spec, namespace="ns", name="p")
+    return poolspec.parse_spec(base | spec, namespace="ns", name="p")
 
 
 OK = status.Check.passed("ConfigWritten", "written")

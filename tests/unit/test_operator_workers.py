@@ -6,11 +6,11 @@ import dataclasses
 import json
 
 from nebula_id.core import keys as pool_keys
-from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id_operator import workers
 
 KEYS = pool_keys.PoolKeys("ns", "p")
-CONFIG = pools.parse_spec(
+CONFIG = poolspec.parse_spec(
     {"datacenters": [{"name": "dc-a", "id": 1}, {"name": "dc-b", "id": 2}]},
     namespace="ns",
     name="p",

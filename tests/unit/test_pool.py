@@ -11,13 +11,14 @@ from hypothesis import strategies as st
 
 from nebula_id import errors
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id.core.layout import SnowflakeLayout
 
 NOW_MS = 1_750_000_000_000
 
 
 def parse(spec: dict[str, Any], **kwargs: Any) -> pools.PoolConfig:
-    return pools.parse_spec(spec, namespace="shop", name="ids", **kwargs)
+    return poolspec.parse_spec(spec, namespace="shop", name="ids", **kwargs)
 
 
 def dcs(*entries: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def test_invalid_specs_name_the_problem(spec: dict[str, Any], message: str) -> N
 
 def test_pool_name_must_be_a_dns_label() -> None:
     with pytest.raises(errors.InvalidPool, match="pool name 'Ids' must be a DNS label"):
-        pools.parse_spec({}, namespace="shop", name="Ids")
+        poolspec.parse_spec({}, namespace="shop", name="Ids")
 
 
 def test_epoch_in_the_future_is_refused_when_now_is_given() -> None:
@@ -261,9 +262,9 @@ spec:
 
 
 def test_a_yaml_document_parses_into_a_config() -> None:
-    namespace, name, spec = pools.parse_document(yaml.safe_load(POOL_YAML))
+    namespace, name, spec = poolspec.parse_document(yaml.safe_load(POOL_YAML))
     assert (namespace, name) == ("shop", "orders")
-    config = pools.parse_spec(spec, namespace=namespace, name=name)
+    config = poolspec.parse_spec(spec, namespace=namespace, name=name)
     assert ids_by_name(config) == {"dc-a": 0, "dc-b": 4}
     assert config.datacenter("dc-b").database_secret_ref == pools.SecretRef(name="pg-b", key="url")
     assert config.datacenter("dc-a").database_secret_ref == pools.SecretRef(name="pg-a", key="dsn")
@@ -272,19 +273,19 @@ def test_a_yaml_document_parses_into_a_config() -> None:
 
 def test_documents_need_the_right_kind_and_a_name() -> None:
     with pytest.raises(errors.InvalidPool, match="expected kind NebulaIdPool, got 'Pod'"):
-        pools.parse_document({"kind": "Pod", "metadata": {"name": "x"}})
+        poolspec.parse_document({"kind": "Pod", "metadata": {"name": "x"}})
     with pytest.raises(errors.InvalidPool, match=r"metadata\.name is required"):
-        pools.parse_document({"kind": "NebulaIdPool", "metadata": {}})
-    assert pools.parse_document({"metadata": {"name": "x"}}, default_namespace="ns")[:2] == (
+        poolspec.parse_document({"kind": "NebulaIdPool", "metadata": {}})
+    assert poolspec.parse_document({"metadata": {"name": "x"}}, default_namespace="ns")[:2] == (
         "ns",
         "x",
     )
 
 
 def test_the_stored_json_reads_back_to_the_same_config() -> None:
-    namespace, name, spec = pools.parse_document(yaml.safe_load(POOL_YAML))
-    first = pools.parse_spec(spec, namespace=namespace, name=name)
-    shrunk = pools.parse_spec(
+    namespace, name, spec = poolspec.parse_document(yaml.safe_load(POOL_YAML))
+    first = poolspec.parse_spec(spec, namespace=namespace, name=name)
+    shrunk = poolspec.parse_spec(
         {**spec, "datacenters": [{"name": "dc-b", "id": 4}]},
         namespace=namespace,
         name=name,
@@ -293,9 +294,9 @@ def test_the_stored_json_reads_back_to_the_same_config() -> None:
     stored = shrunk.to_json()
     assert "pg-a" not in str(stored["datacenters"])  # only Secret names are ever stored
     assert stored["retiredDatacenterIds"] == [0]
-    assert pools.from_json(stored) == shrunk
+    assert poolspec.from_json(stored) == shrunk
 
 
 def test_an_unknown_stored_format_is_refused() -> None:
     with pytest.raises(errors.ConfigError, match="unsupported pool config format 99"):
-        pools.from_json({"format": 99})
+        poolspec.from_json({"format": 99})

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nebula_id import errors
-from nebula_id.core import pool as pools
-from nebula_id.core import segment
+from nebula_id.core import poolspec, segment
 from nebula_id.storage import engines, mysql, postgres
 
 
@@ -31,7 +30,7 @@ def test_an_unknown_scheme_is_a_config_error_without_the_password() -> None:
 
 
 def test_open_store_builds_the_engine_s_store() -> None:
-    pool = pools.parse_spec(
+    pool = poolspec.parse_spec(
         {"datacenters": [{"name": "dc-a", "id": 2}], "segment": {"tags": [{"name": "t"}]}},
         namespace="ns",
         name="p",

@@ -26,6 +26,7 @@ from nebula_id.config import segment as segment_mod
 from nebula_id.config import snowflake as snowflake_mod
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 from nebula_id.core.jsontypes import JsonObject
 
 STANDALONE_NAMESPACE = "default"
@@ -121,7 +122,7 @@ class ServeSettings:
             },
             "sidecar": {"port": self.http.port, "maxBatchSize": self.http.max_batch_size},
         }
-        return pools.parse_spec(spec, namespace=namespace, name=name)
+        return poolspec.parse_spec(spec, namespace=namespace, name=name)
 
 
 OWN_FIELDS: tuple[loader.Field[object], ...] = (

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from nebula_id import errors
-from nebula_id.core import jsontypes
+from nebula_id.core import jsontypes, poolspec
 from nebula_id.core import layout as layouts
 from nebula_id.core import pool as pools
 from nebula_id.core.jsontypes import JsonObject
@@ -66,7 +66,7 @@ class PoolIdentity:
         return dataclasses.replace(self, state=state, changed_at_ms=now_ms)
 
     def as_previous(self, namespace: str, name: str) -> pools.PoolConfig:
-        """A stand-in for the last config, for `pools.parse_spec`'s update checks."""
+        """A stand-in for the last config, for `poolspec.parse_spec`'s update checks."""
         return pools.PoolConfig(
             namespace=namespace,
             name=name,
@@ -85,7 +85,7 @@ class PoolIdentity:
 def from_json(doc: Mapping[str, object]) -> PoolIdentity:
     """Read back `PoolIdentity.to_json`; anything malformed raises `ConfigError`."""
     try:
-        layout, _ = pools.parse_layout(_object(doc["snowflake"]))
+        layout, _ = poolspec.parse_layout(_object(doc["snowflake"]))
         return PoolIdentity(
             generation=_int(doc["generation"]),
             state=_state(doc["state"]),

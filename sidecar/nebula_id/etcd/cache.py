@@ -15,6 +15,7 @@ import pathlib
 from nebula_id import errors
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
+from nebula_id.core import poolspec
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def load(data_dir: pathlib.Path, keys: pool_keys.PoolKeys) -> pools.PoolConfig |
     target = path_of(data_dir, keys)
     try:
         doc = json.loads(target.read_text(encoding="utf-8"))
-        return pools.from_json(doc)
+        return poolspec.from_json(doc)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, errors.NebulaIdError) as e:

@@ -1,7 +1,7 @@
 """Read, validate-and-write, and delete a pool's config in etcd.
 
 One writer for everyone: `nebula-id pool apply` and the operator both call `apply`, so
-a spec is validated by `core.pool.parse_spec` against what is stored, and written with
+a spec is validated by `core.poolspec.parse_spec` against what is stored, and written with
 a compare-and-swap on the stored mod_revision, so two concurrent writers can never lose
 an update or slip an unsafe change past the check.
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from nebula_id import errors
 from nebula_id.core import identity as identities
-from nebula_id.core import jsontypes
+from nebula_id.core import jsontypes, poolspec
 from nebula_id.core import keys as pool_keys
 from nebula_id.core import pool as pools
 from nebula_id.etcd import client as etcd
@@ -70,7 +70,7 @@ def decode(raw: bytes, keys: pool_keys.PoolKeys) -> pools.PoolConfig:
         doc = jsontypes.as_object(json.loads(raw))
         if doc is None:
             raise ValueError("not a JSON object")
-        return pools.from_json(doc)
+        return poolspec.from_json(doc)
     except (ValueError, KeyError) as e:
         raise errors.ConfigError(f"the stored config at {keys.config} is unreadable: {e}") from e
 
@@ -192,7 +192,7 @@ def _config_for(
         if identity.keeps_data:
             previous = identity.as_previous(keys.namespace, keys.name)
     try:
-        config = pools.parse_spec(
+        config = poolspec.parse_spec(
             spec, namespace=keys.namespace, name=keys.name, previous=previous, now_ms=now_ms
         )
     except errors.InvalidPool as e:
