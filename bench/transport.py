@@ -25,7 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bench.http import cpu_seconds, free_port, pinned, start, stop, wait_for
 from nebula_id.client import wire
@@ -108,7 +109,8 @@ def grpc_calls(port: int, n: int, kind: str) -> tuple[list[Call], list[object]]:
 
     from nebula_id.rpc import ids_pb2, ids_pb2_grpc
 
-    channels, calls = [], []
+    channels: list[object] = []
+    calls: list[Call] = []
     for _ in range(n):
         # One channel (one HTTP/2 connection) per worker, as the HTTP workers have.
         channel = grpc.aio.insecure_channel(
@@ -228,12 +230,16 @@ def measure(args: argparse.Namespace, workdir: pathlib.Path) -> dict[str, float]
         stop(floor)
 
 
-def _runner() -> Callable[[Awaitable[dict[str, float]]], dict[str, float]]:
+def _runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, float]]:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run  # type: ignore[return-value]
-    return uvloop.run  # type: ignore[no-any-return]
+        return asyncio.run
+
+    def run(main: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]:
+        return uvloop.run(main)
+
+    return run
 
 
 ROWS = [
