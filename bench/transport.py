@@ -81,6 +81,7 @@ async def load(calls: list[Call], seconds: float, pid: int) -> dict[str, float]:
         "rps": counts[0] / elapsed,
         "ids_per_s": counts[1] / elapsed,
         "cpu_us": used / counts[0] * 1e6 if counts[0] else float("nan"),
+        "cpu_ns_per_id": used / counts[1] * 1e9 if counts[1] else float("nan"),
         "errors": float(counts[2]),
     }
 
@@ -129,6 +130,15 @@ def grpc_calls(port: int, n: int, kind: str) -> tuple[list[Call], list[object]]:
 
         return call
 
+    def stream_call(stub: Any, request: Any) -> Call:
+        async def call() -> int:
+            got = 0
+            async for reply in stub.Stream(request):
+                got += len(reply.ids)
+            return got
+
+        return call
+
     channels: list[object] = []
     calls: list[Call] = []
     for _ in range(n):
@@ -142,6 +152,9 @@ def grpc_calls(port: int, n: int, kind: str) -> tuple[list[Call], list[object]]:
             call = health_call(health_pb2_grpc.HealthStub(channel), health_pb2.HealthCheckRequest())
         elif kind == "unary":
             call = unary_call(stub, ids_pb2.NextRequest())
+        elif kind == "stream":
+            # A bulk loader's call: 100 messages of 1000 IDs on one stream.
+            call = stream_call(stub, ids_pb2.StreamRequest(batch_size=1000, total=100_000))
         else:
             call = batch_call(stub, ids_pb2.BatchRequest(count=1000))
         calls.append(call)
@@ -162,6 +175,7 @@ async def measure_with(
     text, binary = "text/plain", "application/octet-stream"
     unary, unary_channels = grpc_calls(grpc_port, n, "unary")
     batches, batch_channels = grpc_calls(grpc_port, max(1, n // 4), "batch")
+    streams, stream_channels = grpc_calls(grpc_port, max(1, n // 4), "stream")
     floor_calls, floor_channels = grpc_calls(floor[0], n, "health")
     pids = {"grpc_floor": floor[1]}
     kinds: dict[str, list[Call]] = {
@@ -172,6 +186,7 @@ async def measure_with(
         "http_tcp_batch1000": http_calls(tcp, "/v1/ids?count=1000", max(1, n // 4), binary),
         "http_unix_batch1000": http_calls(unix, "/v1/ids?count=1000", max(1, n // 4), binary),
         "grpc_batch1000": batches,
+        "grpc_stream": streams,
     }
     try:
         for name, calls in kinds.items():
@@ -181,11 +196,11 @@ async def measure_with(
             for name, calls in kinds.items():
                 runs[name].append(await load(calls, args.seconds, pids.get(name, pid)))
     finally:
-        for channel in unary_channels + batch_channels + floor_channels:
+        for channel in unary_channels + batch_channels + stream_channels + floor_channels:
             await channel.close()  # type: ignore[attr-defined]
     figures: dict[str, float] = {}
     for name, found in runs.items():
-        for key in ("rps", "ids_per_s", "cpu_us"):
+        for key in ("rps", "ids_per_s", "cpu_us", "cpu_ns_per_id"):
             figures[f"{name}_{key}"] = statistics.median(r[key] for r in found)
         figures[f"{name}_errors"] = sum(r["errors"] for r in found)
     figures["grpc_vs_http_rps"] = figures["grpc_unary_rps"] / figures["http_tcp_rps"]
@@ -227,7 +242,11 @@ def _runner() -> Callable[[Coroutine[Any, Any, dict[str, float]]], dict[str, flo
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run
+
+    def run(main: Coroutine[Any, Any, dict[str, float]]) -> dict[str, float]:
+        return uvloop.run(main)
+
+    return run
 
 
 ROWS = [
@@ -238,16 +257,17 @@ ROWS = [
     ("http_tcp_batch1000", "HTTP batch of 1000 (binary) over TCP"),
     ("http_unix_batch1000", "HTTP batch of 1000 (binary) over the socket"),
     ("grpc_batch1000", "gRPC Batch of 1000"),
+    ("grpc_stream", "gRPC Stream, 100 x 1000 per call"),
 ]
 
 
 def report(figures: dict[str, float], args: argparse.Namespace) -> list[str]:
     title = "one sidecar (core 0), load from core 1"
-    print(f"{title:46} {'req/s':>9} {'IDs/s':>11} {'CPU us/req':>11}")
+    print(f"{title:46} {'req/s':>9} {'IDs/s':>11} {'CPU us/req':>11} {'CPU ns/ID':>10}")
     for key, name in ROWS:
         print(
             f"{name:46} {figures[f'{key}_rps']:>9,.0f} {figures[f'{key}_ids_per_s']:>11,.0f} "
-            f"{figures[f'{key}_cpu_us']:>11.1f}"
+            f"{figures[f'{key}_cpu_us']:>11.1f} {figures[f'{key}_cpu_ns_per_id']:>10,.0f}"
         )
     refused = {key: figures[f"{key}_errors"] for key, _ in ROWS if figures[f"{key}_errors"]}
     if refused:

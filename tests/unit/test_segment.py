@@ -138,6 +138,19 @@ def test_buffer_switches_to_next_within_one_take() -> None:
     assert buffer.next is None
 
 
+def test_buffer_take_one_hands_out_what_take_would() -> None:
+    one, many = SegmentBuffer(), SegmentBuffer()
+    assert one.take_one() is None
+    for buffer in (one, many):
+        buffer.offer(rng(0, 3))
+        buffer.offer(rng(50, 52))
+    taken = [one.take_one() for _ in range(6)]
+    assert taken == [0, 1, 2, 50, 51, None]
+    assert many.take(6) == [0, 1, 2, 50, 51]
+    assert one.current == many.current
+    assert one.available() == many.available() == 0
+
+
 def test_buffer_switches_as_soon_as_current_runs_dry() -> None:
     buffer = SegmentBuffer()
     buffer.offer(rng(0, 5))

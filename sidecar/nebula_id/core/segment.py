@@ -169,6 +169,15 @@ class SegmentBuffer:
             return list(range(cursor, cursor + count))
         return self._take_across(count)
 
+    def take_one(self) -> int | None:
+        """One ID, as `take(1)` would hand it out, without building a list; None when dry."""
+        cursor = self._cursor
+        if cursor + 1 < self._end:  # the common case: no switch
+            self._cursor = cursor + 1
+            return cursor
+        ids = self._take_across(1)
+        return ids[0] if ids else None
+
     def _make_current(self, segment: SegmentRange) -> None:
         self._current = segment
         self._cursor = segment.start
@@ -273,12 +282,12 @@ class SegmentAllocator:
         if state is None:
             raise errors.UnknownTag(tag, list(self._tags))
         buffer = state.buffer
-        ids = buffer.take(1)
-        if not ids:
+        value = buffer.take_one()
+        if value is None:
             return None
         if buffer.should_prefetch():
             self._start_load(state)
-        return ids[0]
+        return value
 
     async def next_ids(self, tag: str, count: int) -> list[int]:
         """`count` IDs of `tag`, increasing within each range."""

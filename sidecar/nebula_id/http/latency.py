@@ -4,24 +4,27 @@ The hot path pays two `perf_counter()` calls, one bisect and two list/float
 updates per request: the buckets are plain lists, and `LatencyCollector` turns
 them into `nebula_id_http_request_duration_seconds` at scrape time (a
 `prometheus_client.Histogram` takes a lock and a label lookup per observation).
+The timing wrapper is a plain function around the (plain) handler, so timing
+adds no coroutine to a request that needs no I/O; only an answer that must be
+awaited gets one.
 
 Only the ID routes are timed; probes, /metrics and /v1/info are not.  The
-time is the handler's, from routing to the response object (aiohttp's own
-parsing and writing are not in it).
+time is the handler's, from routing to the response object or the error it
+raises (aiohttp's own parsing and writing are not in it).
 """
 
 from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from nebula_id.http import keys
+from nebula_id.http.errors import AnyHandler
 
 METRIC = "nebula_id_http_request_duration_seconds"
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -60,8 +63,12 @@ class RequestLatency:
             found = self.series[(route, algorithm)] = Buckets()
         return found
 
-    def timed(self, route: str, handler: Handler) -> Handler:
-        """`handler` timed into its route's series, or `handler` itself if not an ID route."""
+    def timed(self, route: str, handler: AnyHandler) -> AnyHandler:
+        """`handler` timed into its route's series, or `handler` itself if not an ID route.
+
+        Both are plain functions returning the answer or an awaitable of it
+        (see `nebula_id.http.errors.AnyHandler`).
+        """
         if route not in TIMED_ROUTES:
             return handler
         fixed = TIMED_ROUTES[route]
@@ -69,16 +76,36 @@ class RequestLatency:
         bounds = BUCKETS
         clock = time.perf_counter
         where = bisect.bisect_left
+        response_type = web.Response
 
-        async def timed_handler(request: web.Request) -> web.StreamResponse:
+        def observe(request: web.Request, began: float) -> None:
+            seconds = clock() - began
+            target = series or self.buckets(route, request.app[keys.POOL].algorithm)
+            target.counts[where(bounds, seconds)] += 1
+            target.total += seconds
+
+        async def awaited(
+            request: web.Request, answer: Awaitable[web.StreamResponse], began: float
+        ) -> web.StreamResponse:
+            try:
+                return await answer
+            finally:
+                observe(request, began)
+
+        def timed_handler(
+            request: web.Request,
+        ) -> web.StreamResponse | Awaitable[web.StreamResponse]:
             began = clock()
             try:
-                return await handler(request)
-            finally:
-                seconds = clock() - began
-                target = series or self.buckets(route, request.app[keys.POOL].algorithm)
-                target.counts[where(bounds, seconds)] += 1
-                target.total += seconds
+                answer = handler(request)
+            except BaseException:
+                observe(request, began)
+                raise
+            # `type() is` first: StreamResponse is an ABC, its isinstance is slow.
+            if type(answer) is response_type or isinstance(answer, web.StreamResponse):
+                observe(request, began)
+                return answer
+            return awaited(request, answer, began)
 
         timed_handler.__name__ = getattr(handler, "__name__", "handler")
         return timed_handler

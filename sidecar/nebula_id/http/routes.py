@@ -14,7 +14,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_urldispatcher
 from aiohttp.typedefs import Handler
 
 from nebula_id import __version__, errors
@@ -137,10 +137,13 @@ uuid4 = _uuid_handler("uuid4", uuids.uuid4, uuids.uuid4_batch)
 def _segment_ids(request: web.Request, tag: str) -> web.Response | Awaitable[web.Response]:
     """A single ID from the buffer without a coroutine; anything else awaits the source."""
     if not request.query_string:
-        value = request.app[keys.SEGMENTS].take_one(tag)
+        app = request.app
+        value = app[keys.SEGMENTS].take_one(tag)
         if value is not None:
-            request.app[keys.STATS].singles["segment"] += 1
-            return _one(request, str(value))
+            app[keys.STATS].singles["segment"] += 1
+            if _wants_text(request):
+                return web.Response(body=b"%d\n" % value, headers=_TEXT_HEADERS)
+            return web.Response(body=b'{"id":"%d"}' % value, headers=_JSON_HEADERS)
     return _segment_ids_awaited(request, tag)
 
 
@@ -277,13 +280,41 @@ def readiness(app: web.Application) -> web.Response:
     )
 
 
+SEGMENT_TAG_PATH = "/v1/ids/segment/{tag}"
+
+
+class _TagResource(web_urldispatcher.DynamicResource):
+    """`/v1/ids/segment/{tag}`, matched by slicing the path instead of a regex.
+
+    Tags come from the pool, which is read after the router is frozen (and may
+    change on reload), so they cannot be plain routes; this resource matches
+    exactly what aiohttp's ``{tag}`` pattern (``[^{}/]+``) matches, and leaves
+    percent-encoded tags to that pattern's decoding.
+    """
+
+    _PREFIX = SEGMENT_TAG_PATH.partition("{")[0]
+
+    def _match(self, path: str) -> dict[str, str] | None:
+        prefix = self._PREFIX
+        if not path.startswith(prefix):
+            return None
+        tag = path[len(prefix) :]
+        if not tag or "/" in tag or "{" in tag or "}" in tag:
+            return None
+        if "%" in tag:
+            return super()._match(path)
+        return {"tag": tag}
+
+
 ROUTES: tuple[tuple[str, http_errors.AnyHandler], ...] = (
     ("/v1/ids", default),
     ("/v1/ids/snowflake", snowflake),
     ("/v1/ids/uuid7", uuid7),
     ("/v1/ids/uuid4", uuid4),
+    # Before `/v1/ids/segment`: both sit under that index key, and the tagged
+    # path is the busier one, so it is tried first.
+    (SEGMENT_TAG_PATH, segment),
     ("/v1/ids/segment", segment_default),
-    ("/v1/ids/segment/{tag}", segment),
     ("/v1/ids/snowflake/{id}/parse", parse),
     ("/v1/ids/{algorithm}", unknown_algorithm),
     ("/v1/info", info),
@@ -297,26 +328,33 @@ def add_routes(
     *,
     guard: bool,
     extra: tuple[tuple[str, Handler], ...] = (),
-    timed: Callable[[str, Handler], Handler] | None = None,
+    timed: Callable[[str, http_errors.AnyHandler], http_errors.AnyHandler] | None = None,
 ) -> None:
     """The API's GET routes, JSON 405s for other methods and a JSON 404 for the rest.
 
     `guard` wraps each handler with the error mapping, for an app that has no
     error middleware; otherwise synchronous handlers get a plain async adapter.
-    `timed(path, handler)` wraps it with a latency observation.
+    `timed(path, handler)` wraps the (plain) handler with a latency
+    observation first, so that the guard stays the request's one coroutine.
     """
     for path, handler in (*ROUTES, *extra):
-        wrapped = http_errors.guarded(handler) if guard else http_errors.as_async(handler)
+        inner: http_errors.AnyHandler = handler
         if timed is not None:
-            wrapped = timed(path, wrapped)
+            inner = timed(path, inner)
+        wrapped = http_errors.guarded(inner) if guard else http_errors.as_async(inner)
         # HEAD runs the GET handler: on an ID path it would consume IDs it never shows.
         issues_ids = path.startswith("/v1/ids")
-        router.add_get(path, wrapped, allow_head=not issues_ids)
-        router.add_route(
-            "*",
-            path,
+        not_allowed = (
             http_errors.method_not_allowed_get_only
             if issues_ids
-            else http_errors.method_not_allowed,
+            else http_errors.method_not_allowed
         )
+        if path == SEGMENT_TAG_PATH:
+            resource = _TagResource(path)
+            router.register_resource(resource)
+            resource.add_route("GET", wrapped)
+            resource.add_route("*", not_allowed)
+            continue
+        router.add_get(path, wrapped, allow_head=not issues_ids)
+        router.add_route("*", path, not_allowed)
     router.add_route("*", "/{tail:.*}", http_errors.not_found)

@@ -199,6 +199,8 @@ class IdsServicer(ids_pb2_grpc.IdsServicer):
 
         Returns the caller whose bucket the call is charged to (its key, else its peer).
         """
+        if self._key_check is None and self._rate_limit is None:
+            return ""  # nothing to check, no bucket to charge: no metadata or peer to read
         metadata = dict(context.invocation_metadata() or ())
         key = guards.key_from(
             _text(metadata.get("x-api-key")), _text(metadata.get("authorization"))
