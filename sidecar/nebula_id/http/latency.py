@@ -1,10 +1,11 @@
 """Request latency per route and algorithm, as a Prometheus histogram.
 
-The hot path pays two `perf_counter()` calls, one bisect and two list/float
-updates per request: the buckets are plain lists, and `LatencyCollector` turns
-them into `nebula_id_http_request_duration_seconds` at scrape time (a
-`prometheus_client.Histogram` takes a lock and a label lookup per observation).
-The timing wrapper is a plain function around the (plain) handler, so timing
+The hot path pays two `perf_counter()` calls, one comparison (a bisect only for
+an answer slower than the first bound) and two list/float updates per request,
+inline in the timing wrapper: the buckets are plain lists, and
+`LatencyCollector` turns them into `nebula_id_http_request_duration_seconds` at
+scrape time (a `prometheus_client.Histogram` takes a lock and a label lookup per
+observation).  The timing wrapper is a plain function around the (plain) handler, so timing
 adds no coroutine to a request that needs no I/O; only an answer that must be
 awaited gets one.
 
@@ -51,6 +52,20 @@ class Buckets:
         self.total = 0.0
 
 
+class _DefaultSeries:
+    """The series of the pool's default algorithm, for a route that serves it.
+
+    The pool is read once at start-up; the series is looked up again only when
+    the app's pool object is another one.
+    """
+
+    __slots__ = ("pool", "series")
+
+    def __init__(self) -> None:
+        self.pool: object = None
+        self.series: Buckets | None = None
+
+
 class RequestLatency:
     """Every (route, algorithm) series of the sidecar."""
 
@@ -76,7 +91,9 @@ class RequestLatency:
         bounds = BUCKETS
         clock = time.perf_counter
         where = bisect.bisect_left
+        first_bound = BUCKETS[0]
         response_type = web.Response
+        default = _DefaultSeries()
 
         def observe(request: web.Request, began: float) -> None:
             seconds = clock() - began
@@ -103,7 +120,18 @@ class RequestLatency:
                 raise
             # `type() is` first: StreamResponse is an ABC, its isinstance is slow.
             if type(answer) is response_type or isinstance(answer, web.StreamResponse):
-                observe(request, began)
+                # `observe`, inline: this is every synchronous answer's path.
+                seconds = clock() - began
+                target = series
+                if target is None:
+                    pool = request.app[keys.POOL]
+                    if pool is not default.pool:
+                        default.pool = pool
+                        default.series = self.buckets(route, pool.algorithm)
+                    target = default.series
+                    assert target is not None
+                target.counts[0 if seconds < first_bound else where(bounds, seconds)] += 1
+                target.total += seconds
                 return answer
             return awaited(request, answer, began)
 
