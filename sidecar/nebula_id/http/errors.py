@@ -171,8 +171,7 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
-async def method_not_allowed(request: web.Request) -> web.Response:
-    """Any method but GET on a path the API has."""
+def _method_not_allowed(request: web.Request, allow: str) -> web.Response:
     response = json_error(
         405,
         "method_not_allowed",
@@ -180,18 +179,15 @@ async def method_not_allowed(request: web.Request) -> web.Response:
         f"{request.method} is not allowed on {request.path}; use GET",
         stats=request.app[keys.STATS],
     )
-    response.headers["Allow"] = "GET, HEAD"
+    response.headers["Allow"] = allow
     return response
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    """Any method but GET on a path the API has."""
+    return _method_not_allowed(request, "GET, HEAD")
 
 
 async def method_not_allowed_get_only(request: web.Request) -> web.Response:
     """Any method but GET on a path that issues IDs (HEAD too: it would spend IDs)."""
-    response = json_error(
-        405,
-        "method_not_allowed",
-        "method_not_allowed",
-        f"{request.method} is not allowed on {request.path}; use GET",
-        stats=request.app[keys.STATS],
-    )
-    response.headers["Allow"] = "GET"
-    return response
+    return _method_not_allowed(request, "GET")
